@@ -1,0 +1,267 @@
+#include "http_server.hpp"
+
+#include <fcntl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <unordered_set>
+
+#include "settings.hpp"
+
+namespace demo {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+using clock_type = std::chrono::steady_clock;
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// How long a client may take to send one request's headers and body, and to read a
+// response: a slow client is cut off instead of holding a connection forever.
+constexpr std::chrono::seconds io_timeout{30};
+constexpr std::chrono::milliseconds max_sleep{60'000};
+
+namespace {
+
+struct connection {
+  explicit connection(tcp::socket s) : stream(std::move(s)), wake(stream.get_executor()) {}
+  beast::tcp_stream stream;
+  asio::steady_timer wake;  ///< the idle wait; cancelled to re-read the drain deadline
+  bool idle = false;
+};
+
+using request = http::request<http::string_body>;
+using response = http::response<http::string_body>;
+
+}  // namespace
+
+struct http_server::impl {
+  systempp::context* ctx = nullptr;
+  std::vector<tcp::acceptor> acceptors;
+  std::unordered_set<connection*> connections;
+  bool draining = false;
+  clock_type::time_point drain_started;
+  std::optional<asio::steady_timer> all_closed;  ///< cancelled when the last connection ends
+
+  const config_values& config() const { return ctx->unit<settings>().values(); }
+
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor);
+  asio::awaitable<void> serve(tcp::socket socket);
+  asio::awaitable<bool> wait_for_request(connection& c);
+  asio::awaitable<response> handle(const request& req);
+  response make_response(const request& req, http::status status, std::string body);
+  asio::awaitable<void> close_gracefully(connection& c);
+
+  void spawn(asio::awaitable<void> task, const char* what) {
+    asio::co_spawn(ctx->io(), std::move(task), [log = ctx->logger_ptr(), what](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log->error("http_server: {} failed: {}", what, ex.what());
+      }
+    });
+  }
+};
+
+http_server::http_server() : impl_(std::make_unique<impl>()) {}
+http_server::~http_server() = default;
+
+asio::awaitable<void> http_server::on_startup(systempp::context& ctx) {
+  impl& s = *impl_;
+  s.ctx = &ctx;
+  s.draining = false;
+  s.all_closed.emplace(ctx.io());
+  if (auto delay = s.config().startup_delay; delay.count() > 0) {
+    asio::steady_timer warmup(ctx.io(), delay);
+    co_await warmup.async_wait(asio::use_awaitable);
+  }
+  s.acceptors.clear();
+  for (const auto& l : ctx.listeners()) {
+    // Our own copy of the master's socket: closing it at drain leaves the master's open.
+    const int fd = ::fcntl(l.fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "dup listener");
+    tcp::acceptor& a = s.acceptors.emplace_back(ctx.io());
+    a.assign(l.family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+  }
+  for (auto& a : s.acceptors) s.spawn(s.accept_loop(a), "accept loop");
+}
+
+void http_server::pre_shutdown(systempp::context&) {
+  impl& s = *impl_;
+  s.draining = true;
+  s.drain_started = clock_type::now();
+  for (auto& a : s.acceptors) {
+    boost::system::error_code ignored;
+    a.close(ignored);
+  }
+  for (connection* c : s.connections)
+    if (c->idle) c->wake.cancel();
+}
+
+asio::awaitable<void> http_server::on_shutdown(systempp::context&) {
+  impl& s = *impl_;
+  while (!s.connections.empty()) {
+    s.all_closed->expires_at(clock_type::time_point::max());
+    co_await s.all_closed->async_wait(use_tuple);
+  }
+  s.acceptors.clear();
+}
+
+asio::awaitable<void> http_server::impl::accept_loop(tcp::acceptor& acceptor) {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+    if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // Out of fds or similar: back off briefly instead of spinning on the error.
+      ctx->log().warn("accept: {}", ec.message());
+      asio::steady_timer pause(ctx->io(), std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    spawn(serve(std::move(socket)), "connection");
+  }
+}
+
+// Waits until the next request's first bytes arrive. Returns false when the connection
+// should close instead: idle past keepalive_timeout_ms, or past drain_grace_ms of a drain.
+asio::awaitable<bool> http_server::impl::wait_for_request(connection& c) {
+  const auto idle_deadline = clock_type::now() + config().keepalive_timeout;
+  c.idle = true;
+  for (;;) {
+    auto deadline = idle_deadline;
+    if (draining) deadline = std::min(deadline, drain_started + config().drain_grace);
+    if (clock_type::now() >= deadline) break;
+    c.wake.expires_at(deadline);
+    auto winner = co_await (c.stream.socket().async_wait(tcp::socket::wait_read, use_tuple) ||
+                            c.wake.async_wait(use_tuple));
+    if (winner.index() == 0) {
+      c.idle = false;
+      co_return !std::get<0>(std::get<0>(winner));
+    }
+  }
+  c.idle = false;
+  co_return false;
+}
+
+asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {
+  connection c(std::move(socket));
+  connections.insert(&c);
+  struct deregister {
+    impl& s;
+    connection& c;
+    ~deregister() {
+      s.connections.erase(&c);
+      if (s.draining && s.connections.empty()) s.all_closed->cancel();
+    }
+  } guard{*this, c};
+
+  beast::flat_buffer buffer;
+  for (;;) {
+    if (buffer.size() == 0 && !co_await wait_for_request(c)) break;
+
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(16 * 1024);
+    parser.body_limit(1024 * 1024);
+    c.stream.expires_after(io_timeout);
+    auto [ec, n] = co_await http::async_read(c.stream, buffer, parser, use_tuple);
+    if (ec == http::error::end_of_stream) break;
+    if (ec) {
+      std::optional<response> error;
+      if (ec == http::error::header_limit)
+        error = make_response(parser.get(), http::status::request_header_fields_too_large, "header too large\n");
+      else if (ec == http::error::body_limit)
+        error = make_response(parser.get(), http::status::payload_too_large, "body too large\n");
+      else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+               ec != http::error::partial_message)
+        error = make_response(request{}, http::status::bad_request, "bad request\n");
+      if (error) {
+        error->keep_alive(false);
+        c.stream.expires_after(io_timeout);
+        co_await http::async_write(c.stream, *error, use_tuple);
+      }
+      break;
+    }
+
+    const request& req = parser.get();
+    response res = co_await handle(req);
+    const bool keep = req.keep_alive() && !draining;
+    res.keep_alive(keep);
+    c.stream.expires_after(io_timeout);
+    auto [wec, written] = co_await http::async_write(c.stream, res, use_tuple);
+    if (wec || !keep) break;
+  }
+  co_await close_gracefully(c);
+}
+
+// Half-close, then read what the client still sends until it closes too, so the kernel
+// does not answer unread bytes with a reset that could destroy our last response.
+asio::awaitable<void> http_server::impl::close_gracefully(connection& c) {
+  boost::system::error_code ignored;
+  auto& sock = c.stream.socket();
+  if (!sock.is_open()) co_return;
+  sock.shutdown(tcp::socket::shutdown_send, ignored);
+  c.stream.expires_after(std::chrono::seconds(2));
+  std::array<char, 4096> sink;
+  for (;;) {
+    auto [ec, n] = co_await c.stream.async_read_some(asio::buffer(sink), use_tuple);
+    if (ec) break;
+  }
+  sock.close(ignored);
+}
+
+response http_server::impl::make_response(const request& req, http::status status, std::string body) {
+  response res{status, req.version() ? req.version() : 11};
+  res.set(http::field::server, "systempp-demo");
+  res.set(http::field::content_type, "text/plain");
+  res.set("X-Worker-Pid", std::to_string(ctx->pid()));
+  res.set("X-Worker-Slot", std::to_string(ctx->slot()));
+  res.set("X-Worker-Generation", std::to_string(ctx->generation()));
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+asio::awaitable<response> http_server::impl::handle(const request& req) {
+  const std::string_view target = req.target();
+  const auto q = target.find('?');
+  const std::string_view path = target.substr(0, q);
+  const std::string_view query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+
+  if (req.method() != http::verb::get && req.method() != http::verb::head)
+    co_return make_response(req, http::status::method_not_allowed, "only GET and HEAD\n");
+  if (path == "/") co_return make_response(req, http::status::ok, config().message);
+  if (path == "/healthz")
+    co_return draining ? make_response(req, http::status::service_unavailable, "draining\n")
+                       : make_response(req, http::status::ok, "ok\n");
+  if (path == "/sleep") {
+    long long ms = -1;
+    if (query.starts_with("ms=")) {
+      auto digits = query.substr(3);
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), ms);
+      if (ec != std::errc{} || end != digits.data() + digits.size()) ms = -1;
+    }
+    if (ms < 0 || ms > max_sleep.count())
+      co_return make_response(req, http::status::bad_request,
+                              fmt::format("ms must be a number from 0 to {}\n", max_sleep.count()));
+    asio::steady_timer t(ctx->io(), std::chrono::milliseconds(ms));
+    co_await t.async_wait(use_tuple);
+    co_return make_response(req, http::status::ok, fmt::format("slept {} ms\n", ms));
+  }
+  co_return make_response(req, http::status::not_found, "not found\n");
+}
+
+}  // namespace demo

@@ -1,0 +1,33 @@
+#pragma once
+/// The demo's HTTP unit: accepts on the listeners the runtime hands it, HTTP/1.1 with
+/// keep-alive and pipelining, and drains without dropping an accepted request.
+
+#include <memory>
+
+#include <systempp/systempp.hpp>
+
+namespace demo {
+
+class http_server {
+ public:
+  static constexpr std::string_view name = "http_server";
+
+  http_server();
+  ~http_server();
+
+  /// Worker / inline: start accepting on every listener (inherited fds, never bound here).
+  boost::asio::awaitable<void> on_startup(systempp::context& ctx);
+  /// Stop accepting: close this process's acceptors; the listening socket stays with the
+  /// master, so queued connections wait for the other workers.
+  void pre_shutdown(systempp::context& ctx);
+  /// Finish in-flight requests; keep-alive connections get `Connection: close` on their
+  /// next response; idle ones are closed after drain_grace_ms. Completes when no
+  /// connection is left.
+  boost::asio::awaitable<void> on_shutdown(systempp::context& ctx);
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace demo

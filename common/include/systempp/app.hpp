@@ -1,0 +1,106 @@
+#pragma once
+/// Composing units into an app.
+///
+///   using my_app = systempp::app<settings, database, http_server>;
+///   using my_app_with_jobs = systempp::app<my_app, job_runner>;   // extends my_app
+///
+/// Forward stages run units in this order, backward stages in reverse. An app listed inside
+/// another app is flattened in place, so a base app's units come first forward and last
+/// backward.
+
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "systempp/unit.hpp"
+
+namespace systempp {
+
+template <class... Ts>
+struct app;
+
+namespace detail {
+
+template <class... Ts>
+struct type_list {};
+
+template <class... Ls>
+struct concat;
+template <>
+struct concat<> {
+  using type = type_list<>;
+};
+template <class... As>
+struct concat<type_list<As...>> {
+  using type = type_list<As...>;
+};
+template <class... As, class... Bs, class... Rest>
+struct concat<type_list<As...>, type_list<Bs...>, Rest...> {
+  using type = typename concat<type_list<As..., Bs...>, Rest...>::type;
+};
+
+template <class T>
+struct flatten_one {
+  using type = type_list<T>;
+};
+template <class... Us>
+struct flatten_one<app<Us...>> {
+  using type = typename app<Us...>::units;
+};
+
+template <class T, class... Ts>
+constexpr std::size_t count_of = (std::size_t{std::is_same_v<T, Ts>} + ... + 0);
+
+template <class List>
+struct units_tuple;
+template <class... Us>
+struct units_tuple<type_list<Us...>> {
+  static_assert(((count_of<Us, Us...> == 1) && ...),
+                "systempp: a unit type appears twice in the app; ctx.unit<T>() would be "
+                "ambiguous");
+  static_assert((std::is_default_constructible_v<Us> && ...),
+                "systempp: units must be default-constructible");
+  using type = std::tuple<Us...>;
+};
+
+/// A unit ready for the runtime: name, type, object and its stage hooks.
+struct unit_entry {
+  unit_ref ref;
+  unit_hooks hooks;
+};
+
+}  // namespace detail
+
+/// An ordered composition of units (and of other apps, flattened in place).
+template <class... Ts>
+struct app {
+  using units = typename detail::concat<typename detail::flatten_one<Ts>::type...>::type;
+};
+
+/// The live units of an app: constructed once per process image (before any fork), in
+/// declaration order, destroyed in reverse.
+template <class App>
+class app_instance {
+ public:
+  app_instance() : units_(std::make_unique<tuple_type>()) {
+    std::apply([this](auto&... u) { (add(u), ...); }, *units_);
+  }
+  /// The type-erased view the runners use.
+  std::vector<detail::unit_entry>& entries() noexcept { return entries_; }
+
+ private:
+  using tuple_type = typename detail::units_tuple<typename App::units>::type;
+
+  template <class U>
+  void add(U& u) {
+    entries_.push_back(detail::unit_entry{
+        detail::unit_ref{detail::unit_name<U>(), std::type_index(typeid(U)), &u},
+        detail::hooks_of<U>()});
+  }
+
+  std::unique_ptr<tuple_type> units_;
+  std::vector<detail::unit_entry> entries_;
+};
+
+}  // namespace systempp

@@ -1,0 +1,25 @@
+#pragma once
+/// A small `key = value` configuration format for units: one pair per line, `#` starts a
+/// comment line, blank lines are ignored, whitespace around key and value is trimmed.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace systempp {
+
+struct config_entry {
+  std::string key;
+  std::string value;
+  std::size_t line = 0;  ///< 1-based, for error messages
+};
+
+/// Parses text; throws config_error "FILE:LINE: message" for a line without '=' or with an
+/// empty key, or a key given twice. `origin` names the file in messages.
+std::vector<config_entry> parse_config(std::string_view text, std::string_view origin);
+
+/// Reads and parses a file; an unreadable file is a config_error naming it.
+std::vector<config_entry> read_config_file(const std::string& path);
+
+}  // namespace systempp

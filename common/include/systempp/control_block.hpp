@@ -1,0 +1,413 @@
+#pragma once
+/// The control block: one shared-memory segment per pool that the master, its workers and
+/// `app status` share (DESIGN.md section 3).
+///
+/// Layout rules, and why:
+/// - No locks. A process-shared mutex stays locked forever when its owner is SIGKILLed, so
+///   every shared field is a lock-free `std::atomic` and has exactly one writer, named in a
+///   comment next to it. Where a reader needs several fields that agree with each other, the
+///   writer wraps its update in a seqlock (`begin_update`/`end_update`) and the reader copies
+///   with `read_slot`, retrying while an update was in progress.
+/// - No pointers, containers or virtuals: the struct is mapped at a different address in
+///   every process (and by a different build after a master upgrade).
+/// - The header starts with magic, layout version and sizes; every attach checks them, so a
+///   mismatched build refuses loudly instead of reading garbage. Tests pin sizeof/offsetof.
+/// - No `std::atomic::wait/notify`: libstdc++ 12 uses private futexes, which do not wake a
+///   waiter in another process. Wake-ups travel through fds; this block holds state only.
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <boost/interprocess/mapped_region.hpp>
+
+#include "systempp/stage.hpp"
+
+namespace systempp {
+
+// ---------------------------------------------------------------------------------------------
+// States and commands stored in the block
+// ---------------------------------------------------------------------------------------------
+
+/// A worker slot's life (DESIGN.md section 4). Stored in shared memory: keep the numbers.
+enum class worker_state : std::uint32_t {
+  free,      ///< no process; the slot may be reused
+  spawned,   ///< master forked it; the worker has not started its stages yet
+  starting,  ///< running pre_startup..post_startup
+  ready,     ///< serving
+  draining,  ///< told to drain: pre_shutdown..post_shutdown
+  exited,    ///< ended cleanly (written by the worker, or by the master after a clean reap)
+  crashed,   ///< died without writing EXITED (written by the master)
+};
+
+/// The master's own state, for `app status` and the workers.
+enum class master_state : std::uint32_t { starting, running, reloading, draining, stopped };
+
+/// What the master asks a worker to do; the wake-up itself travels through the worker's fd.
+enum class worker_command : std::uint32_t { none, drain, stop_fast };
+
+/// The result of the latest rolling reload.
+enum class reload_outcome : std::uint32_t { none, in_progress, succeeded, failed, rejected };
+
+/// Why the master respawned a worker; indexes `control_header::restarts`.
+enum class restart_reason : std::uint32_t {
+  crash,              ///< the worker died without writing EXITED
+  timeout_ready,      ///< STARTING past --ready-timeout
+  timeout_heartbeat,  ///< READY without a heartbeat past --heartbeat-timeout
+  recycle,            ///< --max-requests reached
+  scale,              ///< SIGTTIN/SIGTTOU changed the target
+};
+inline constexpr std::size_t restart_reason_count = 5;
+
+// Values read from shared memory may be garbage (a foreign or broken segment), so every
+// to_string has a fallback instead of indexing a table.
+
+/// Lower-case name, e.g. "ready"; "unknown" for a value outside the enum.
+constexpr std::string_view to_string(worker_state s) noexcept {
+  switch (s) {
+    case worker_state::free: return "free";
+    case worker_state::spawned: return "spawned";
+    case worker_state::starting: return "starting";
+    case worker_state::ready: return "ready";
+    case worker_state::draining: return "draining";
+    case worker_state::exited: return "exited";
+    case worker_state::crashed: return "crashed";
+  }
+  return "unknown";
+}
+
+/// Lower-case name, e.g. "reloading"; "unknown" for a value outside the enum.
+constexpr std::string_view to_string(master_state s) noexcept {
+  switch (s) {
+    case master_state::starting: return "starting";
+    case master_state::running: return "running";
+    case master_state::reloading: return "reloading";
+    case master_state::draining: return "draining";
+    case master_state::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+/// Lower-case name, e.g. "stop_fast"; "unknown" for a value outside the enum.
+constexpr std::string_view to_string(worker_command c) noexcept {
+  switch (c) {
+    case worker_command::none: return "none";
+    case worker_command::drain: return "drain";
+    case worker_command::stop_fast: return "stop_fast";
+  }
+  return "unknown";
+}
+
+/// Lower-case name, e.g. "in_progress"; "unknown" for a value outside the enum.
+constexpr std::string_view to_string(reload_outcome o) noexcept {
+  switch (o) {
+    case reload_outcome::none: return "none";
+    case reload_outcome::in_progress: return "in_progress";
+    case reload_outcome::succeeded: return "succeeded";
+    case reload_outcome::failed: return "failed";
+    case reload_outcome::rejected: return "rejected";
+  }
+  return "unknown";
+}
+
+/// Lower-case name, e.g. "timeout_ready"; "unknown" for a value outside the enum.
+constexpr std::string_view to_string(restart_reason r) noexcept {
+  switch (r) {
+    case restart_reason::crash: return "crash";
+    case restart_reason::timeout_ready: return "timeout_ready";
+    case restart_reason::timeout_heartbeat: return "timeout_heartbeat";
+    case restart_reason::recycle: return "recycle";
+    case restart_reason::scale: return "scale";
+  }
+  return "unknown";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layout
+// ---------------------------------------------------------------------------------------------
+
+/// "SPCB" read as a little-endian word: tells a control block from any other segment.
+inline constexpr std::uint32_t control_block_magic = 0x42435053;
+/// Bump this when the layout changes (any field, size, order or meaning), and update the
+/// pinned sizes in tests/unit/control_block_test.cpp.
+inline constexpr std::uint32_t control_block_layout_version = 1;
+
+/// `stage` and `unit` in a slot hold this while no stage runs (e.g. while serving).
+inline constexpr std::uint32_t no_stage = 0xffff'ffff;
+inline constexpr std::uint32_t no_unit = 0xffff'ffff;
+
+// Times in the block are CLOCK_MONOTONIC milliseconds: the clock is system-wide, so a
+// heartbeat written by a worker compares with the master's "now".
+
+/// CLOCK_MONOTONIC in milliseconds. Runs anywhere, async-signal-safe.
+std::uint64_t monotonic_ms() noexcept;
+
+/// The pool-wide part, at offset 0. Written by the master only; everyone else reads.
+/// alignas(64) keeps its size a multiple of a cache line, so the slots that follow it are
+/// aligned too.
+struct alignas(64) control_header {
+  static constexpr std::size_t max_units = 16;
+  static constexpr std::size_t unit_name_size = 32;        ///< including the terminating NUL
+  static constexpr std::size_t reload_message_size = 256;  ///< including the terminating NUL
+
+  // Identity, written once by `control_segment::create`. The magic is stored last with
+  // release order, so an attacher that sees the magic also sees everything else filled in.
+  std::atomic<std::uint32_t> magic{};           ///< master, once, last
+  std::atomic<std::uint32_t> layout_version{};  ///< master, once
+  std::atomic<std::uint32_t> header_size{};     ///< master, once: sizeof(control_header)
+  std::atomic<std::uint32_t> slot_size{};       ///< master, once: sizeof(worker_slot)
+  std::atomic<std::uint32_t> slot_count{};      ///< master, once
+  std::atomic<std::uint32_t> unit_count{};      ///< master, once; <= max_units
+  std::atomic<std::int32_t> master_pid{};       ///< master, once (same pid after an upgrade)
+
+  // Qualified type names: the members below share their names with their types.
+  std::atomic<systempp::master_state> master_state{};  ///< master
+  std::atomic<std::uint32_t> pool_generation{};        ///< master: bumped by each reload
+  std::atomic<std::uint32_t> target_workers{};         ///< master: changed by scaling
+
+  std::atomic<std::uint32_t> reload_seq{};                 ///< master: bumped when a reload starts
+  std::atomic<systempp::reload_outcome> reload_outcome{};  ///< master
+  /// master: seqlock counter of reload_message, odd while the master rewrites it.
+  std::atomic<std::uint32_t> reload_message_seq{};
+  std::atomic<std::uint64_t> reload_started_ms{};   ///< master: monotonic_ms() at the start
+  std::atomic<std::uint64_t> reload_duration_ms{};  ///< master: set when the reload ends
+
+  // Counters folded in from dead workers, so pool totals survive respawns.
+  std::atomic<std::uint64_t> requests_total{};  ///< master, when it reaps a worker
+  std::atomic<std::uint64_t> errors_total{};    ///< master, when it reaps a worker
+  /// master: respawns, indexed by restart_reason.
+  std::atomic<std::uint64_t> restarts[restart_reason_count]{};
+
+  /// master, under reload_message_seq: "reload failed: unit X, stage Y: message". Only
+  /// accessed through write_reload_message/read_reload_message (bytewise atomics).
+  char reload_message[reload_message_size]{};
+  /// master, once, before any worker exists; NUL-terminated unless exactly 31 chars + NUL.
+  /// Read with unit_name().
+  char unit_names[max_units][unit_name_size]{};
+};
+
+/// One per worker slot, cache-line aligned so that two workers' hot counters never share
+/// a line. The worker writes its own progress; the master writes what it decides (epoch,
+/// pid, generation, command) and takes over the worker's fields once the worker is dead.
+struct alignas(64) worker_slot {
+  static constexpr std::size_t max_units = control_header::max_units;
+
+  /// Seqlock counter, odd during an update. The worker bumps it around multi-field updates
+  /// (state + stage + unit); the master uses it too while it owns the slot (worker dead).
+  std::atomic<std::uint32_t> seq{};
+  std::atomic<std::uint32_t> epoch{};       ///< master: bumped each time the slot is reused
+  std::atomic<std::int32_t> pid{};          ///< master, at spawn; 0 when free
+  std::atomic<std::uint32_t> generation{};  ///< master, at spawn: the pool generation
+  /// worker while it lives; master writes spawned (at spawn) and free/crashed/exited once
+  /// the worker is dead.
+  std::atomic<worker_state> state{};
+  std::atomic<worker_command> command{};  ///< master
+  std::atomic<std::uint32_t> stage{no_stage};  ///< worker: index of systempp::stage running
+  std::atomic<std::uint32_t> unit{no_unit};    ///< worker: index into unit_names running
+  std::atomic<std::uint32_t> in_flight{};      ///< worker: requests being served now
+  std::atomic<std::int32_t> exit_status{};     ///< master, after reaping: raw wait status
+  std::atomic<std::uint32_t> restarts{};       ///< master: respawns of this slot
+
+  std::atomic<std::uint64_t> drain_deadline_ms{};  ///< master, with command
+  std::atomic<std::uint64_t> heartbeat_ms{};       ///< worker: last sign of life
+  std::atomic<std::uint64_t> started_ms{};         ///< master, at spawn
+  std::atomic<std::uint64_t> ready_ms{};           ///< worker, when it becomes READY
+  std::atomic<std::uint64_t> requests{};           ///< worker: served since spawn
+  std::atomic<std::uint64_t> errors{};             ///< worker: failed since spawn
+
+  /// worker: duration in microseconds of each stage, per unit (like systemd-analyze blame).
+  std::atomic<std::uint32_t> stage_us[max_units][stage_count]{};
+};
+
+// One static_assert per atomic type used: a type that needs a lock would put a
+// process-private mutex (or a lock that a dying process keeps) into shared memory.
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic<std::int32_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<worker_state>::is_always_lock_free);
+static_assert(std::atomic<master_state>::is_always_lock_free);
+static_assert(std::atomic<worker_command>::is_always_lock_free);
+static_assert(std::atomic<reload_outcome>::is_always_lock_free);
+static_assert(std::atomic_ref<char>::is_always_lock_free);  // reload_message bytes
+
+static_assert(sizeof(pid_t) == sizeof(std::int32_t), "pids are stored as int32");
+static_assert(stage_count == 9, "a new stage changes worker_slot::stage_us: bump the version");
+static_assert(std::is_standard_layout_v<control_header> && std::is_standard_layout_v<worker_slot>,
+              "offsetof is pinned in tests");
+// Nobody runs destructors on a segment (another process may still use it).
+static_assert(std::is_trivially_destructible_v<control_header> &&
+              std::is_trivially_destructible_v<worker_slot>);
+static_assert(sizeof(control_header) % alignof(worker_slot) == 0, "slots must stay aligned");
+
+// ---------------------------------------------------------------------------------------------
+// Seqlocks
+// ---------------------------------------------------------------------------------------------
+
+/// Opens a multi-field update of `slot` (makes `seq` odd). Called by the slot's current
+/// writer: the worker, or the master once the worker is dead. Safe if a dead worker left
+/// `seq` odd: the update then simply continues from there. Async-signal-safe.
+void begin_update(worker_slot& slot) noexcept;
+/// Closes the update opened by begin_update (makes `seq` even). Async-signal-safe.
+void end_update(worker_slot& slot) noexcept;
+
+/// RAII form of begin_update/end_update, for the worker and for the master.
+class slot_update {
+ public:
+  explicit slot_update(worker_slot& slot) noexcept : slot_(slot) { begin_update(slot_); }
+  ~slot_update() { end_update(slot_); }
+  slot_update(const slot_update&) = delete;
+  slot_update& operator=(const slot_update&) = delete;
+
+ private:
+  worker_slot& slot_;
+};
+
+/// A plain copy of a worker_slot, taken by read_slot.
+struct slot_snapshot {
+  std::uint32_t seq = 0;
+  std::uint32_t epoch = 0;
+  pid_t pid = 0;
+  std::uint32_t generation = 0;
+  worker_state state = worker_state::free;
+  worker_command command = worker_command::none;
+  std::uint32_t stage = no_stage;
+  std::uint32_t unit = no_unit;
+  std::uint32_t in_flight = 0;
+  std::int32_t exit_status = 0;
+  std::uint32_t restarts = 0;
+  std::uint64_t drain_deadline_ms = 0;
+  std::uint64_t heartbeat_ms = 0;
+  std::uint64_t started_ms = 0;
+  std::uint64_t ready_ms = 0;
+  std::uint64_t requests = 0;
+  std::uint64_t errors = 0;
+  std::array<std::array<std::uint32_t, stage_count>, worker_slot::max_units> stage_us{};
+  /// false when the writer kept updating (or died mid-update) through every retry; the
+  /// copy is then best effort: each field is valid but they may not agree.
+  bool consistent = true;
+};
+
+/// Copies `slot` consistently: retries while an update is in progress, a bounded number of
+/// times (a writer that died mid-update must not hang the reader). Runs anywhere.
+slot_snapshot read_slot(const worker_slot& slot) noexcept;
+
+/// Replaces the reload message, cut to 255 bytes at a UTF-8 character boundary.
+/// Master only (single writer).
+void write_reload_message(control_header& header, std::string_view message) noexcept;
+/// A consistent copy of the reload message (best effort after bounded retries). Runs
+/// anywhere.
+std::string read_reload_message(const control_header& header);
+
+/// The name of unit `index`, or "" when the index is out of range. The view points into
+/// the segment; the names never change after create. Runs anywhere.
+std::string_view unit_name(const control_header& header, std::uint32_t index) noexcept;
+
+// ---------------------------------------------------------------------------------------------
+// The segment
+// ---------------------------------------------------------------------------------------------
+
+/// A control block that cannot be created or attached, or fails validation. The message is
+/// one line: "control block systempp.web.123: wrong magic".
+class control_block_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Pool names end up in file names: [A-Za-z0-9_-], 1..64 characters. Runs anywhere.
+bool valid_pool_name(std::string_view pool) noexcept;
+
+/// "systempp.<pool>.<pid>": the shared-memory object name (Linux shows it as
+/// /dev/shm/systempp.<pool>.<pid>). Does not validate the pool name.
+std::string segment_name(std::string_view pool, pid_t master_pid);
+
+enum class access { read_only, read_write };
+
+/// Owns a mapping of the control block and the shm fd behind it. Move-only. The creator
+/// also owns the segment's name and removes it on destruction, unless disowned.
+class control_segment {
+ public:
+  /// Master only. Creates "systempp.<pool>.<master_pid>" (fails if it exists), mode 0600,
+  /// sized for `slot_count` slots, every slot FREE, unit names filled in. Throws
+  /// control_block_error.
+  static control_segment create(std::string_view pool, pid_t master_pid,
+                                std::uint32_t slot_count,
+                                std::span<const std::string> unit_names);
+
+  /// Workers and `app status`. Opens an existing segment and validates it (owner, size,
+  /// magic, layout version, sizes). Throws control_block_error on any mismatch.
+  static control_segment attach(std::string_view pool, pid_t master_pid, access mode);
+
+  /// Exec-mode workers and an upgraded master: attaches the segment behind an inherited fd,
+  /// with the same validation as attach. The caller keeps ownership of `fd`; the segment
+  /// works on its own close-on-exec duplicate.
+  static control_segment attach_fd(int fd, access mode);
+
+  control_segment(control_segment&& other) noexcept;
+  control_segment& operator=(control_segment&& other) noexcept;
+  control_segment(const control_segment&) = delete;
+  control_segment& operator=(const control_segment&) = delete;
+  /// Unmaps and closes; removes the name if this object owns it and this is the process
+  /// that created (or adopted) it, so a forked child's copy never removes the master's
+  /// segment even if the child forgets disown().
+  ~control_segment();
+
+  /// Keep the mapping but never remove the segment: for a forked child holding the
+  /// master's object.
+  void disown() noexcept { owner_ = false; }
+  /// Become the owner that removes the segment on destruction: for a master that
+  /// re-executed itself and attached the block by fd. Master only.
+  void adopt() noexcept;
+  bool owns_segment() const noexcept { return owner_; }
+
+  /// Writing through these in a read_only segment faults: the mapping is read-only.
+  control_header& header() noexcept { return *header_; }
+  const control_header& header() const noexcept { return *header_; }
+  /// Throws std::out_of_range for i >= slot_count().
+  worker_slot& slot(std::uint32_t i);
+  const worker_slot& slot(std::uint32_t i) const;
+  std::span<worker_slot> slots() noexcept { return {slots_, slot_count_}; }
+  std::span<const worker_slot> slots() const noexcept { return {slots_, slot_count_}; }
+  /// Validated at attach and cached: the header's copy is not trusted again after that.
+  std::uint32_t slot_count() const noexcept { return slot_count_; }
+  /// "systempp.<pool>.<pid>" (for attach_fd: as the kernel names the fd, else "fd <n>").
+  const std::string& name() const noexcept { return name_; }
+  /// The shm fd, open (close-on-exec) as long as this object lives; pass it to exec'd
+  /// children by dup2.
+  int fd() const noexcept { return fd_; }
+
+ private:
+  /// Takes ownership of `fd`; maps nothing yet.
+  control_segment(std::string name, int fd) noexcept;
+  void map_and_validate(access mode);
+  void close() noexcept;
+
+  std::string name_;
+  int fd_ = -1;
+  boost::interprocess::mapped_region region_;
+  control_header* header_ = nullptr;
+  worker_slot* slots_ = nullptr;
+  std::uint32_t slot_count_ = 0;
+  bool owner_ = false;
+  pid_t owner_pid_ = 0;  ///< the process allowed to remove the name
+};
+
+/// Removes "systempp.<pool>.<pid>" segments whose pid no longer exists; returns how many.
+/// Master only, at start. Throws control_block_error for an invalid pool name.
+std::size_t remove_stale_segments(std::string_view pool);
+
+/// The master pid of a segment of this pool whose master is alive, if any: refuses a second
+/// pool with the same name and finds the master for `app status --name`. A recycled pid
+/// looks alive; remove_stale_segments at start keeps that window small. Runs anywhere.
+/// Throws control_block_error for an invalid pool name.
+std::optional<pid_t> find_live_master(std::string_view pool);
+
+}  // namespace systempp

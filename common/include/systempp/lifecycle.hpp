@@ -1,0 +1,131 @@
+#pragma once
+/// Runs the stages of an app's units with the ordering and failure rules of DESIGN.md
+/// section 1, and records duration and outcome per unit and stage.
+///
+/// Teardown pairs with startup, unit by unit (our reading of the design's failure rule,
+/// see docs/ARCHITECTURE.md): pre_shutdown and on_shutdown go to the units whose
+/// on_startup completed, post_shutdown to those whose pre_startup completed, on_exit to
+/// those whose on_init completed. So a unit that started something is always asked to stop
+/// it, and a unit that never started is never asked.
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "systempp/app.hpp"
+#include "systempp/context.hpp"
+#include "systempp/errors.hpp"
+#include "systempp/stage.hpp"
+
+namespace systempp {
+
+enum class stage_outcome { ok, failed, timed_out };
+
+std::string_view to_string(stage_outcome o) noexcept;
+
+/// One unit's run of one stage.
+struct stage_record {
+  std::size_t unit = 0;
+  stage which = stage::on_init;
+  std::chrono::microseconds duration{0};
+  stage_outcome outcome = stage_outcome::ok;
+  std::string error;  ///< the exception's message when the outcome is not ok
+};
+
+/// The result of running one stage over the units.
+struct stage_result {
+  bool ok = true;
+  bool config_error = false;   ///< a unit threw systempp::config_error
+  std::size_t failed_unit = 0; ///< first failing unit (valid when !ok)
+  std::string error;           ///< "unit X, stage Y: message" of the first failure
+};
+
+/// Told when a unit enters and leaves a stage (workers publish it in their control slot).
+struct stage_observer {
+  virtual ~stage_observer() = default;
+  virtual void stage_begin(std::size_t unit, stage s) = 0;
+  virtual void stage_end(std::size_t unit, stage s, std::chrono::microseconds took,
+                         stage_outcome outcome) = 0;
+};
+
+/// The stage engine of one process. Not thread-safe; lives on the loop's thread.
+class lifecycle {
+ public:
+  explicit lifecycle(std::vector<detail::unit_entry>& units);
+
+  /// Name/type/object of every unit, for context's sibling lookups.
+  std::span<const detail::unit_ref> refs() const noexcept { return refs_; }
+  std::size_t size() const noexcept { return units_.size(); }
+  const std::string& unit_name(std::size_t i) const { return refs_[i].name; }
+
+  /// Runs a sync stage (on_init, on_reload, pre_startup, post_shutdown, on_exit) outside
+  /// the loop. A sync stage cannot be interrupted: one that overruns its timeout is
+  /// recorded as timed out when it returns (the master's --ready-timeout catches hangs).
+  stage_result run(stage s, context& ctx);
+
+  /// Runs an async stage inside ctx.io(). A unit that overruns the timeout is cancelled
+  /// (its pending Asio operations complete with operation_aborted) and counts as timed out.
+  boost::asio::awaitable<stage_result> run_async(stage s, context& ctx);
+
+  /// Every stage run so far, in order.
+  const std::vector<stage_record>& records() const noexcept { return records_; }
+
+  void set_timeout(std::chrono::milliseconds t) noexcept { timeout_ = t; }
+  void set_observer(stage_observer* o) noexcept { observer_ = o; }
+
+  /// True when no unit holds started state (nothing left to tear down in this cycle).
+  bool idle() const noexcept;
+
+ private:
+  struct progress {
+    bool init = false;
+    bool pre = false;
+    bool started = false;
+    bool post = false;
+  };
+
+  bool eligible(std::size_t unit, stage s) const noexcept;
+  void mark_done(std::size_t unit, stage s) noexcept;
+  void after_stage(stage s) noexcept;
+  std::vector<std::size_t> order(stage s) const;
+  void record(std::size_t unit, stage s, std::chrono::steady_clock::time_point t0,
+              stage_outcome outcome, std::string error, context& ctx, stage_result& result,
+              bool config);
+
+  std::vector<detail::unit_entry>& units_;
+  std::vector<detail::unit_ref> refs_;
+  std::vector<progress> progress_;
+  std::vector<stage_record> records_;
+  std::chrono::milliseconds timeout_{30'000};
+  stage_observer* observer_ = nullptr;
+};
+
+/// How a cycle ended.
+struct cycle_result {
+  exit_code code = exit_code::ok;
+  std::string error;  ///< the first failure, "unit X, stage Y: message"
+};
+
+/// Hooks a runner gives run_cycle: `serve` runs between post_startup and pre_shutdown and
+/// returns when the cycle should end; `on_ready` is told once post_startup completed.
+struct cycle_hooks {
+  std::function<boost::asio::awaitable<void>()> serve;
+  std::function<void()> on_ready;
+  std::function<void()> on_drain;  ///< called before pre_shutdown
+  std::function<void()> on_loop_stopped;  ///< called after the loop stopped, before post_shutdown
+};
+
+/// One cycle: pre_startup (before the loop), on_startup, post_startup, serve,
+/// pre_shutdown, on_shutdown (in the loop), post_shutdown (after the loop stopped).
+/// Worker, inline process and script.
+cycle_result run_cycle(lifecycle& lc, context& ctx, const cycle_hooks& hooks);
+
+/// Folds a failed stage into an exit code (config errors are 2 everywhere).
+exit_code code_for(stage s, const stage_result& r) noexcept;
+
+}  // namespace systempp

@@ -1,0 +1,31 @@
+#pragma once
+/// Listening sockets: bound once by the master (or the inline process) and kept open for
+/// its whole life; workers inherit the fds and accept on them.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "systempp/fd.hpp"
+#include "systempp/options.hpp"
+
+namespace systempp {
+
+/// A bound, listening, non-blocking socket owned by the process that bound it.
+struct listener {
+  std::string name;     ///< from `--bind NAME=...` (default "http") or LISTEN_FDNAMES
+  std::string address;  ///< numeric host as bound, e.g. "127.0.0.1" or "::1"
+  std::uint16_t port = 0;  ///< the real port, also when 0 was asked for
+  unique_fd fd;
+  int family = 0;  ///< AF_INET or AF_INET6
+
+  /// "127.0.0.1:8080" or "[::1]:8080".
+  std::string endpoint() const;
+};
+
+/// Binds and listens on every spec; throws config_error naming `--bind` and the address
+/// on failure (address in use, permission denied for a privileged port, bad host).
+/// Master / inline only.
+std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs);
+
+}  // namespace systempp

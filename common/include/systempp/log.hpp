@@ -1,0 +1,21 @@
+#pragma once
+/// Loggers: one named logger per role ("master", "worker[3] g2", "inline", "script"), the
+/// pid in every line. Synchronous sinks only, so nothing runs on a thread across a fork.
+
+#include <memory>
+#include <string>
+
+#include "systempp/options.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace systempp {
+
+/// Builds a fresh logger (new sinks) from the options. Call again in a child after fork:
+/// the sinks are rebuilt rather than shared. Throws config_error for a bad --log-level or an
+/// unwritable --log-file.
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const options& opts);
+
+}  // namespace systempp

@@ -1,0 +1,67 @@
+#include "systempp/context.hpp"
+
+#include <cxxabi.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "systempp/unit.hpp"
+
+namespace systempp {
+
+std::string_view to_string(process_role r) noexcept {
+  switch (r) {
+    case process_role::master: return "master";
+    case process_role::worker: return "worker";
+    case process_role::inline_process: return "inline";
+    case process_role::script: return "script";
+  }
+  return "?";
+}
+
+context::context(process_role role, const options& opts, std::shared_ptr<spdlog::logger> log,
+                 boost::asio::io_context& io, const std::vector<listener>& listeners,
+                 std::span<const detail::unit_ref> units)
+    : role_(role),
+      pid_(::getpid()),
+      opts_(&opts),
+      log_(std::move(log)),
+      io_(&io),
+      listeners_(&listeners),
+      units_(units) {}
+
+void context::set_process(process_role role, int slot, std::uint64_t generation,
+                          pid_t pid) noexcept {
+  role_ = role;
+  slot_ = slot;
+  generation_ = generation;
+  pid_ = pid;
+}
+
+const listener& context::listener_named(std::string_view name) const {
+  for (const auto& l : *listeners_)
+    if (l.name == name) return l;
+  throw std::out_of_range("no listener named '" + std::string(name) + "'");
+}
+
+void* context::find_unit(std::type_index type) const {
+  for (const auto& u : units_)
+    if (u.type == type) return u.object;
+  throw std::out_of_range("unit not part of this app");
+}
+
+namespace detail {
+
+std::string short_type_name(const std::type_info& type) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> demangled(
+      abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
+  std::string name = status == 0 && demangled ? demangled.get() : type.name();
+  if (auto lt = name.find('<'); lt != std::string::npos) name.erase(lt);
+  if (auto colon = name.rfind("::"); colon != std::string::npos) name.erase(0, colon + 2);
+  return name;
+}
+
+}  // namespace detail
+}  // namespace systempp

@@ -1,0 +1,27 @@
+// run_main: the one place where a command line becomes a runner and its exit code.
+
+#include <spdlog/spdlog.h>
+
+#include <exception>
+#include <iostream>
+
+#include "systempp/errors.hpp"
+#include "systempp/runners.hpp"
+
+namespace systempp::detail {
+
+int run_main(int argc, const char* const* argv, std::vector<unit_entry>& units) {
+  try {
+    auto parsed = parse_command_line(argc, argv);
+    if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
+    const options& opts = std::get<serve_command>(parsed).opts;
+    if (opts.workers == 0) return run_inline(opts, units);
+    std::cerr << opts.program << ": error: --workers: pool mode is not available yet\n";
+    return to_int(exit_code::usage);
+  } catch (const std::exception& e) {
+    std::cerr << (argc > 0 ? argv[0] : "app") << ": fatal: " << e.what() << "\n";
+    return to_int(exit_code::failure);
+  }
+}
+
+}  // namespace systempp::detail

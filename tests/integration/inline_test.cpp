@@ -1,0 +1,114 @@
+// `app --workers 0`: every stage in one process, reload in place on SIGHUP.
+
+#include <csignal>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+TEST_CASE("inline: two SIGHUPs then SIGTERM run three startup cycles and two reloads",
+          "[inline][signals]") {
+  auto s = start(probe_path, {"--workers", "0"});
+  REQUIRE(s.wait("ready \\(cycle 1\\)"));
+  s.proc.signal(SIGHUP);
+  REQUIRE(s.wait("ready \\(cycle 2\\)"));
+  s.proc.signal(SIGHUP);
+  REQUIRE(s.wait("ready \\(cycle 3\\)"));
+  s.proc.signal(SIGTERM);
+  auto status = s.proc.wait_exit(15s);
+  INFO(s.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+
+  for (const char* unit : {"alpha", "beta", "gamma"}) {
+    INFO(unit);
+    const std::string u = unit;
+    CHECK(s.count("on_init " + u + " .* ok") == 1);
+    CHECK(s.count("pre_startup " + u + " .* ok") == 3);
+    CHECK(s.count("on_startup " + u + " .* ok") == 3);
+    CHECK(s.count("post_startup " + u + " .* ok") == 3);
+    CHECK(s.count("pre_shutdown " + u + " .* ok") == 3);
+    CHECK(s.count("on_shutdown " + u + " .* ok") == 3);
+    CHECK(s.count("post_shutdown " + u + " .* ok") == 3);
+    CHECK(s.count("on_reload " + u + " .* ok") == 2);
+    CHECK(s.count("on_exit " + u + " .* ok") == 1);
+  }
+  // The reload cycle's order: teardown backward, on_reload, startup forward.
+  const auto out = s.proc.output();
+  const auto first_reload = out.find("on_reload alpha");
+  REQUIRE(first_reload != std::string::npos);
+  CHECK(out.rfind("post_shutdown alpha", first_reload) != std::string::npos);
+  CHECK(out.rfind("post_shutdown alpha", first_reload) > out.rfind("post_shutdown gamma", first_reload));
+  CHECK(out.find("pre_startup alpha", first_reload) < out.find("pre_startup gamma", first_reload));
+}
+
+TEST_CASE("inline: the demo app answers GET / with 200 and its message", "[inline][http]") {
+  auto s = start(app_path, {"--workers", "0"});
+  REQUIRE(s.wait("ready \\(cycle 1\\)"));
+  auto r = support::http_get("127.0.0.1", s.port, "/");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == "hello");
+  CHECK(r->header("x-worker-pid") == std::to_string(s.proc.pid()));
+  s.proc.signal(SIGTERM);
+  auto status = s.proc.wait_exit(15s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
+TEST_CASE("inline: a request sent around SIGTERM is answered before exit", "[inline][drain]") {
+  auto s = start(app_path, {"--workers", "0"});
+  REQUIRE(s.wait("ready \\(cycle 1\\)"));
+  support::keepalive_client client("127.0.0.1", s.port, 10s);
+  REQUIRE(client.get("/healthz"));
+  std::optional<support::response> slow;
+  std::thread t([&] { slow = client.get("/sleep?ms=500"); });
+  // Whether the server has read the request before the signal or reads it during the
+  // drain's grace period, it must answer it (with Connection: close).
+  s.proc.signal(SIGTERM);
+  t.join();
+  REQUIRE(slow);
+  CHECK(slow->status == 200);
+  CHECK_FALSE(slow->keep_alive);
+  auto status = s.proc.wait_exit(15s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
+TEST_CASE("inline: a second SIGINT during a drain exits at once with 130", "[inline][signals]") {
+  auto s = start(probe_path, {"--workers", "0"}, {{"PROBE_FAULTS", "beta:on_shutdown:hang"}});
+  REQUIRE(s.wait("ready \\(cycle 1\\)"));
+  const auto mark = s.proc.output_size();
+  s.proc.signal(SIGINT);
+  REQUIRE(s.wait("on_shutdown gamma .* ok", 10s, mark));
+  s.proc.signal(SIGINT);
+  auto status = s.proc.wait_exit(10s);
+  INFO(s.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 130));
+  CHECK(s.count("on_exit alpha") == 0);
+}
+
+TEST_CASE("inline: a unit failing pre_startup stops the start with exit code 4",
+          "[inline][failure]") {
+  auto p = support::child::spawn({probe_path, "--workers", "0", "--bind", "127.0.0.1:0"},
+                                 {{"PROBE_FAULTS", "beta:pre_startup:throw"}});
+  auto status = p.wait_exit(15s);
+  INFO(p.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 4));
+  CHECK(p.count_lines(std::regex("pre_startup beta .* failed: injected failure")) == 1);
+  CHECK(p.count_lines(std::regex("post_shutdown alpha .* ok")) == 1);
+  CHECK(p.count_lines(std::regex("post_shutdown beta")) == 0);
+  CHECK(p.count_lines(std::regex("on_exit gamma .* ok")) == 1);
+}
+
+TEST_CASE("inline: a bad option exits 2 with one line naming it", "[inline][bad_input]") {
+  auto p = support::child::spawn({app_path, "--workers", "0", "--graceful-timeout", "never"});
+  auto status = p.wait_exit(10s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 2));
+  CHECK(p.output().find("--graceful-timeout") != std::string::npos);
+  const std::string out = p.output();
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+}

@@ -1,0 +1,102 @@
+// A test-only app: the demo's units plus three probes (alpha, beta, gamma) that implement
+// every stage, so the runtime logs each call ("pre_startup beta 0.0 ms ok"). Faults are
+// injected from the environment:
+//   PROBE_FAULTS="unit:stage:kind,..."  kind = throw | config | hang | exit
+//     throw: a runtime_error; config: a config_error (exit 2); hang: never completes
+//     (a sync stage blocks, an async one waits forever); exit: _exit(99) on the spot.
+//   PROBE_BLOCK_LOOP_MS=N  N ms after READY, the worker's loop blocks for good (a wedged
+//     process: its heartbeat stops).
+
+#include <unistd.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <systempp/systempp.hpp>
+
+#include "http_server.hpp"
+#include "settings.hpp"
+
+namespace {
+
+using systempp::stage;
+
+std::string fault_for(std::string_view unit, stage s) {
+  const char* env = std::getenv("PROBE_FAULTS");
+  if (!env) return {};
+  const std::string prefix = std::string(unit) + ":" + std::string(to_string(s)) + ":";
+  std::string_view all(env);
+  while (!all.empty()) {
+    auto comma = all.find(',');
+    std::string_view item = all.substr(0, comma);
+    all = comma == std::string_view::npos ? std::string_view{} : all.substr(comma + 1);
+    if (item.starts_with(prefix)) return std::string(item.substr(prefix.size()));
+  }
+  return {};
+}
+
+// Returns true when the stage should hang.
+bool apply_fault(std::string_view unit, stage s) {
+  const std::string kind = fault_for(unit, s);
+  if (kind.empty()) return false;
+  if (kind == "throw") throw std::runtime_error("injected failure");
+  if (kind == "config") throw systempp::config_error("injected configuration error");
+  if (kind == "exit") ::_exit(99);
+  return kind == "hang";
+}
+
+void hang_forever() {
+  for (;;) ::pause();
+}
+
+boost::asio::awaitable<void> wait_forever(systempp::context& ctx) {
+  boost::asio::steady_timer t(ctx.io(), std::chrono::hours(24));
+  co_await t.async_wait(boost::asio::use_awaitable);
+}
+
+template <int N>
+struct probe {
+  static constexpr std::string_view names[] = {"alpha", "beta", "gamma"};
+  static constexpr std::string_view name = names[N];
+
+  void on_init(systempp::context&) { if (apply_fault(name, stage::on_init)) hang_forever(); }
+  void on_reload(systempp::context&) { if (apply_fault(name, stage::on_reload)) hang_forever(); }
+  void pre_startup(systempp::context&) { if (apply_fault(name, stage::pre_startup)) hang_forever(); }
+  boost::asio::awaitable<void> on_startup(systempp::context& ctx) {
+    if (apply_fault(name, stage::on_startup)) co_await wait_forever(ctx);
+  }
+  boost::asio::awaitable<void> post_startup(systempp::context& ctx) {
+    if (apply_fault(name, stage::post_startup)) co_await wait_forever(ctx);
+    if (N == 2) schedule_block(ctx);
+  }
+  boost::asio::awaitable<void> pre_shutdown(systempp::context& ctx) {
+    if (apply_fault(name, stage::pre_shutdown)) co_await wait_forever(ctx);
+  }
+  boost::asio::awaitable<void> on_shutdown(systempp::context& ctx) {
+    if (apply_fault(name, stage::on_shutdown)) co_await wait_forever(ctx);
+  }
+  void post_shutdown(systempp::context&) { if (apply_fault(name, stage::post_shutdown)) hang_forever(); }
+  void on_exit(systempp::context&) { if (apply_fault(name, stage::on_exit)) hang_forever(); }
+
+  // PROBE_BLOCK_LOOP_MS: a timer that, when it fires, never returns to the loop.
+  void schedule_block(systempp::context& ctx) {
+    const char* ms = std::getenv("PROBE_BLOCK_LOOP_MS");
+    if (!ms) return;
+    block_timer_ = std::make_unique<boost::asio::steady_timer>(ctx.io(), std::chrono::milliseconds(std::atoi(ms)));
+    block_timer_->async_wait([](boost::system::error_code ec) {
+      if (!ec) hang_forever();
+    });
+  }
+  std::unique_ptr<boost::asio::steady_timer> block_timer_;
+};
+
+using probe_app = systempp::app<demo::settings, probe<0>, probe<1>, probe<2>, demo::http_server>;
+
+}  // namespace
+
+int main(int argc, char** argv) { return systempp::main<probe_app>(argc, argv); }

@@ -1,0 +1,295 @@
+// The stage engine: order, failure rules, timeouts, composition, script runner.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <catch2/catch.hpp>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <systempp/lifecycle.hpp>
+#include <systempp/systempp.hpp>
+
+namespace {
+
+using systempp::stage;
+
+std::vector<std::string> events;
+
+// Which unit fails where, and how.
+enum class fault { none, throws, config, hangs };
+struct injection {
+  std::string unit;
+  stage where = stage::on_init;
+  fault kind = fault::none;
+};
+std::optional<injection> inject;
+
+void reset() {
+  events.clear();
+  inject.reset();
+}
+
+bool hit(std::string_view unit, stage s) {
+  events.push_back(std::string(unit) + ":" + std::string(to_string(s)));
+  if (!inject || inject->unit != unit || inject->where != s) return false;
+  if (inject->kind == fault::throws) throw std::runtime_error("injected failure");
+  if (inject->kind == fault::config) throw systempp::config_error("injected bad config");
+  return inject->kind == fault::hangs;
+}
+
+// A slow sync stage: the sleep is the behaviour under test (a stage overrunning its
+// timeout), not a wait for another thread.
+void hang_sync() { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }
+
+boost::asio::awaitable<void> hang_async(systempp::context& ctx) {
+  boost::asio::steady_timer forever(ctx.io(), std::chrono::hours(1));
+  co_await forever.async_wait(boost::asio::use_awaitable);
+}
+
+// A unit with every stage; N names it u1, u2, ...
+template <int N>
+struct probe {
+  static constexpr std::string_view names[] = {"u0", "u1", "u2", "u3", "u4"};
+  static constexpr std::string_view name = names[N];
+  void on_init(systempp::context&) { if (hit(name, stage::on_init)) hang_sync(); }
+  void on_reload(systempp::context&) { if (hit(name, stage::on_reload)) hang_sync(); }
+  void pre_startup(systempp::context&) { if (hit(name, stage::pre_startup)) hang_sync(); }
+  boost::asio::awaitable<void> on_startup(systempp::context& ctx) {
+    if (hit(name, stage::on_startup)) co_await hang_async(ctx);
+  }
+  boost::asio::awaitable<void> post_startup(systempp::context& ctx) {
+    if (hit(name, stage::post_startup)) co_await hang_async(ctx);
+  }
+  boost::asio::awaitable<void> pre_shutdown(systempp::context& ctx) {
+    if (hit(name, stage::pre_shutdown)) co_await hang_async(ctx);
+  }
+  // A plain function is a valid async stage too.
+  void on_shutdown(systempp::context&) { hit(name, stage::on_shutdown); }
+  void post_shutdown(systempp::context&) { if (hit(name, stage::post_shutdown)) hang_sync(); }
+  void on_exit() { if (hit(name, stage::on_exit)) hang_sync(); }
+};
+
+using three = systempp::app<probe<1>, probe<2>, probe<3>>;
+
+int run(std::vector<const char*> extra = {}, int body_code = 0) {
+  std::vector<const char*> argv{"lifecycle_test", "--log-level", "off", "--stage-timeout", "0.1"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(nullptr);
+  return systempp::run_script<three>(static_cast<int>(argv.size() - 1),
+                                     const_cast<char**>(argv.data()),
+                                     [&](systempp::context&) {
+                                       events.push_back("body");
+                                       return body_code;
+                                     });
+}
+
+std::vector<std::string> seq(std::initializer_list<std::string> items) { return items; }
+
+std::vector<std::string> stage_events(stage s, std::initializer_list<int> units) {
+  std::vector<std::string> out;
+  for (int u : units) out.push_back("u" + std::to_string(u) + ":" + std::string(to_string(s)));
+  return out;
+}
+
+std::vector<std::string> join(std::initializer_list<std::vector<std::string>> parts) {
+  std::vector<std::string> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+const auto full_start = join({stage_events(stage::on_init, {1, 2, 3}),
+                              stage_events(stage::pre_startup, {1, 2, 3}),
+                              stage_events(stage::on_startup, {1, 2, 3}),
+                              stage_events(stage::post_startup, {1, 2, 3})});
+const auto full_stop = join({stage_events(stage::pre_shutdown, {3, 2, 1}),
+                             stage_events(stage::on_shutdown, {3, 2, 1}),
+                             stage_events(stage::post_shutdown, {3, 2, 1}),
+                             stage_events(stage::on_exit, {3, 2, 1})});
+
+}  // namespace
+
+TEST_CASE("forward stages run in declaration order and backward stages in reverse",
+          "[lifecycle]") {
+  reset();
+  CHECK(run() == 0);
+  CHECK(events == join({full_start, seq({"body"}), full_stop}));
+}
+
+TEST_CASE("a script returns its body's exit code after a full teardown", "[lifecycle][script]") {
+  reset();
+  CHECK(run({}, 42) == 42);
+  CHECK(events == join({full_start, seq({"body"}), full_stop}));
+}
+
+TEST_CASE("a script whose body throws still runs every shutdown stage", "[lifecycle][script]") {
+  reset();
+  const char* argv[] = {"script", "--log-level", "off", nullptr};
+  const int code = systempp::run_script<three>(3, const_cast<char**>(argv), [](systempp::context&) -> int {
+    events.push_back("body");
+    throw std::runtime_error("body failed");
+  });
+  CHECK(code == 1);
+  CHECK(events == join({full_start, seq({"body"}), full_stop}));
+}
+
+TEST_CASE("a coroutine body runs inside the loop", "[lifecycle][script]") {
+  reset();
+  const char* argv[] = {"script", "--log-level", "off", nullptr};
+  const int code = systempp::run_script<three>(
+      3, const_cast<char**>(argv), [](systempp::context& ctx) -> boost::asio::awaitable<int> {
+        boost::asio::steady_timer t(ctx.io(), std::chrono::milliseconds(1));
+        co_await t.async_wait(boost::asio::use_awaitable);
+        events.push_back("body");
+        co_return 5;
+      });
+  CHECK(code == 5);
+  CHECK(events == join({full_start, seq({"body"}), full_stop}));
+}
+
+TEST_CASE("a unit that throws in a stage: which callbacks run, and the exit code",
+          "[lifecycle][failure]") {
+  struct row {
+    stage where;
+    int code;
+    std::vector<std::string> expected;
+  };
+  const std::vector<row> table{
+      {stage::on_init, 3,
+       join({seq({"u1:on_init", "u2:on_init"}), stage_events(stage::on_exit, {1})})},
+      {stage::pre_startup, 4,
+       join({stage_events(stage::on_init, {1, 2, 3}), seq({"u1:pre_startup", "u2:pre_startup"}),
+             stage_events(stage::post_shutdown, {1}), stage_events(stage::on_exit, {3, 2, 1})})},
+      {stage::on_startup, 5,
+       join({stage_events(stage::on_init, {1, 2, 3}), stage_events(stage::pre_startup, {1, 2, 3}),
+             seq({"u1:on_startup", "u2:on_startup"}), stage_events(stage::pre_shutdown, {1}),
+             stage_events(stage::on_shutdown, {1}), stage_events(stage::post_shutdown, {3, 2, 1}),
+             stage_events(stage::on_exit, {3, 2, 1})})},
+      {stage::post_startup, 6,
+       join({stage_events(stage::on_init, {1, 2, 3}), stage_events(stage::pre_startup, {1, 2, 3}),
+             stage_events(stage::on_startup, {1, 2, 3}), seq({"u1:post_startup", "u2:post_startup"}),
+             full_stop})},
+      {stage::pre_shutdown, 7, join({full_start, seq({"body"}), full_stop})},
+      {stage::on_shutdown, 7, join({full_start, seq({"body"}), full_stop})},
+      {stage::post_shutdown, 7, join({full_start, seq({"body"}), full_stop})},
+      {stage::on_exit, 7, join({full_start, seq({"body"}), full_stop})},
+  };
+  for (const auto& r : table) {
+    DYNAMIC_SECTION("u2 throws in " << to_string(r.where)) {
+      reset();
+      inject = injection{"u2", r.where, fault::throws};
+      CHECK(run() == r.code);
+      CHECK(events == r.expected);
+    }
+  }
+}
+
+TEST_CASE("a config_error in a startup stage exits with code 2", "[lifecycle][failure]") {
+  reset();
+  inject = injection{"u3", stage::on_init, fault::config};
+  CHECK(run() == 2);
+  CHECK(events == join({stage_events(stage::on_init, {1, 2, 3}), stage_events(stage::on_exit, {2, 1})}));
+}
+
+TEST_CASE("an async stage that exceeds its timeout fails as a timeout and still tears down",
+          "[lifecycle][timeout]") {
+  reset();
+  inject = injection{"u2", stage::on_startup, fault::hangs};
+  CHECK(run() == 5);
+  CHECK(events ==
+        join({stage_events(stage::on_init, {1, 2, 3}), stage_events(stage::pre_startup, {1, 2, 3}),
+              seq({"u1:on_startup", "u2:on_startup"}), stage_events(stage::pre_shutdown, {1}),
+              stage_events(stage::on_shutdown, {1}), stage_events(stage::post_shutdown, {3, 2, 1}),
+              stage_events(stage::on_exit, {3, 2, 1})}));
+}
+
+TEST_CASE("a hanging shutdown stage times out and the other units still stop",
+          "[lifecycle][timeout]") {
+  reset();
+  inject = injection{"u2", stage::pre_shutdown, fault::hangs};
+  CHECK(run() == 7);
+  CHECK(events == join({full_start, seq({"body"}), full_stop}));
+}
+
+TEST_CASE("a sync stage that overruns its timeout is recorded as timed out",
+          "[lifecycle][timeout]") {
+  reset();
+  inject = injection{"u1", stage::pre_startup, fault::hangs};
+  CHECK(run() == 4);
+  CHECK(events == join({stage_events(stage::on_init, {1, 2, 3}), seq({"u1:pre_startup"}),
+                        stage_events(stage::post_shutdown, {}), stage_events(stage::on_exit, {3, 2, 1})}));
+}
+
+namespace {
+
+struct lifecycle_fixture {
+  systempp::app_instance<three> instance;
+  systempp::lifecycle lc{instance.entries()};
+  boost::asio::io_context io;
+  systempp::options opts;
+  std::vector<systempp::listener> listeners;
+  systempp::context ctx{systempp::process_role::inline_process, opts,
+                        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>()),
+                        io, listeners, lc.refs()};
+};
+
+}  // namespace
+
+TEST_CASE("on_reload stops at the first throwing unit and names it", "[lifecycle][failure]") {
+  reset();
+  lifecycle_fixture f;
+  REQUIRE(f.lc.run(stage::on_init, f.ctx).ok);
+  inject = injection{"u2", stage::on_reload, fault::throws};
+  const auto r = f.lc.run(stage::on_reload, f.ctx);
+  CHECK_FALSE(r.ok);
+  CHECK(r.failed_unit == 1);
+  CHECK(r.error == "unit u2, stage on_reload: injected failure");
+  CHECK(events == join({stage_events(stage::on_init, {1, 2, 3}), seq({"u1:on_reload", "u2:on_reload"})}));
+}
+
+TEST_CASE("every stage run is recorded with its duration and outcome", "[lifecycle]") {
+  reset();
+  lifecycle_fixture f;
+  inject = injection{"u3", stage::on_init, fault::throws};
+  f.lc.run(stage::on_init, f.ctx);
+  const auto& rec = f.lc.records();
+  REQUIRE(rec.size() == 3);
+  CHECK(rec[0].outcome == systempp::stage_outcome::ok);
+  CHECK(rec[2].unit == 2);
+  CHECK(rec[2].outcome == systempp::stage_outcome::failed);
+  CHECK(rec[2].error == "injected failure");
+  CHECK(rec[2].duration.count() >= 0);
+}
+
+namespace {
+
+struct base_a { static constexpr std::string_view name = "base_a"; void on_init() { events.push_back("base_a:on_init"); } void on_exit() { events.push_back("base_a:on_exit"); } };
+struct base_b { static constexpr std::string_view name = "base_b"; void on_init() { events.push_back("base_b:on_init"); } void on_exit() { events.push_back("base_b:on_exit"); } };
+struct extra { void on_init(systempp::context& ctx) { events.push_back("extra:on_init"); ctx.unit<base_a>(); } void on_exit() { events.push_back("extra:on_exit"); } };
+using base_app = systempp::app<base_a, base_b>;
+using extended_app = systempp::app<base_app, extra>;
+
+}  // namespace
+
+TEST_CASE("an app extending another keeps base units first forward and last backward",
+          "[lifecycle][composition]") {
+  reset();
+  const char* argv[] = {"script", "--log-level", "off", nullptr};
+  CHECK(systempp::run_script<extended_app>(3, const_cast<char**>(argv), [](systempp::context& ctx) {
+          return &ctx.unit<extra>() != nullptr ? 0 : 1;
+        }) == 0);
+  CHECK(events == seq({"base_a:on_init", "base_b:on_init", "extra:on_init", "extra:on_exit",
+                       "base_b:on_exit", "base_a:on_exit"}));
+}
+
+TEST_CASE("units are named by their name member or their type", "[lifecycle][composition]") {
+  systempp::app_instance<extended_app> instance;
+  REQUIRE(instance.entries().size() == 3);
+  CHECK(instance.entries()[0].ref.name == "base_a");
+  CHECK(instance.entries()[2].ref.name == "extra");
+}
