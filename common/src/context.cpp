@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "systempp/control_block.hpp"
 #include "systempp/unit.hpp"
 
 namespace systempp {
@@ -37,6 +38,18 @@ void context::set_process(process_role role, int slot, std::uint64_t generation,
   slot_ = slot;
   generation_ = generation;
   pid_ = pid;
+}
+
+void context::request_begin() const noexcept {
+  if (!slot_record_) return;
+  slot_record_->in_flight.fetch_add(1, std::memory_order_relaxed);
+}
+
+void context::request_end(bool failed) const noexcept {
+  if (!slot_record_) return;
+  slot_record_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  slot_record_->requests.fetch_add(1, std::memory_order_relaxed);
+  if (failed) slot_record_->errors.fetch_add(1, std::memory_order_relaxed);
 }
 
 const listener& context::listener_named(std::string_view name) const {

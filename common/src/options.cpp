@@ -41,12 +41,11 @@ namespace {
 
 constexpr const char* exit_codes_text = R"(Exit codes:
   0  clean exit
-  1  runtime failure
+  1  runtime failure; in a pool: workers had to be killed or failed a shutdown stage
   2  usage or configuration error (a master never respawns it in a loop)
   3  on_init failed            4  pre_startup failed
   5  on_startup failed         6  post_startup failed
   7  a shutdown stage failed (every unit still ran)
-  8  workers had to be killed at the graceful deadline
   130 stopped at once by a second SIGINT)";
 
 // Seconds as a decimal number ("0.5", "30") -> milliseconds, strictly positive.

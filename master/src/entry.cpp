@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "systempp/errors.hpp"
+#include "systempp/master/master_process.hpp"
 #include "systempp/runners.hpp"
 
 namespace systempp::detail {
@@ -16,8 +17,7 @@ int run_main(int argc, const char* const* argv, std::vector<unit_entry>& units) 
     if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
     const options& opts = std::get<serve_command>(parsed).opts;
     if (opts.workers == 0) return run_inline(opts, units);
-    std::cerr << opts.program << ": error: --workers: pool mode is not available yet\n";
-    return to_int(exit_code::usage);
+    return master::run_master(opts, units);
   } catch (const std::exception& e) {
     std::cerr << (argc > 0 ? argv[0] : "app") << ": fatal: " << e.what() << "\n";
     return to_int(exit_code::failure);

@@ -317,7 +317,14 @@ load_generator::load_generator(load_options options)
       started_(clock::now()),
       deadline_(started_ + options_.max_duration) {
   threads_.reserve(options_.threads);
-  for (std::size_t i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { run_thread(); });
+  try {
+    for (std::size_t i = 0; i < options_.threads; ++i) {
+      threads_.emplace_back([this] { run_thread(); });
+    }
+  } catch (...) {
+    stop();  // a joinable std::thread must not be destroyed: join those that started
+    throw;
+  }
 }
 
 load_generator::~load_generator() { stop(); }

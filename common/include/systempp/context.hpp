@@ -39,7 +39,7 @@ struct unit_ref {
 };
 }  // namespace detail
 
-class control_segment;
+struct worker_slot;
 
 /// Per-process view of the runtime. Owned by the runner; units receive it by reference in
 /// every stage and may keep the reference for the process's life.
@@ -79,14 +79,20 @@ class context {
   /// work should wind down. Worker / inline.
   bool draining() const noexcept { return draining_; }
 
-  /// Shared-memory slot of this worker, or nullptr outside a pool worker (runtime use).
-  control_segment* control() const noexcept { return control_; }
+  /// Counts a request in this worker's control-block slot (in flight until request_end).
+  /// A no-op outside a pool worker. Worker / inline.
+  void request_begin() const noexcept;
+  /// The request finished; `failed` counts it as an error too.
+  void request_end(bool failed) const noexcept;
+
+  /// This worker's record in the control block, or nullptr outside a pool worker.
+  worker_slot* slot_record() const noexcept { return slot_record_; }
 
   // Runtime-side setters: called by the runners only.
   void set_process(process_role role, int slot, std::uint64_t generation, pid_t pid) noexcept;
   void set_logger(std::shared_ptr<spdlog::logger> log) noexcept { log_ = std::move(log); }
   void set_draining(bool d) noexcept { draining_ = d; }
-  void set_control(control_segment* c) noexcept { control_ = c; }
+  void set_slot_record(worker_slot* s) noexcept { slot_record_ = s; }
 
  private:
   void* find_unit(std::type_index type) const;
@@ -101,7 +107,7 @@ class context {
   const std::vector<listener>* listeners_;
   std::span<const detail::unit_ref> units_;
   bool draining_ = false;
-  control_segment* control_ = nullptr;
+  worker_slot* slot_record_ = nullptr;
 };
 
 }  // namespace systempp

@@ -12,7 +12,8 @@ namespace systempp {
 /// Documented in `app --help` and docs/guide.md; keep the numbers stable.
 enum class exit_code : int {
   ok = 0,
-  failure = 1,             ///< runtime failure, or a script body that threw
+  failure = 1,             ///< runtime failure; a script body that threw; a pool whose
+                           ///< workers had to be killed or failed their shutdown
   usage = 2,               ///< bad option or configuration: fatal, never respawned
   init_failed = 3,         ///< a unit's on_init threw or timed out
   pre_startup_failed = 4,  ///< a unit's pre_startup threw or timed out

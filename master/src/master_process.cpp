@@ -1,0 +1,495 @@
+// The master process: binds the listeners, runs on_init, forks the workers and supervises
+// them from one single-threaded loop. Signals become events on the loop; the decisions
+// come from supervisor_policy; this file carries them out.
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include "systempp/control_block.hpp"
+#include "systempp/lifecycle.hpp"
+#include "systempp/log.hpp"
+#include "systempp/master/master_process.hpp"
+#include "systempp/master/spawner.hpp"
+#include "systempp/master/supervisor_policy.hpp"
+#include "systempp/worker/worker_runtime.hpp"
+
+namespace systempp::master {
+
+namespace asio = boost::asio;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+time_point now_ms() { return time_point(static_cast<std::int64_t>(monotonic_ms())); }
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with code {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return fmt::format("killed by signal {} ({}){}", WTERMSIG(status), ::sigabbrev_np(WTERMSIG(status)) ? ::sigabbrev_np(WTERMSIG(status)) : "?",
+                       WCOREDUMP(status) ? " (core dumped)" : "");
+  return fmt::format("ended with status {}", status);
+}
+
+// Writes the pidfile atomically (temp file, then rename), so a reader never sees half.
+void write_pidfile(const std::string& path, pid_t pid) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << pid << "\n";
+    if (!out) throw config_error(fmt::format("--pidfile: cannot write {}", path));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw config_error(fmt::format("--pidfile: cannot write {}", path));
+}
+
+void remove_pidfile(const std::string& path, pid_t pid) {
+  if (path.empty()) return;
+  std::ifstream in(path);
+  pid_t written = 0;
+  if (in >> written && written == pid) std::remove(path.c_str());
+}
+
+}  // namespace
+
+class master_process {
+ public:
+  master_process(const options& opts, std::vector<detail::unit_entry>& units)
+      : opts_(opts), units_(units), signals_(io_), tick_(io_), lc_(units) {}
+
+  int run();
+
+ private:
+  struct worker_handle {
+    pid_t pid = 0;
+    int slot = 0;
+    int lane = 0;
+    std::uint32_t generation = 0;
+    std::unique_ptr<asio::posix::stream_descriptor> channel;
+  };
+
+  worker_slot& record(int slot, int lane) { return segment_->slot(static_cast<std::uint32_t>(slot * 2 + lane)); }
+  std::string where(const worker_handle& w);
+  void execute(std::vector<action> actions);
+  void spawn(const spawn_action& a);
+  void send(worker_handle& w, char byte);
+  void reap();
+  void on_signal(int sig);
+  void begin_reload();
+  void schedule_tick();
+  asio::awaitable<void> signal_loop();
+  asio::awaitable<void> channel_loop(pid_t pid, asio::posix::stream_descriptor& ch);
+
+  const options& opts_;
+  std::vector<detail::unit_entry>& units_;
+  asio::io_context io_;
+  asio::signal_set signals_;
+  asio::steady_timer tick_;
+  lifecycle lc_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::vector<listener> listeners_;
+  std::optional<control_segment> segment_;
+  std::optional<context> ctx_;
+  std::optional<supervisor_policy> policy_;
+  std::map<pid_t, worker_handle> workers_;
+  bool pending_reload_ = false;
+  bool unclean_ = false;  ///< a worker was killed at the deadline or failed its shutdown
+  bool finished_ = false;
+  std::string last_start_failure_;
+};
+
+std::string master_process::where(const worker_handle& w) {
+  const worker_slot& r = record(w.slot, w.lane);
+  const auto st = r.stage.load(std::memory_order_relaxed);
+  const auto un = r.unit.load(std::memory_order_relaxed);
+  std::string text = fmt::format("worker[{}] pid {} g{}", w.slot, w.pid, w.generation);
+  if (st < stage_count && un < lc_.size())
+    text += fmt::format(" (in {} of unit {})", to_string(static_cast<stage>(st)), lc_.unit_name(un));
+  return text;
+}
+
+int master_process::run() {
+  const pid_t self = ::getpid();
+  try {
+    log_ = make_logger("master", opts_);
+    if (auto other = find_live_master(opts_.name))
+      throw config_error(fmt::format("--name {}: a pool with this name is already running (master pid {})",
+                                     opts_.name, *other));
+    if (auto n = remove_stale_segments(opts_.name); n > 0)
+      log_->warn("removed {} stale control block(s) of pool '{}'", n, opts_.name);
+    listeners_ = bind_listeners(opts_.binds);
+  } catch (const std::exception& e) {
+    std::cerr << opts_.program << ": error: " << e.what() << "\n";
+    return to_int(exit_code::usage);
+  }
+  for (const auto& l : listeners_) log_->info("listening on {} ({})", l.endpoint(), l.name);
+
+  const int max_workers = std::min(2048, std::max(16, opts_.workers * 2));
+  std::vector<std::string> names;
+  for (const auto& u : units_) names.push_back(u.ref.name);
+  try {
+    segment_.emplace(control_segment::create(opts_.name, self, static_cast<std::uint32_t>(max_workers * 2), names));
+    if (!opts_.pidfile.empty()) write_pidfile(opts_.pidfile, self);
+  } catch (const std::exception& e) {
+    std::cerr << opts_.program << ": error: " << e.what() << "\n";
+    return to_int(exit_code::usage);
+  }
+  control_header& hdr = segment_->header();
+  hdr.master_state.store(master_state::starting);
+  hdr.pool_generation.store(1);
+  hdr.target_workers.store(static_cast<std::uint32_t>(opts_.workers));
+
+  // Signals are turned into events on the loop; nothing is done inside a handler.
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2})
+    signals_.add(sig);
+
+  lc_.set_timeout(opts_.stage_timeout);
+  ctx_.emplace(process_role::master, opts_, log_, io_, listeners_, lc_.refs());
+  const auto init = lc_.run(stage::on_init, *ctx_);
+  if (!init.ok) {
+    lc_.run(stage::on_exit, *ctx_);
+    log_->error("start failed: {}", init.error);
+    remove_pidfile(opts_.pidfile, self);
+    return to_int(code_for(stage::on_init, init));
+  }
+
+  policy_config cfg;
+  cfg.workers = opts_.workers;
+  cfg.max_workers = max_workers;
+  cfg.surge = opts_.reload_surge;
+  cfg.ready_timeout = opts_.ready_timeout;
+  cfg.heartbeat_timeout = opts_.heartbeat_timeout;
+  cfg.graceful_timeout = opts_.graceful_timeout;
+  cfg.abort_grace = std::min(ms(5'000), opts_.heartbeat_timeout);
+  policy_.emplace(cfg);
+
+  hdr.master_state.store(master_state::running);
+  asio::co_spawn(io_, signal_loop(), asio::detached);
+  execute(policy_->start(now_ms()));
+  io_.run();
+
+  hdr.master_state.store(master_state::stopped);
+  const auto exit = lc_.run(stage::on_exit, *ctx_);
+  remove_pidfile(opts_.pidfile, self);
+  exit_code code = exit_code::ok;
+  if (unclean_) code = exit_code::failure;
+  if (!exit.ok) code = exit_code::unclean_shutdown;
+  log_->info("exit {}", to_int(code));
+  return to_int(code);
+}
+
+void master_process::execute(std::vector<action> actions) {
+  for (auto& a : actions) {
+    std::visit(
+        [&](auto& act) {
+          using T = std::decay_t<decltype(act)>;
+          if constexpr (std::is_same_v<T, spawn_action>) {
+            spawn(act);
+          } else if constexpr (std::is_same_v<T, drain_action>) {
+            auto it = workers_.find(act.pid);
+            if (it == workers_.end()) return;
+            worker_slot& r = record(it->second.slot, it->second.lane);
+            r.drain_deadline_ms.store(static_cast<std::uint64_t>(act.deadline.count()));
+            r.command.store(worker_command::drain);
+            send(it->second, worker::msg_drain);
+          } else if constexpr (std::is_same_v<T, signal_action>) {
+            auto it = workers_.find(act.pid);
+            if (it == workers_.end()) return;
+            if (act.sig == SIGKILL || act.sig == SIGABRT) {
+              log_->warn("{}: {}: sending {}", where(it->second), act.reason, ::sigabbrev_np(act.sig));
+              if (act.reason == "graceful timeout" || act.reason == "fast stop deadline") unclean_ = true;
+              if (act.reason == "ready timeout")
+                last_start_failure_ = fmt::format("{}: not READY within {} ms", where(it->second), opts_.ready_timeout.count());
+            }
+            if (act.sig == SIGQUIT) {
+              record(it->second.slot, it->second.lane).command.store(worker_command::stop_fast);
+              send(it->second, worker::msg_quit);
+            }
+            ::kill(act.pid, act.sig);
+          } else if constexpr (std::is_same_v<T, finished_action>) {
+            finished_ = true;
+            tick_.cancel();
+            io_.stop();
+          } else if constexpr (std::is_same_v<T, reload_done_action>) {
+            control_header& hdr = segment_->header();
+            const auto started = hdr.reload_started_ms.load();
+            hdr.reload_duration_ms.store(monotonic_ms() - started);
+            std::string message = act.message;
+            if (!act.ok && !last_start_failure_.empty()) message += "; " + last_start_failure_;
+            write_reload_message(hdr, message);
+            hdr.reload_outcome.store(act.ok ? reload_outcome::succeeded : reload_outcome::failed);
+            if (!policy_->stopping()) hdr.master_state.store(master_state::running);
+            if (act.ok)
+              log_->info("reload done in {} ms: {}", monotonic_ms() - started, message);
+            else
+              log_->error("reload failed: {}", message);
+            if (pending_reload_ && !policy_->stopping()) {
+              pending_reload_ = false;
+              asio::post(io_, [this] { begin_reload(); });
+            }
+          }
+        },
+        a);
+  }
+  schedule_tick();
+}
+
+void master_process::send(worker_handle& w, char byte) {
+  if (w.channel) [[maybe_unused]] auto n = ::send(w.channel->native_handle(), &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+void master_process::spawn(const spawn_action& a) {
+  worker_slot& r = record(a.slot, a.lane);
+  r.epoch.fetch_add(1);
+  {
+    slot_update u(r);
+    r.pid.store(0);
+    r.generation.store(a.generation);
+    r.state.store(worker_state::spawned);
+    r.command.store(worker_command::none);
+    r.stage.store(no_stage);
+    r.unit.store(no_unit);
+    r.in_flight.store(0);
+    r.requests.store(0);
+    r.errors.store(0);
+    r.heartbeat_ms.store(0);
+    r.ready_ms.store(0);
+    r.started_ms.store(monotonic_ms());
+  }
+
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    log_->error("worker[{}]: socketpair: {}", a.slot, std::strerror(errno));
+    execute(policy_->spawn_failed(a, now_ms()));
+    return;
+  }
+  unique_fd master_end(pair[0]);
+  unique_fd worker_end(pair[1]);
+  const pid_t master_pid = ::getpid();
+
+  const pid_t pid = fork_worker(
+      io_,
+      [&] {
+        // The child keeps only its own channel and its own slot.
+        signals_.clear();
+        for (auto& [p, w] : workers_)
+          if (w.channel) ::close(w.channel->native_handle());
+        master_end.reset();
+      },
+      [&](const sigset_t& mask) {
+        worker::launch l;
+        l.opts = &opts_;
+        l.units = &units_;
+        l.listeners = &listeners_;
+        l.record = &r;
+        l.slot = a.slot;
+        l.generation = a.generation;
+        l.master_pid = master_pid;
+        l.channel = std::move(worker_end);
+        l.restore_mask = mask;
+        r.pid.store(::getpid());
+        return worker::run(l);
+      });
+  if (pid < 0) {
+    log_->error("worker[{}]: fork: {}", a.slot, std::strerror(errno));
+    execute(policy_->spawn_failed(a, now_ms()));
+    return;
+  }
+  r.pid.store(pid);
+  worker_end.reset();
+  worker_handle h{pid, a.slot, a.lane, a.generation,
+                  std::make_unique<asio::posix::stream_descriptor>(io_, master_end.release())};
+  auto& ch = *h.channel;
+  workers_.emplace(pid, std::move(h));
+  policy_->spawned(a, pid, now_ms());
+  log_->info("worker[{}] pid {} g{} spawned", a.slot, pid, a.generation);
+  asio::co_spawn(io_, channel_loop(pid, ch), asio::detached);
+}
+
+asio::awaitable<void> master_process::channel_loop(pid_t pid, asio::posix::stream_descriptor& ch) {
+  for (;;) {
+    char byte = 0;
+    auto [ec, n] = co_await ch.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    if (ec || n == 0) co_return;  // the worker is gone; SIGCHLD reaps it
+    if (byte == worker::msg_ready) {
+      if (auto it = workers_.find(pid); it != workers_.end())
+        log_->info("worker[{}] pid {} g{} ready", it->second.slot, pid, it->second.generation);
+      execute(policy_->ready(pid, now_ms()));
+      if (policy_->ready_count() >= policy_->workers() && !policy_->reloading() &&
+          segment_->header().master_state.load() == master_state::starting)
+        segment_->header().master_state.store(master_state::running);
+    }
+  }
+}
+
+void master_process::reap() {
+  for (;;) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    auto it = workers_.find(pid);
+    if (it == workers_.end()) continue;  // not one of ours (e.g. a unit's helper)
+    worker_handle w = std::move(it->second);
+    workers_.erase(it);
+    worker_slot& r = record(w.slot, w.lane);
+    const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    const bool draining = r.command.load() != worker_command::none;
+    const bool was_ready = r.ready_ms.load() != 0;
+    const std::string who = where(w);
+    if (clean_exit && draining)
+      log_->info("{} exited with code 0", who);
+    else
+      log_->warn("{} {}", who, describe_status(status));
+    if (!was_ready && !draining) last_start_failure_ = fmt::format("{} {}", who, describe_status(status));
+    if (draining && !clean_exit) unclean_ = true;
+
+    control_header& hdr = segment_->header();
+    hdr.requests_total.fetch_add(r.requests.load());
+    hdr.errors_total.fetch_add(r.errors.load());
+    r.exit_status.store(status);
+    {
+      slot_update u(r);
+      r.state.store(clean_exit || draining ? worker_state::exited : worker_state::crashed);
+    }
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    auto actions = policy_->exited(pid, code, now_ms());
+    switch (policy_->last_exit_kind()) {
+      case exit_kind::crashed:
+        hdr.restarts[static_cast<std::size_t>(restart_reason::crash)].fetch_add(1);
+        r.restarts.fetch_add(1);
+        break;
+      case exit_kind::failed_start:
+      case exit_kind::config_error:
+        hdr.restarts[static_cast<std::size_t>(restart_reason::timeout_ready)].fetch_add(1);
+        r.restarts.fetch_add(1);
+        if (policy_->last_exit_kind() == exit_kind::config_error)
+          log_->error("{}: configuration error (exit 2): not respawning this slot for {} s", who, 30);
+        break;
+      case exit_kind::expected: break;
+    }
+    execute(std::move(actions));
+  }
+}
+
+void master_process::begin_reload() {
+  if (policy_->stopping()) return;
+  if (policy_->reloading()) {
+    pending_reload_ = true;  // coalesced: one more rollout after this one
+    return;
+  }
+  control_header& hdr = segment_->header();
+  hdr.reload_seq.fetch_add(1);
+  hdr.reload_started_ms.store(monotonic_ms());
+  hdr.reload_outcome.store(reload_outcome::in_progress);
+  hdr.master_state.store(master_state::reloading);
+  last_start_failure_.clear();
+  log_->info("SIGHUP: reloading");
+  const auto r = lc_.run(stage::on_reload, *ctx_);
+  if (!r.ok) {
+    write_reload_message(hdr, "reload rejected: " + r.error);
+    hdr.reload_duration_ms.store(monotonic_ms() - hdr.reload_started_ms.load());
+    hdr.reload_outcome.store(reload_outcome::rejected);
+    hdr.master_state.store(master_state::running);
+    log_->error("reload rejected: {}; the workers keep running", r.error);
+    return;
+  }
+  auto actions = policy_->reload(now_ms());
+  hdr.pool_generation.store(policy_->generation());
+  execute(std::move(actions));
+}
+
+void master_process::on_signal(int sig) {
+  control_header& hdr = segment_->header();
+  switch (sig) {
+    case SIGCHLD: reap(); break;
+    case SIGTERM:
+      log_->info("SIGTERM: draining {} worker(s)", workers_.size());
+      hdr.master_state.store(master_state::draining);
+      execute(policy_->stop(stop_mode::graceful, now_ms()));
+      break;
+    case SIGINT:
+    case SIGQUIT:
+      log_->info("{}: fast stop", sig == SIGINT ? "SIGINT" : "SIGQUIT");
+      hdr.master_state.store(master_state::draining);
+      execute(policy_->stop(stop_mode::fast, now_ms()));
+      break;
+    case SIGHUP: begin_reload(); break;
+    case SIGTTIN:
+    case SIGTTOU: {
+      const int want = policy_->workers() + (sig == SIGTTIN ? 1 : -1);
+      auto actions = policy_->scale(want, now_ms());
+      hdr.target_workers.store(static_cast<std::uint32_t>(policy_->workers()));
+      log_->info("{}: {} worker(s)", sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", policy_->workers());
+      execute(std::move(actions));
+      break;
+    }
+    case SIGUSR1:
+      log_ = make_logger("master", opts_);
+      ctx_->set_logger(log_);
+      log_->info("SIGUSR1: log reopened");
+      for (auto& [pid, w] : workers_) ::kill(pid, SIGUSR1);
+      break;
+    case SIGUSR2: log_->warn("SIGUSR2: master upgrade is not available yet"); break;
+    default: break;
+  }
+}
+
+asio::awaitable<void> master_process::signal_loop() {
+  for (;;) {
+    auto [ec, sig] = co_await signals_.async_wait(use_tuple);
+    if (ec) co_return;
+    try {
+      on_signal(sig);
+    } catch (const std::exception& e) {
+      log_->critical("handling signal {}: {}", sig, e.what());
+    }
+    if (finished_) co_return;
+  }
+}
+
+void master_process::schedule_tick() {
+  if (finished_) return;
+  // Heartbeats are checked a few times per timeout; other deadlines come from the policy.
+  const auto check = std::clamp(opts_.heartbeat_timeout / 4, ms(100), ms(1000));
+  auto next = now_ms() + check;
+  if (auto d = policy_->next_deadline(); d && *d < next) next = *d;
+  const auto delay = std::max(ms(0), next - now_ms());
+  tick_.expires_after(delay);
+  tick_.async_wait([this](boost::system::error_code ec) {
+    if (ec || finished_) return;
+    try {
+      execute(policy_->tick(now_ms(), [this](const proc& p) {
+        const worker_slot& r = record(p.slot, p.lane);
+        return time_point(static_cast<std::int64_t>(r.heartbeat_ms.load(std::memory_order_relaxed)));
+      }));
+    } catch (const std::exception& e) {
+      log_->critical("tick: {}", e.what());
+      schedule_tick();
+    }
+  });
+}
+
+int run_master(const options& opts, std::vector<detail::unit_entry>& units) {
+  master_process m(opts, units);
+  return m.run();
+}
+
+}  // namespace systempp::master

@@ -1,0 +1,298 @@
+#include "systempp/master/supervisor_policy.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <csignal>
+
+namespace systempp::master {
+
+supervisor_policy::supervisor_policy(policy_config cfg) : cfg_(cfg) {
+  cfg_.max_workers = std::max(cfg_.max_workers, cfg_.workers);
+  slots_.resize(static_cast<std::size_t>(cfg_.max_workers));
+}
+
+proc* supervisor_policy::find(pid_t pid) {
+  auto it = std::find_if(procs_.begin(), procs_.end(), [&](const proc& p) { return p.pid == pid; });
+  return it == procs_.end() ? nullptr : &*it;
+}
+
+proc* supervisor_policy::serving(int slot) {
+  for (proc& p : procs_)
+    if (p.slot == slot && p.state != proc_state::draining) return &p;
+  return nullptr;
+}
+
+int supervisor_policy::free_lane(int slot) const {
+  bool used[2] = {false, false};
+  for (const proc& p : procs_)
+    if (p.slot == slot) used[p.lane] = true;
+  if (!used[0]) return 0;
+  if (!used[1]) return 1;
+  return -1;
+}
+
+int supervisor_policy::ready_count() const {
+  return static_cast<int>(std::count_if(procs_.begin(), procs_.end(), [](const proc& p) {
+    return p.state == proc_state::ready;
+  }));
+}
+
+// The process is recorded at once with pid 0, so that decisions made before the master
+// reports the pid see the slot as taken.
+void supervisor_policy::spawn_into(int slot, std::uint32_t gen, time_point now,
+                                   std::vector<action>& out) {
+  const int lane = free_lane(slot);
+  if (lane < 0) return;  // both lanes busy: the drain in progress must finish first
+  procs_.push_back(proc{0, slot, lane, gen, proc_state::starting, now, time_point{0}, time_point{0}, false});
+  out.push_back(spawn_action{slot, lane, gen});
+}
+
+void supervisor_policy::spawned(const spawn_action& a, pid_t pid, time_point now) {
+  for (proc& p : procs_)
+    if (p.pid == 0 && p.slot == a.slot && p.lane == a.lane) {
+      p.pid = pid;
+      p.started = now;
+      return;
+    }
+}
+
+std::vector<action> supervisor_policy::spawn_failed(const spawn_action& a, time_point now) {
+  std::erase_if(procs_, [&](const proc& p) { return p.pid == 0 && p.slot == a.slot && p.lane == a.lane; });
+  std::vector<action> out;
+  slot_info& s = slots_[static_cast<std::size_t>(a.slot)];
+  ++s.failures;
+  s.next_spawn = now + std::min(cfg_.backoff_max, cfg_.backoff_initial * (1 << std::min(s.failures, 16u)));
+  if (rollout_ && a.generation == rollout_->generation)
+    abort_rollout(fmt::format("could not start a worker for slot {}", a.slot), now, out);
+  return out;
+}
+
+void supervisor_policy::drain(proc& p, time_point now, std::vector<action>& out) {
+  if (p.state == proc_state::draining) return;
+  p.state = proc_state::draining;
+  p.drain_deadline = now + cfg_.graceful_timeout;
+  out.push_back(drain_action{p.pid, p.drain_deadline});
+}
+
+std::vector<action> supervisor_policy::start(time_point now) {
+  std::vector<action> out;
+  for (int slot = 0; slot < cfg_.workers; ++slot) spawn_into(slot, generation_, now, out);
+  return out;
+}
+
+std::vector<action> supervisor_policy::ready(pid_t pid, time_point now) {
+  std::vector<action> out;
+  proc* p = find(pid);
+  if (!p || p->state != proc_state::starting) return out;
+  p->state = proc_state::ready;
+  slots_[static_cast<std::size_t>(p->slot)].failures = 0;
+  if (stopping_) {  // it raced the stop: drain it like the others
+    if (*stopping_ == stop_mode::graceful) drain(*p, now, out);
+    else out.push_back(signal_action{pid, SIGQUIT, "fast stop"});
+    return out;
+  }
+  // The new process takes over its slot: whoever served it before drains now.
+  const int slot = p->slot;
+  for (proc& other : procs_)
+    if (other.slot == slot && other.pid != pid && other.state != proc_state::draining)
+      drain(other, now, out);
+  if (rollout_) {
+    std::erase(rollout_->in_progress, slot);
+    advance_rollout(now, out);
+  }
+  return out;
+}
+
+std::vector<action> supervisor_policy::exited(pid_t pid, int code, time_point now) {
+  std::vector<action> out;
+  proc* found = find(pid);
+  if (!found) return out;
+  const proc p = *found;
+  std::erase_if(procs_, [&](const proc& q) { return q.pid == pid; });
+
+  slot_info& s = slots_[static_cast<std::size_t>(p.slot)];
+  if (p.state == proc_state::draining || stopping_) {
+    last_exit_ = exit_kind::expected;
+  } else if (code == 2) {
+    // A configuration error will not fix itself by retrying: wait long.
+    last_exit_ = exit_kind::config_error;
+    ++s.failures;
+    s.next_spawn = now + cfg_.config_error_backoff;
+  } else if (p.state == proc_state::starting) {
+    last_exit_ = exit_kind::failed_start;
+    ++s.failures;
+    s.next_spawn = now + std::min(cfg_.backoff_max, cfg_.backoff_initial * (1 << std::min(s.failures - 1, 16u)));
+  } else {
+    last_exit_ = exit_kind::crashed;  // served, then died: replace at once
+    s.next_spawn = now;
+  }
+
+  if (rollout_ && p.generation == rollout_->generation && p.state == proc_state::starting &&
+      !stopping_) {
+    abort_rollout(fmt::format("new worker in slot {} (pid {}) {} before READY", p.slot, p.pid,
+                              code >= 0 ? fmt::format("exited with code {}", code)
+                                        : fmt::format("was killed by signal {}", -code)),
+                  now, out);
+  }
+  if (stopping_) {
+    check_finished(out);
+    return out;
+  }
+  fill_slots(now, out);
+  advance_rollout(now, out);
+  return out;
+}
+
+void supervisor_policy::fill_slots(time_point now, std::vector<action>& out) {
+  for (int slot = 0; slot < cfg_.workers; ++slot) {
+    if (serving(slot)) continue;
+    if (now < slots_[static_cast<std::size_t>(slot)].next_spawn) continue;
+    spawn_into(slot, generation_, now, out);
+  }
+}
+
+void supervisor_policy::advance_rollout(time_point now, std::vector<action>& out) {
+  if (!rollout_ || stopping_) return;
+  rollout& r = *rollout_;
+  while (static_cast<int>(r.in_progress.size()) < cfg_.surge && !r.pending.empty()) {
+    const int slot = r.pending.front();
+    r.pending.erase(r.pending.begin());
+    proc* current = serving(slot);
+    if (!current || current->generation == r.generation) continue;  // refilled already
+    const auto before = out.size();
+    spawn_into(slot, r.generation, now, out);
+    if (out.size() == before) {  // both lanes busy: retry this slot after the drain
+      r.pending.insert(r.pending.begin(), slot);
+      break;
+    }
+    r.in_progress.push_back(slot);
+  }
+  if (r.pending.empty() && r.in_progress.empty()) {
+    out.push_back(reload_done_action{true, fmt::format("generation {} serving", r.generation)});
+    rollout_.reset();
+  }
+}
+
+void supervisor_policy::abort_rollout(const std::string& why, time_point, std::vector<action>& out) {
+  if (!rollout_) return;
+  // New-generation processes still starting are stopped; every slot that was not
+  // switched keeps its old worker, which was never drained.
+  for (proc& p : procs_)
+    if (p.generation == rollout_->generation && p.state == proc_state::starting && !p.kill_sent) {
+      p.kill_sent = true;
+      out.push_back(signal_action{p.pid, SIGKILL, "reload aborted"});
+    }
+  out.push_back(reload_done_action{false, why});
+  rollout_.reset();
+}
+
+std::vector<action> supervisor_policy::reload(time_point now) {
+  std::vector<action> out;
+  if (stopping_ || rollout_) return out;
+  ++generation_;
+  rollout r;
+  r.generation = generation_;
+  r.started = now;
+  for (int slot = 0; slot < cfg_.workers; ++slot) r.pending.push_back(slot);
+  rollout_ = std::move(r);
+  advance_rollout(now, out);
+  return out;
+}
+
+std::vector<action> supervisor_policy::scale(int workers, time_point now) {
+  std::vector<action> out;
+  if (stopping_) return out;
+  workers = std::clamp(workers, 1, cfg_.max_workers);
+  const int before = cfg_.workers;
+  cfg_.workers = workers;
+  if (workers < before) {
+    for (proc& p : procs_)
+      if (p.slot >= workers) drain(p, now, out);
+    if (rollout_) {
+      std::erase_if(rollout_->pending, [&](int s) { return s >= workers; });
+      std::erase_if(rollout_->in_progress, [&](int s) { return s >= workers; });
+    }
+  }
+  for (int slot = before; slot < workers; ++slot) slots_[static_cast<std::size_t>(slot)] = slot_info{};
+  fill_slots(now, out);
+  advance_rollout(now, out);
+  return out;
+}
+
+std::vector<action> supervisor_policy::recycle(pid_t pid, time_point now) {
+  std::vector<action> out;
+  proc* p = find(pid);
+  if (!p || p->state != proc_state::ready || stopping_) return out;
+  for (const proc& other : procs_)
+    if (other.slot == p->slot && other.pid != pid) return out;  // already being replaced
+  spawn_into(p->slot, generation_, now, out);
+  return out;
+}
+
+std::vector<action> supervisor_policy::stop(stop_mode mode, time_point now) {
+  std::vector<action> out;
+  if (stopping_ && (*stopping_ == stop_mode::fast || mode == stop_mode::graceful)) return out;
+  stopping_ = mode;
+  if (rollout_) {
+    out.push_back(reload_done_action{false, "stopped during the rollout"});
+    rollout_.reset();
+  }
+  if (mode == stop_mode::graceful) {
+    for (proc& p : procs_) drain(p, now, out);
+  } else {
+    stop_deadline_ = now + cfg_.fast_stop_timeout;
+    for (proc& p : procs_) {
+      p.state = proc_state::draining;
+      p.drain_deadline = stop_deadline_;
+      out.push_back(signal_action{p.pid, SIGQUIT, "fast stop"});
+    }
+  }
+  check_finished(out);
+  return out;
+}
+
+void supervisor_policy::check_finished(std::vector<action>& out) {
+  if (stopping_ && procs_.empty() && !finished_) {
+    finished_ = true;
+    out.push_back(finished_action{});
+  }
+}
+
+void supervisor_policy::check_timeouts(time_point now, std::vector<action>& out) {
+  for (proc& p : procs_) {
+    if (p.kill_sent || p.pid == 0) continue;
+    const char* reason = nullptr;
+    if (p.state == proc_state::starting && now - p.started > cfg_.ready_timeout)
+      reason = "ready timeout";
+    else if (p.abort_sent.count() != 0 && now - p.abort_sent > cfg_.abort_grace)
+      reason = "heartbeat timeout";
+    else if (p.state == proc_state::draining && now > p.drain_deadline)
+      reason = stopping_ == stop_mode::fast ? "fast stop deadline" : "graceful timeout";
+    if (!reason) continue;
+    p.kill_sent = true;
+    out.push_back(signal_action{p.pid, SIGKILL, reason});
+  }
+}
+
+std::optional<time_point> supervisor_policy::next_deadline() const {
+  std::optional<time_point> next;
+  auto consider = [&](time_point t) { if (!next || t < *next) next = t; };
+  for (const proc& p : procs_) {
+    if (p.kill_sent) continue;
+    if (p.state == proc_state::starting) consider(p.started + cfg_.ready_timeout + ms(1));
+    if (p.state == proc_state::draining) consider(p.drain_deadline + ms(1));
+    if (p.abort_sent.count() != 0) consider(p.abort_sent + cfg_.abort_grace + ms(1));
+  }
+  if (!stopping_) {
+    for (int slot = 0; slot < cfg_.workers; ++slot) {
+      bool has = std::any_of(procs_.begin(), procs_.end(), [&](const proc& p) {
+        return p.slot == slot && p.state != proc_state::draining;
+      });
+      if (!has) consider(slots_[static_cast<std::size_t>(slot)].next_spawn);
+    }
+  }
+  return next;
+}
+
+}  // namespace systempp::master

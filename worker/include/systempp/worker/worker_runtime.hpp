@@ -1,0 +1,42 @@
+#pragma once
+/// The worker side of the pool: what a forked (or exec'd) worker process runs.
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "systempp/app.hpp"
+#include "systempp/control_block.hpp"
+#include "systempp/fd.hpp"
+#include "systempp/listeners.hpp"
+#include "systempp/options.hpp"
+
+namespace systempp::worker {
+
+/// Bytes on the master <-> worker channel (a socketpair). State lives in the control block;
+/// the channel only wakes the other side.
+inline constexpr char msg_ready = 'R';  ///< worker -> master: READY (see the slot)
+inline constexpr char msg_drain = 'D';  ///< master -> worker: drain now (see the slot's command)
+inline constexpr char msg_quit = 'Q';   ///< master -> worker: fast stop
+
+/// Everything a worker needs, handed over by the spawner.
+struct launch {
+  const options* opts = nullptr;
+  std::vector<detail::unit_entry>* units = nullptr;
+  const std::vector<listener>* listeners = nullptr;
+  worker_slot* record = nullptr;  ///< this worker's control-block record
+  int slot = 0;                   ///< logical slot, shown in logs and headers
+  std::uint32_t generation = 0;
+  pid_t master_pid = 0;
+  unique_fd channel;              ///< the worker's end of the socketpair
+  sigset_t restore_mask;          ///< the signal mask to restore once handlers are set
+};
+
+/// Runs the worker's cycle: pre_startup, loop with on_startup/post_startup, READY,
+/// serve until DRAIN/SIGTERM/master gone, pre_shutdown, on_shutdown, post_shutdown.
+/// Returns the exit code. Worker only: call in the child right after fork.
+int run(launch& l) noexcept;
+
+}  // namespace systempp::worker
