@@ -197,7 +197,9 @@ asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {
     }
 
     const request& req = parser.get();
+    ctx->request_begin();
     response res = co_await handle(req);
+    ctx->request_end(res.result_int() >= 500);
     const bool keep = req.keep_alive() && !draining;
     res.keep_alive(keep);
     c.stream.expires_after(io_timeout);

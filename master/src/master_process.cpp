@@ -140,8 +140,6 @@ int master_process::run() {
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
     return to_int(exit_code::usage);
   }
-  for (const auto& l : listeners_) log_->info("listening on {} ({})", l.endpoint(), l.name);
-
   const int max_workers = std::min(2048, std::max(16, opts_.workers * 2));
   std::vector<std::string> names;
   for (const auto& u : units_) names.push_back(u.ref.name);
@@ -152,6 +150,8 @@ int master_process::run() {
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
     return to_int(exit_code::usage);
   }
+  // Logged once the control block exists, so whoever reads the port can also attach.
+  for (const auto& l : listeners_) log_->info("listening on {} ({})", l.endpoint(), l.name);
   control_header& hdr = segment_->header();
   hdr.master_state.store(master_state::starting);
   hdr.pool_generation.store(1);

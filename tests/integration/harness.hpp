@@ -5,9 +5,19 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <map>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+
+#include <systempp/control_block.hpp>
 
 #include <support/http.hpp>
 #include <support/proc.hpp>
@@ -48,6 +58,77 @@ inline service start(const std::string& binary, std::vector<std::string> args,
   REQUIRE(m);
   s.port = static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
   return s;
+}
+
+/// A pool name unique to this test process; removes any segment left under it (a master
+/// the test SIGKILLed) when the test ends.
+struct pool_name {
+  std::string value;
+  pool_name() {
+    static std::atomic<int> counter{0};
+    value = "t" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  }
+  ~pool_name() {
+    try {
+      systempp::remove_stale_segments(value);
+    } catch (...) {
+    }
+  }
+  pool_name(const pool_name&) = delete;
+  pool_name& operator=(const pool_name&) = delete;
+};
+
+/// The control block of a running pool, attached read-only.
+inline systempp::control_segment attach(const pool_name& name, pid_t master) {
+  std::optional<systempp::control_segment> seg;
+  std::string error;
+  support::wait_until([&] {
+    try {
+      seg.emplace(systempp::control_segment::attach(name.value, master, systempp::access::read_only));
+      return true;
+    } catch (const std::exception& e) {
+      error = e.what();
+      return false;
+    }
+  }, 5s);
+  INFO(error);
+  REQUIRE(seg);
+  return std::move(*seg);
+}
+
+/// Pids of the READY workers in the control block, by logical slot.
+inline std::map<int, pid_t> ready_workers(const systempp::control_segment& seg) {
+  std::map<int, pid_t> out;
+  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+    auto snap = systempp::read_slot(seg.slot(i));
+    if (snap.state == systempp::worker_state::ready) out[static_cast<int>(i / 2)] = snap.pid;
+  }
+  return out;
+}
+
+/// Waits until exactly `n` workers are READY; returns them by slot.
+inline std::map<int, pid_t> wait_ready(const systempp::control_segment& seg, std::size_t n,
+                                       std::chrono::milliseconds timeout = 15s) {
+  std::map<int, pid_t> ready;
+  support::wait_until([&] { ready = ready_workers(seg); return ready.size() == n; }, timeout);
+  return ready;
+}
+
+/// Milliseconds since midnight of a log line's timestamp ("2026-11-24T20:26:11.024 ...").
+inline long long log_time_ms(const std::string& line) {
+  const auto t = line.find('T');
+  if (t == std::string::npos || line.size() < t + 13) return -1;
+  const int h = std::stoi(line.substr(t + 1, 2));
+  const int m = std::stoi(line.substr(t + 4, 2));
+  const int sec = std::stoi(line.substr(t + 7, 2));
+  const int milli = std::stoi(line.substr(t + 10, 3));
+  return ((h * 60LL + m) * 60 + sec) * 1000 + milli;
+}
+
+/// Keeps workers that abort from writing core files.
+inline void no_core_dumps() {
+  rlimit none{0, 0};
+  ::setrlimit(RLIMIT_CORE, &none);
 }
 
 }  // namespace harness

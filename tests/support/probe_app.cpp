@@ -4,6 +4,8 @@
 //   PROBE_FAULTS="unit:stage:kind,..."  kind = throw | config | hang | exit
 //     throw: a runtime_error; config: a config_error (exit 2); hang: never completes
 //     (a sync stage blocks, an async one waits forever); exit: _exit(99) on the spot.
+//     A kind may end in "@slotN" or "@genN": the fault then applies only to that worker
+//     slot or pool generation.
 //   PROBE_BLOCK_LOOP_MS=N  N ms after READY, the worker's loop blocks for good (a wedged
 //     process: its heartbeat stops).
 
@@ -26,7 +28,7 @@ namespace {
 
 using systempp::stage;
 
-std::string fault_for(std::string_view unit, stage s) {
+std::string fault_for(std::string_view unit, stage s, const systempp::context& ctx) {
   const char* env = std::getenv("PROBE_FAULTS");
   if (!env) return {};
   const std::string prefix = std::string(unit) + ":" + std::string(to_string(s)) + ":";
@@ -35,14 +37,22 @@ std::string fault_for(std::string_view unit, stage s) {
     auto comma = all.find(',');
     std::string_view item = all.substr(0, comma);
     all = comma == std::string_view::npos ? std::string_view{} : all.substr(comma + 1);
-    if (item.starts_with(prefix)) return std::string(item.substr(prefix.size()));
+    if (!item.starts_with(prefix)) continue;
+    std::string kind(item.substr(prefix.size()));
+    if (auto at = kind.find('@'); at != std::string::npos) {
+      const std::string filter = kind.substr(at + 1);
+      kind.erase(at);
+      if (filter.starts_with("slot") && std::to_string(ctx.slot()) != filter.substr(4)) continue;
+      if (filter.starts_with("gen") && std::to_string(ctx.generation()) != filter.substr(3)) continue;
+    }
+    return kind;
   }
   return {};
 }
 
 // Returns true when the stage should hang.
-bool apply_fault(std::string_view unit, stage s) {
-  const std::string kind = fault_for(unit, s);
+bool apply_fault(std::string_view unit, stage s, const systempp::context& ctx) {
+  const std::string kind = fault_for(unit, s, ctx);
   if (kind.empty()) return false;
   if (kind == "throw") throw std::runtime_error("injected failure");
   if (kind == "config") throw systempp::config_error("injected configuration error");
@@ -64,24 +74,24 @@ struct probe {
   static constexpr std::string_view names[] = {"alpha", "beta", "gamma"};
   static constexpr std::string_view name = names[N];
 
-  void on_init(systempp::context&) { if (apply_fault(name, stage::on_init)) hang_forever(); }
-  void on_reload(systempp::context&) { if (apply_fault(name, stage::on_reload)) hang_forever(); }
-  void pre_startup(systempp::context&) { if (apply_fault(name, stage::pre_startup)) hang_forever(); }
+  void on_init(systempp::context& ctx) { if (apply_fault(name, stage::on_init, ctx)) hang_forever(); }
+  void on_reload(systempp::context& ctx) { if (apply_fault(name, stage::on_reload, ctx)) hang_forever(); }
+  void pre_startup(systempp::context& ctx) { if (apply_fault(name, stage::pre_startup, ctx)) hang_forever(); }
   boost::asio::awaitable<void> on_startup(systempp::context& ctx) {
-    if (apply_fault(name, stage::on_startup)) co_await wait_forever(ctx);
+    if (apply_fault(name, stage::on_startup, ctx)) co_await wait_forever(ctx);
   }
   boost::asio::awaitable<void> post_startup(systempp::context& ctx) {
-    if (apply_fault(name, stage::post_startup)) co_await wait_forever(ctx);
+    if (apply_fault(name, stage::post_startup, ctx)) co_await wait_forever(ctx);
     if (N == 2) schedule_block(ctx);
   }
   boost::asio::awaitable<void> pre_shutdown(systempp::context& ctx) {
-    if (apply_fault(name, stage::pre_shutdown)) co_await wait_forever(ctx);
+    if (apply_fault(name, stage::pre_shutdown, ctx)) co_await wait_forever(ctx);
   }
   boost::asio::awaitable<void> on_shutdown(systempp::context& ctx) {
-    if (apply_fault(name, stage::on_shutdown)) co_await wait_forever(ctx);
+    if (apply_fault(name, stage::on_shutdown, ctx)) co_await wait_forever(ctx);
   }
-  void post_shutdown(systempp::context&) { if (apply_fault(name, stage::post_shutdown)) hang_forever(); }
-  void on_exit(systempp::context&) { if (apply_fault(name, stage::on_exit)) hang_forever(); }
+  void post_shutdown(systempp::context& ctx) { if (apply_fault(name, stage::post_shutdown, ctx)) hang_forever(); }
+  void on_exit(systempp::context& ctx) { if (apply_fault(name, stage::on_exit, ctx)) hang_forever(); }
 
   // PROBE_BLOCK_LOOP_MS: a timer that, when it fires, never returns to the loop.
   void schedule_block(systempp::context& ctx) {

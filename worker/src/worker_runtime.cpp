@@ -36,21 +36,23 @@ class slot_observer final : public stage_observer {
  public:
   explicit slot_observer(worker_slot& r) : r_(r) {}
   void stage_begin(std::size_t unit, stage s) override {
+    if (failed_) return;  // keep naming the stage that failed, for the master's log
     slot_update u(r_);
     r_.unit.store(static_cast<std::uint32_t>(unit), std::memory_order_relaxed);
     r_.stage.store(static_cast<std::uint32_t>(s), std::memory_order_relaxed);
   }
-  void stage_end(std::size_t unit, stage s, std::chrono::microseconds took, stage_outcome) override {
+  void stage_end(std::size_t unit, stage s, std::chrono::microseconds took, stage_outcome outcome) override {
     if (unit < worker_slot::max_units) {
       const auto us = std::min<std::int64_t>(took.count(), UINT32_MAX);
       r_.stage_us[unit][static_cast<std::size_t>(s)].store(static_cast<std::uint32_t>(us),
                                                           std::memory_order_relaxed);
     }
-    // The stage and unit stay visible after a failure, so the master can name them.
+    if (outcome != stage_outcome::ok && !is_backward(s)) failed_ = true;
   }
 
  private:
   worker_slot& r_;
+  bool failed_ = false;
 };
 
 void set_state(worker_slot& r, worker_state s) {
@@ -106,7 +108,12 @@ int run(launch& l) noexcept {
     cycle_hooks hooks;
     hooks.on_ready = [&] {
       rec.ready_ms.store(monotonic_ms(), std::memory_order_relaxed);
-      set_state(rec, worker_state::ready);
+      {
+        slot_update u(rec);  // serving: no unit is inside a stage
+        rec.stage.store(no_stage, std::memory_order_relaxed);
+        rec.unit.store(no_unit, std::memory_order_relaxed);
+        rec.state.store(worker_state::ready, std::memory_order_release);
+      }
       const char byte = msg_ready;
       [[maybe_unused]] auto n = ::write(channel.native_handle(), &byte, 1);
       log->info("ready");
@@ -183,8 +190,10 @@ int run(launch& l) noexcept {
     const auto result = run_cycle(lc, ctx, hooks);
     {
       slot_update u(rec);
-      rec.stage.store(no_stage, std::memory_order_relaxed);
-      rec.unit.store(no_unit, std::memory_order_relaxed);
+      if (result.code == exit_code::ok) {
+        rec.stage.store(no_stage, std::memory_order_relaxed);
+        rec.unit.store(no_unit, std::memory_order_relaxed);
+      }
       rec.state.store(worker_state::exited, std::memory_order_release);
     }
     if (result.code != exit_code::ok) log->error("worker failed: {}", result.error);

@@ -1,0 +1,962 @@
+// The supervisor policy, driven without processes or real time: pids are invented, time is
+// a number the test moves forward, and every action is checked against what a master
+// would see (DESIGN.md sections 4 and 5).
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <systempp/master/supervisor_policy.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+using systempp::master::action;
+using systempp::master::drain_action;
+using systempp::master::exit_kind;
+using systempp::master::finished_action;
+using systempp::master::ms;
+using systempp::master::policy_config;
+using systempp::master::proc;
+using systempp::master::reload_done_action;
+using systempp::master::signal_action;
+using systempp::master::spawn_action;
+using systempp::master::stop_mode;
+using systempp::master::supervisor_policy;
+using systempp::master::time_point;
+
+/// Where a spawn puts a worker; comparable and printable so Catch shows it on failure.
+struct placement {
+  int slot = 0;
+  int lane = 0;
+  std::uint32_t generation = 0;
+  bool operator==(const placement&) const = default;
+};
+std::ostream& operator<<(std::ostream& os, const placement& p) {
+  return os << "{slot " << p.slot << ", lane " << p.lane << ", g" << p.generation << "}";
+}
+
+/// A process as the test sees it, from the actions it got (not from the policy's table).
+struct fake_worker {
+  pid_t pid = 0;
+  placement at;
+  bool ready = false;
+  int drains = 0;
+  bool quit = false;    ///< got SIGQUIT
+  bool killed = false;  ///< got SIGKILL
+  bool serving() const { return ready && drains == 0 && !quit && !killed; }
+};
+
+/// Plays the master: hands each call's actions back as the last step, gives every spawn a
+/// fresh pid at once (or a fork failure, when asked), and keeps the table of live workers.
+/// With `capacity_floor` set, every step checks that at least that many workers are
+/// READY and not draining.
+struct driver {
+  supervisor_policy policy;
+  time_point now{1'000'000};  // any monotonic time; not 0, which means "never" to the policy
+  pid_t next_pid = 100;
+  int fork_failures = 0;  ///< the next this-many spawns fail in the master
+  int capacity_floor = 0;
+  std::map<pid_t, fake_worker> live;
+  std::set<pid_t> ever_drained;
+  std::map<pid_t, time_point> beats;  ///< last heartbeat per pid (absent: none yet)
+  std::vector<action> last;           ///< the actions of the last step
+  std::vector<fake_worker> last_spawned;
+
+  explicit driver(policy_config cfg) : policy(cfg) {}
+
+  // --- events ---------------------------------------------------------------------------
+  void start() { step(policy.start(now)); }
+  void ready(pid_t pid) {
+    if (auto it = live.find(pid); it != live.end()) it->second.ready = true;
+    step(policy.ready(pid, now));
+  }
+  void exits(pid_t pid, int code) {
+    live.erase(pid);
+    beats.erase(pid);
+    step(policy.exited(pid, code, now));
+  }
+  void tick() {
+    step(policy.tick(now, [this](const proc& p) {
+      auto it = beats.find(p.pid);
+      return it == beats.end() ? time_point{0} : it->second;
+    }));
+  }
+  void stop(stop_mode mode) { step(policy.stop(mode, now)); }
+  void reload() { step(policy.reload(now)); }
+  void scale(int n) { step(policy.scale(n, now)); }
+  void recycle(pid_t pid) { step(policy.recycle(pid, now)); }
+  void beat(pid_t pid) { beats[pid] = now; }
+
+  // --- time -----------------------------------------------------------------------------
+  void at(time_point t) {
+    REQUIRE(t >= now);
+    now = t;
+  }
+  void after(ms d) { at(now + d); }
+  time_point deadline() const {
+    const auto d = policy.next_deadline();
+    REQUIRE(d.has_value());
+    return *d;
+  }
+
+  // --- shortcuts ------------------------------------------------------------------------
+  /// Starts the pool and reports every first worker READY.
+  std::vector<pid_t> start_ready() {
+    start();
+    std::vector<pid_t> pids = spawned_pids();
+    for (pid_t p : pids) ready(p);
+    return pids;
+  }
+  pid_t only_spawned() const {
+    REQUIRE(last_spawned.size() == 1);
+    return last_spawned.front().pid;
+  }
+
+  // --- what the last step asked for -----------------------------------------------------
+  std::vector<placement> spawns() const {
+    std::vector<placement> out;
+    for (const auto& w : last_spawned) out.push_back(w.at);
+    return out;
+  }
+  std::vector<pid_t> spawned_pids() const {
+    std::vector<pid_t> out;
+    for (const auto& w : last_spawned) out.push_back(w.pid);
+    return out;
+  }
+  std::vector<drain_action> drains() const { return of<drain_action>(); }
+  std::vector<pid_t> drained_pids() const {
+    std::vector<pid_t> out;
+    for (const auto& d : drains()) out.push_back(d.pid);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::vector<pid_t> signalled(int sig) const {
+    std::vector<pid_t> out;
+    for (const auto& s : of<signal_action>())
+      if (s.sig == sig) out.push_back(s.pid);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::vector<signal_action> signals() const { return of<signal_action>(); }
+  bool finished() const { return !of<finished_action>().empty(); }
+  std::optional<reload_done_action> reload_done() const {
+    const auto r = of<reload_done_action>();
+    REQUIRE(r.size() <= 1);
+    if (r.empty()) return std::nullopt;
+    return r.front();
+  }
+  bool nothing() const { return last.empty(); }
+
+  // --- the workers as the test sees them ------------------------------------------------
+  int serving_count() const {
+    return static_cast<int>(std::count_if(live.begin(), live.end(),
+                                          [](const auto& kv) { return kv.second.serving(); }));
+  }
+  /// The generation of the worker serving each slot (0: none), in slot order.
+  std::vector<std::uint32_t> serving_generations(int slots) const {
+    std::vector<std::uint32_t> out(static_cast<std::size_t>(slots), 0);
+    for (const auto& [pid, w] : live)
+      if (w.serving()) {
+        auto& g = out.at(static_cast<std::size_t>(w.at.slot));
+        CHECK(g == 0);  // one serving worker per slot
+        g = w.at.generation;
+      }
+    return out;
+  }
+
+ private:
+  template <class T>
+  std::vector<T> of() const {
+    std::vector<T> out;
+    for (const auto& a : last)
+      if (const T* t = std::get_if<T>(&a)) out.push_back(*t);
+    return out;
+  }
+
+  void step(std::vector<action> acts) {
+    last.clear();
+    last_spawned.clear();
+    carry_out(std::move(acts));
+    if (capacity_floor > 0) {
+      INFO("workers READY and not draining after this step");
+      CHECK(serving_count() >= capacity_floor);
+    }
+  }
+
+  void carry_out(std::vector<action> acts) {
+    for (const action& a : acts) {
+      last.push_back(a);
+      if (const auto* s = std::get_if<spawn_action>(&a)) {
+        if (fork_failures > 0) {
+          --fork_failures;
+          carry_out(policy.spawn_failed(*s, now));
+          continue;
+        }
+        fake_worker w{next_pid++, placement{s->slot, s->lane, s->generation}};
+        policy.spawned(*s, w.pid, now);
+        live.emplace(w.pid, w);
+        last_spawned.push_back(w);
+      } else if (const auto* d = std::get_if<drain_action>(&a)) {
+        INFO("drain for pid " << d->pid);
+        REQUIRE(live.count(d->pid) == 1);  // never a pid that is gone or was never ours
+        CHECK(live[d->pid].drains == 0);   // a worker is drained once
+        ++live[d->pid].drains;
+        ever_drained.insert(d->pid);
+      } else if (const auto* g = std::get_if<signal_action>(&a)) {
+        INFO("signal " << g->sig << " for pid " << g->pid << " (" << g->reason << ")");
+        REQUIRE(live.count(g->pid) == 1);
+        if (g->sig == SIGQUIT) live[g->pid].quit = true;
+        if (g->sig == SIGKILL) {
+          CHECK_FALSE(live[g->pid].killed);  // SIGKILL goes out once
+          live[g->pid].killed = true;
+        }
+      }
+    }
+  }
+};
+
+policy_config config(int workers) {
+  policy_config cfg;
+  cfg.workers = workers;
+  cfg.max_workers = 8;
+  cfg.ready_timeout = 5'000ms;
+  cfg.heartbeat_timeout = 10'000ms;
+  cfg.graceful_timeout = 30'000ms;
+  cfg.fast_stop_timeout = 2'000ms;
+  cfg.abort_grace = 3'000ms;
+  cfg.backoff_initial = 100ms;
+  cfg.backoff_max = 1'000ms;
+  cfg.config_error_backoff = 30'000ms;
+  return cfg;
+}
+
+using pids = std::vector<pid_t>;
+using placements = std::vector<placement>;
+
+}  // namespace
+
+// --- starting and crashing ----------------------------------------------------------------
+
+TEST_CASE("starting the pool spawns one generation-1 worker per slot, each in lane 0",
+          "[policy]") {
+  driver d(config(3));
+  d.start();
+  CHECK(d.spawns() == placements{{0, 0, 1}, {1, 0, 1}, {2, 0, 1}});
+  CHECK(d.last.size() == 3);
+  CHECK(d.policy.generation() == 1);
+  CHECK(d.policy.ready_count() == 0);
+}
+
+TEST_CASE("a READY worker that crashes is respawned at once in its slot, the others untouched",
+          "[policy]") {
+  driver d(config(3));
+  const pids w = d.start_ready();
+  d.after(60'000ms);
+
+  d.exits(w[1], -SIGSEGV);
+  CHECK(d.spawns() == placements{{1, 0, 1}});
+  CHECK(d.last.size() == 1);  // no drain or signal for anyone else
+  CHECK(d.policy.last_exit_kind() == exit_kind::crashed);
+
+  d.ready(d.only_spawned());
+  CHECK(d.nothing());
+  CHECK(d.serving_count() == 3);
+}
+
+// --- backoff ------------------------------------------------------------------------------
+
+TEST_CASE("a worker that keeps failing before READY is respawned after delays that double up "
+          "to backoff_max",
+          "[policy]") {
+  driver d(config(2));
+  const pids w = d.start();
+  (void)w;
+  const pids first = d.spawned_pids();
+  d.ready(first[1]);  // slot 1 serves and must never be touched
+  pid_t current = first[0];
+
+  for (const ms expected : {100ms, 200ms, 400ms, 800ms, 1'000ms, 1'000ms}) {
+    INFO("expected delay " << expected.count() << " ms");
+    d.after(1'000ms);
+    d.exits(current, 1);
+    CHECK(d.nothing());  // no respawn straight away
+    CHECK(d.policy.last_exit_kind() == exit_kind::failed_start);
+    const time_point when = d.now + expected;
+    CHECK(d.deadline() == when);
+
+    d.at(when - 1ms);
+    d.tick();
+    CHECK(d.nothing());  // never before the delay
+
+    d.at(when);
+    d.tick();
+    CHECK(d.spawns() == placements{{0, 0, 1}});
+    CHECK(d.last.size() == 1);
+    current = d.only_spawned();
+  }
+  CHECK(d.live.at(first[1]).serving());
+}
+
+TEST_CASE("a worker that reached READY starts the backoff of its slot over", "[policy]") {
+  driver d(config(1));
+  d.start();
+  pid_t w = d.only_spawned();
+  for (int i = 0; i < 3; ++i) {  // three failed starts: the next delay would be 800 ms
+    d.exits(w, 1);
+    d.at(d.deadline());
+    d.tick();
+    w = d.only_spawned();
+  }
+  d.ready(w);
+  d.after(10'000ms);
+  d.exits(w, 1);  // it served, then fell over: it is replaced at once
+  CHECK(d.spawns() == placements{{0, 0, 1}});
+  w = d.only_spawned();
+
+  d.exits(w, 1);  // a failed start after a good run waits the first delay again
+  CHECK(d.nothing());
+  CHECK(d.deadline() == d.now + 100ms);
+}
+
+TEST_CASE("a worker that exits with code 2 before READY waits config_error_backoff before the "
+          "next spawn",
+          "[policy]") {
+  driver d(config(1));
+  d.start();
+  const pid_t w = d.only_spawned();
+  d.after(50ms);
+
+  d.exits(w, 2);
+  CHECK(d.nothing());
+  CHECK(d.policy.last_exit_kind() == exit_kind::config_error);
+  const time_point when = d.now + 30'000ms;
+  CHECK(d.deadline() == when);
+
+  d.at(when - 1ms);
+  d.tick();
+  CHECK(d.nothing());
+
+  d.at(when);
+  d.tick();
+  CHECK(d.spawns() == placements{{0, 0, 1}});
+}
+
+TEST_CASE("a fork failure backs off like a failed start", "[policy]") {
+  driver d(config(1));
+  d.fork_failures = 1;
+  d.start();
+  CHECK(d.last_spawned.empty());
+  CHECK(d.deadline() == d.now + 100ms);  // the first delay of a failed start
+
+  d.at(d.now + 99ms);
+  d.tick();
+  CHECK(d.nothing());
+  d.after(1ms);
+  d.tick();
+  CHECK(d.spawns() == placements{{0, 0, 1}});
+}
+
+// --- timeouts -----------------------------------------------------------------------------
+
+TEST_CASE("a worker not READY within ready_timeout gets SIGKILL and then counts as a failed "
+          "start",
+          "[policy]") {
+  driver d(config(2));
+  d.start();
+  const pids w = d.spawned_pids();
+  const time_point started = d.now;
+  d.after(1'000ms);
+  d.ready(w[1]);
+
+  CHECK(d.deadline() == started + 5'001ms);
+  d.at(started + 5'000ms);
+  d.tick();
+  CHECK(d.nothing());  // exactly at the timeout it still has time
+
+  d.after(1ms);
+  d.tick();
+  REQUIRE(d.signals().size() == 1);
+  CHECK(d.signals()[0].pid == w[0]);
+  CHECK(d.signals()[0].sig == SIGKILL);
+  CHECK(d.signals()[0].reason == "ready timeout");
+  CHECK(d.last.size() == 1);
+
+  d.after(1'000ms);
+  d.tick();
+  CHECK(d.nothing());  // one SIGKILL, not one per tick
+
+  d.exits(w[0], -SIGKILL);
+  CHECK(d.nothing());  // backoff, not an instant respawn
+  CHECK(d.policy.last_exit_kind() == exit_kind::failed_start);
+  CHECK(d.deadline() == d.now + 100ms);
+  d.at(d.deadline());
+  d.tick();
+  CHECK(d.spawns() == placements{{0, 0, 1}});
+}
+
+TEST_CASE("a READY worker with a stale heartbeat gets SIGABRT, then SIGKILL after abort_grace",
+          "[policy]") {
+  driver d(config(2));
+  const pids w = d.start_ready();
+  const pid_t healthy = w[0];
+  const pid_t hung = w[1];
+  d.beat(healthy);
+  d.beat(hung);
+  const time_point last_beat = d.now;
+
+  // The healthy worker beats every second; the hung one stopped.
+  while (d.now < last_beat + 10'000ms) {
+    d.after(1'000ms);
+    d.beat(healthy);
+    d.tick();
+    CHECK(d.nothing());  // 10 s old is not older than heartbeat_timeout yet
+  }
+  d.after(1ms);
+  d.beat(healthy);
+  d.tick();
+  REQUIRE(d.signals().size() == 1);
+  CHECK(d.signals()[0].pid == hung);
+  CHECK(d.signals()[0].sig == SIGABRT);
+  CHECK(d.signals()[0].reason == "heartbeat timeout");
+  const time_point aborted = d.now;
+
+  // It has abort_grace to write its core and die; then SIGKILL.
+  CHECK(d.deadline() == aborted + 3'001ms);
+  d.at(aborted + 3'000ms);
+  d.beat(healthy);
+  d.tick();
+  CHECK(d.nothing());  // no second SIGABRT either
+  d.after(1ms);
+  d.tick();
+  CHECK(d.signalled(SIGKILL) == pids{hung});
+  CHECK(d.last.size() == 1);
+
+  d.exits(hung, -SIGKILL);
+  CHECK(d.spawns() == placements{{1, 0, 1}});  // it had served: replaced at once
+}
+
+TEST_CASE("a READY worker with fresh heartbeats gets no action", "[policy]") {
+  driver d(config(2));
+  const pids w = d.start_ready();
+  for (int i = 0; i < 600; ++i) {  // ten minutes, ticking every second
+    d.after(1'000ms);
+    for (pid_t p : w) d.beat(p);
+    d.tick();
+    REQUIRE(d.nothing());
+  }
+}
+
+TEST_CASE("a hung worker that dies of its SIGABRT is replaced at once and never gets SIGKILL",
+          "[policy]") {
+  driver d(config(1));
+  const pid_t w = d.start_ready().front();
+  d.beat(w);
+  d.after(10'001ms);
+  d.tick();
+  CHECK(d.signalled(SIGABRT) == pids{w});
+
+  d.after(500ms);
+  d.exits(w, -SIGABRT);
+  CHECK(d.spawns() == placements{{0, 0, 1}});
+  d.after(10'000ms);
+  d.tick();
+  CHECK(d.signalled(SIGKILL).empty());
+}
+
+// --- stopping -----------------------------------------------------------------------------
+
+TEST_CASE("a graceful stop drains every worker with the graceful deadline and finishes after "
+          "the last exit",
+          "[policy]") {
+  driver d(config(3));
+  const pids w = d.start_ready();
+  d.after(5'000ms);
+
+  d.stop(stop_mode::graceful);
+  CHECK(d.drained_pids() == w);
+  for (const auto& a : d.drains()) CHECK(a.deadline == d.now + 30'000ms);
+  CHECK(d.last.size() == 3);
+  CHECK(d.policy.stopping());
+
+  d.after(100ms);
+  d.exits(w[0], 0);
+  CHECK(d.nothing());
+  CHECK(d.policy.last_exit_kind() == exit_kind::expected);
+  d.exits(w[2], 0);
+  CHECK(d.nothing());
+  d.exits(w[1], 0);
+  CHECK(d.finished());
+  CHECK(d.last.size() == 1);
+}
+
+TEST_CASE("a worker still draining at the graceful deadline gets SIGKILL", "[policy]") {
+  driver d(config(2));
+  const pids w = d.start_ready();
+  d.stop(stop_mode::graceful);
+  const time_point deadline = d.now + 30'000ms;
+  d.after(200ms);
+  d.exits(w[0], 0);
+
+  CHECK(d.deadline() == deadline + 1ms);
+  d.at(deadline);
+  d.tick();
+  CHECK(d.nothing());
+  d.after(1ms);
+  d.tick();
+  REQUIRE(d.signals().size() == 1);
+  CHECK(d.signals()[0].pid == w[1]);
+  CHECK(d.signals()[0].sig == SIGKILL);
+  CHECK(d.signals()[0].reason == "graceful timeout");
+
+  d.exits(w[1], -SIGKILL);
+  CHECK(d.finished());
+}
+
+TEST_CASE("a worker that becomes READY after a graceful stop is drained too", "[policy]") {
+  driver d(config(2));
+  d.start();
+  const pids w = d.spawned_pids();
+  d.ready(w[0]);
+  d.after(100ms);
+
+  d.stop(stop_mode::graceful);
+  std::vector<drain_action> drains = d.drains();
+  d.after(100ms);
+  d.ready(w[1]);  // it was still starting when the stop came
+  for (const auto& a : d.drains()) drains.push_back(a);
+  CHECK(d.spawns().empty());
+
+  REQUIRE(d.live.at(w[1]).drains == 1);
+  for (const auto& a : drains)
+    if (a.pid == w[1]) CHECK(a.deadline <= d.now + 30'000ms);
+  CHECK(d.serving_count() == 0);
+
+  d.exits(w[0], 0);
+  CHECK_FALSE(d.finished());
+  d.exits(w[1], 0);
+  CHECK(d.finished());
+}
+
+TEST_CASE("a worker that crashes during a graceful stop is not respawned", "[policy]") {
+  driver d(config(2));
+  const pids w = d.start_ready();
+  d.stop(stop_mode::graceful);
+
+  d.after(1'000ms);
+  d.exits(w[0], -SIGSEGV);
+  CHECK(d.nothing());
+  d.after(10'000ms);
+  d.tick();
+  CHECK(d.nothing());  // not after a backoff either
+  d.exits(w[1], 1);
+  CHECK(d.finished());
+  CHECK(d.last.size() == 1);
+
+  d.after(60'000ms);
+  d.tick();
+  CHECK(d.nothing());
+}
+
+TEST_CASE("a stop while every slot waits out a backoff finishes at once", "[policy]") {
+  driver d(config(1));
+  d.start();
+  d.exits(d.only_spawned(), 2);
+  d.after(1'000ms);
+  d.stop(stop_mode::graceful);
+  CHECK(d.finished());
+  d.at(d.now + 60'000ms);
+  d.tick();
+  CHECK(d.nothing());  // and the backoff does not bring a worker back
+}
+
+TEST_CASE("a fast stop sends SIGQUIT to every worker, then SIGKILL at the fast-stop deadline",
+          "[policy]") {
+  driver d(config(3));
+  d.start();
+  const pids w = d.spawned_pids();
+  d.ready(w[0]);
+  d.ready(w[1]);  // w[2] is still starting
+  d.after(1'000ms);
+
+  d.stop(stop_mode::fast);
+  CHECK(d.signalled(SIGQUIT) == w);
+  CHECK(d.last.size() == 3);  // no drain, no SIGKILL yet
+  const time_point deadline = d.now + 2'000ms;
+
+  d.after(500ms);
+  d.exits(w[0], 0);
+  CHECK(d.nothing());
+  d.ready(w[2]);
+  CHECK(d.nothing());  // it already has its SIGQUIT
+
+  CHECK(d.deadline() == deadline + 1ms);
+  d.at(deadline);
+  d.tick();
+  CHECK(d.nothing());
+  d.after(1ms);
+  d.tick();
+  CHECK(d.signalled(SIGKILL) == pids{w[1], w[2]});
+  for (const auto& s : d.signals()) CHECK(s.reason == "fast stop deadline");
+
+  d.exits(w[1], -SIGKILL);
+  CHECK(d.nothing());
+  d.exits(w[2], -SIGKILL);
+  CHECK(d.finished());
+}
+
+TEST_CASE("a fast stop during a graceful stop shortens the deadline", "[policy]") {
+  driver d(config(2));
+  const pids w = d.start_ready();
+  d.stop(stop_mode::graceful);
+  d.after(1'000ms);
+
+  d.stop(stop_mode::fast);
+  CHECK(d.signalled(SIGQUIT) == w);
+  d.after(2'001ms);
+  d.tick();
+  CHECK(d.signalled(SIGKILL) == w);
+
+  d.stop(stop_mode::graceful);  // no way back to a slower stop
+  CHECK(d.nothing());
+}
+
+// --- rolling reload -----------------------------------------------------------------------
+
+TEST_CASE("a reload with surge 1 replaces one slot at a time and never dips below full "
+          "capacity",
+          "[policy]") {
+  driver d(config(3));
+  const pids old = d.start_ready();
+  d.capacity_floor = 3;
+  d.after(60'000ms);
+
+  d.reload();
+  CHECK(d.policy.generation() == 2);
+  CHECK(d.policy.reloading());
+  CHECK(d.spawns() == placements{{0, 1, 2}});  // lane 0 is the old worker's
+  CHECK(d.last.size() == 1);
+  const pid_t new0 = d.only_spawned();
+
+  d.after(300ms);
+  d.ready(new0);
+  CHECK(d.drained_pids() == pids{old[0]});
+  CHECK(d.drains()[0].deadline == d.now + 30'000ms);
+  CHECK(d.spawns() == placements{{1, 1, 2}});
+  CHECK(d.last.size() == 2);
+  CHECK_FALSE(d.reload_done());
+  const pid_t new1 = d.only_spawned();
+
+  d.after(100ms);
+  d.exits(old[0], 0);  // the drained worker leaves; nothing to do
+  CHECK(d.nothing());
+
+  d.after(200ms);
+  d.ready(new1);
+  CHECK(d.drained_pids() == pids{old[1]});
+  CHECK(d.spawns() == placements{{2, 1, 2}});
+  CHECK(d.last.size() == 2);
+  const pid_t new2 = d.only_spawned();
+
+  d.after(300ms);
+  d.ready(new2);
+  CHECK(d.drained_pids() == pids{old[2]});
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->ok);
+  CHECK(d.last.size() == 2);
+  CHECK_FALSE(d.policy.reloading());
+  CHECK(d.serving_generations(3) == std::vector<std::uint32_t>{2, 2, 2});
+
+  d.exits(old[1], 0);
+  CHECK(d.nothing());
+  d.exits(old[2], 0);
+  CHECK(d.nothing());
+  CHECK(d.policy.last_exit_kind() == exit_kind::expected);
+}
+
+TEST_CASE("a reload with surge 2 starts two replacements at once", "[policy]") {
+  driver d(config(3));
+  auto cfg = config(3);
+  cfg.surge = 2;
+  driver e(cfg);
+  const pids old = e.start_ready();
+  e.capacity_floor = 3;
+
+  e.reload();
+  CHECK(e.spawns() == placements{{0, 1, 2}, {1, 1, 2}});
+  CHECK(e.last.size() == 2);
+  const pids fresh = e.spawned_pids();
+
+  e.after(100ms);
+  e.ready(fresh[1]);  // slot 1 is READY first
+  CHECK(e.drained_pids() == pids{old[1]});
+  CHECK(e.spawns() == placements{{2, 1, 2}});
+  const pid_t new2 = e.only_spawned();
+
+  e.ready(fresh[0]);
+  CHECK(e.drained_pids() == pids{old[0]});
+  CHECK(e.spawns().empty());  // the only slot left is already starting
+  CHECK_FALSE(e.reload_done());
+
+  e.ready(new2);
+  CHECK(e.drained_pids() == pids{old[2]});
+  REQUIRE(e.reload_done());
+  CHECK(e.reload_done()->ok);
+  CHECK(e.serving_generations(3) == std::vector<std::uint32_t>{2, 2, 2});
+}
+
+TEST_CASE("a new-generation worker that exits before READY aborts the rollout and kills the "
+          "other starting replacements",
+          "[policy]") {
+  auto cfg = config(3);
+  cfg.surge = 2;
+  driver d(cfg);
+  const pids old = d.start_ready();
+  d.capacity_floor = 3;
+
+  d.reload();
+  const pids fresh = d.spawned_pids();
+  REQUIRE(fresh.size() == 2);
+
+  d.after(400ms);
+  d.exits(fresh[0], 1);  // slot 0's replacement fails in pre_startup
+  CHECK(d.signalled(SIGKILL) == pids{fresh[1]});
+  CHECK(d.signals().size() == 1);
+  CHECK(d.signals()[0].reason == "reload aborted");
+  REQUIRE(d.reload_done());
+  CHECK_FALSE(d.reload_done()->ok);
+  CHECK_THAT(d.reload_done()->message, Catch::Contains("slot 0"));
+  CHECK(d.spawns().empty());  // the old slot-0 worker still serves
+  CHECK(d.drains().empty());
+  CHECK_FALSE(d.policy.reloading());
+
+  d.after(100ms);
+  d.exits(fresh[1], -SIGKILL);
+  CHECK(d.nothing());  // the rollout is over: no second reload_done, no respawn
+  d.after(60'000ms);
+  d.tick();
+  CHECK(d.nothing());
+
+  for (pid_t p : old) CHECK(d.live.at(p).serving());
+  CHECK(d.ever_drained.empty());
+}
+
+TEST_CASE("a rollout aborted by a ready timeout leaves the old workers of unswitched slots "
+          "serving",
+          "[policy]") {
+  driver d(config(3));
+  const pids old = d.start_ready();
+  d.capacity_floor = 3;
+
+  d.reload();
+  const pid_t new0 = d.only_spawned();
+  d.after(100ms);
+  d.ready(new0);  // slot 0 switches
+  const pid_t new1 = d.only_spawned();
+  const time_point spawned1 = d.now;
+
+  d.at(spawned1 + 5'001ms);  // slot 1's replacement never says READY
+  d.tick();
+  CHECK(d.signalled(SIGKILL) == pids{new1});
+  CHECK(d.signals()[0].reason == "ready timeout");
+  d.exits(new1, -SIGKILL);
+  REQUIRE(d.reload_done());
+  CHECK_FALSE(d.reload_done()->ok);
+  CHECK(d.spawns().empty());
+  CHECK(d.drains().empty());
+
+  d.after(60'000ms);
+  d.tick();
+  CHECK(d.nothing());
+  CHECK(d.ever_drained == std::set<pid_t>{old[0]});  // only the slot that switched
+  CHECK(d.live.at(old[1]).serving());
+  CHECK(d.live.at(old[2]).serving());
+  CHECK(d.serving_generations(3) == std::vector<std::uint32_t>{2, 1, 1});
+}
+
+TEST_CASE("a reload during a rollout returns no actions", "[policy]") {
+  driver d(config(2));
+  const pids old = d.start_ready();
+  d.reload();
+  const pid_t new0 = d.only_spawned();
+
+  d.reload();
+  CHECK(d.nothing());  // the master coalesces it into one more rollout later
+  CHECK(d.policy.generation() == 2);
+
+  d.ready(new0);
+  const pid_t new1 = d.only_spawned();
+  d.reload();
+  CHECK(d.nothing());
+  d.ready(new1);
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->ok);
+  CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 2});
+  (void)old;
+}
+
+TEST_CASE("a reload into a slot whose old worker is still draining waits for that lane",
+          "[policy]") {
+  driver d(config(1));
+  const pid_t g1 = d.start_ready().front();
+  d.capacity_floor = 1;
+  d.reload();
+  const pid_t g2 = d.only_spawned();
+  d.ready(g2);
+  REQUIRE(d.reload_done());  // g1 drains in lane 0, g2 serves in lane 1
+
+  d.reload();
+  CHECK(d.spawns().empty());  // both lanes busy: never two draining generations in a slot
+  CHECK(d.policy.reloading());
+
+  d.after(1'000ms);
+  d.exits(g1, 0);
+  CHECK(d.spawns() == placements{{0, 0, 3}});
+  const pid_t g3 = d.only_spawned();
+  d.ready(g3);
+  CHECK(d.drained_pids() == pids{g2});
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->ok);
+}
+
+TEST_CASE("a reload while an old worker is still starting ends with the new generation in every "
+          "slot",
+          "[policy]") {
+  driver d(config(2));
+  d.start();
+  const pids old = d.spawned_pids();
+  d.ready(old[1]);  // slot 0's first worker is still starting
+
+  d.reload();
+  CHECK(d.spawns() == placements{{0, 1, 2}});
+  const pid_t new0 = d.only_spawned();
+
+  d.after(100ms);
+  d.ready(old[0]);  // the old generation gets READY first: it must not drain its successor
+  CHECK(d.drains().empty());
+  CHECK(d.live.at(new0).drains == 0);
+  CHECK_FALSE(d.reload_done());
+
+  d.ready(new0);
+  CHECK(d.drained_pids() == pids{old[0]});
+  CHECK(d.spawns() == placements{{1, 1, 2}});
+  d.ready(d.only_spawned());
+  CHECK(d.drained_pids() == pids{old[1]});
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->ok);
+  CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 2});
+}
+
+// --- scaling ------------------------------------------------------------------------------
+
+TEST_CASE("scaling up spawns workers into the new slots", "[policy]") {
+  driver d(config(2));
+  d.start_ready();
+  d.capacity_floor = 2;
+
+  d.scale(4);
+  CHECK(d.spawns() == placements{{2, 0, 1}, {3, 0, 1}});
+  CHECK(d.last.size() == 2);
+  CHECK(d.policy.workers() == 4);
+
+  d.scale(100);  // capped at max_workers
+  CHECK(d.policy.workers() == 8);
+  CHECK(d.spawns() == placements{{4, 0, 1}, {5, 0, 1}, {6, 0, 1}, {7, 0, 1}});
+}
+
+TEST_CASE("scaling down drains the highest slots and does not refill them", "[policy]") {
+  driver d(config(4));
+  const pids w = d.start_ready();
+
+  d.scale(2);
+  CHECK(d.drained_pids() == pids{w[2], w[3]});
+  CHECK(d.last.size() == 2);
+  CHECK(d.policy.workers() == 2);
+
+  d.exits(w[2], 0);
+  CHECK(d.nothing());
+  d.exits(w[3], 0);
+  CHECK(d.nothing());
+  d.after(60'000ms);
+  d.tick();
+  CHECK(d.nothing());
+  CHECK(d.serving_count() == 2);
+}
+
+TEST_CASE("scaling never goes below one worker", "[policy]") {
+  driver d(config(2));
+  const pids w = d.start_ready();
+
+  d.scale(0);
+  CHECK(d.drained_pids() == pids{w[1]});
+  CHECK(d.policy.workers() == 1);
+
+  d.scale(-3);
+  CHECK(d.nothing());
+  CHECK(d.policy.workers() == 1);
+  CHECK(d.live.at(w[0]).serving());
+}
+
+// --- recycling ----------------------------------------------------------------------------
+
+TEST_CASE("recycling a worker starts its replacement in the same slot and drains it only once "
+          "the replacement is READY",
+          "[policy]") {
+  driver d(config(2));
+  const pids w = d.start_ready();
+  d.capacity_floor = 2;
+
+  d.recycle(w[0]);
+  CHECK(d.spawns() == placements{{0, 1, 1}});
+  CHECK(d.last.size() == 1);  // no drain yet
+  const pid_t repl = d.only_spawned();
+
+  d.after(500ms);
+  d.tick();
+  CHECK(d.nothing());
+
+  d.ready(repl);
+  CHECK(d.drained_pids() == pids{w[0]});
+  CHECK(d.last.size() == 1);
+  d.exits(w[0], 0);
+  CHECK(d.nothing());
+}
+
+TEST_CASE("a recycle while a replacement is already starting does nothing", "[policy]") {
+  driver d(config(1));
+  const pid_t w = d.start_ready().front();
+  d.recycle(w);
+  const pid_t repl = d.only_spawned();
+
+  d.recycle(w);
+  CHECK(d.nothing());
+  d.recycle(repl);  // not READY yet: nothing to recycle
+  CHECK(d.nothing());
+  CHECK(d.policy.procs().size() == 2);
+}
+
+TEST_CASE("a recycle replacement that fails leaves the recycled worker serving", "[policy]") {
+  driver d(config(1));
+  const pid_t w = d.start_ready().front();
+  d.capacity_floor = 1;
+  d.recycle(w);
+  const pid_t repl = d.only_spawned();
+
+  d.exits(repl, 1);
+  CHECK(d.nothing());
+  d.after(60'000ms);
+  d.tick();
+  CHECK(d.nothing());
+  CHECK(d.live.at(w).serving());
+  CHECK(d.ever_drained.empty());
+}
