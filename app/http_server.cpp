@@ -15,6 +15,8 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <filesystem>
+#include <fstream>
 #include <unordered_set>
 
 #include "settings.hpp"
@@ -33,6 +35,7 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // response: a slow client is cut off instead of holding a connection forever.
 constexpr std::chrono::seconds io_timeout{30};
 constexpr std::chrono::milliseconds max_sleep{60'000};
+constexpr std::uintmax_t max_static_size = 16 * 1024 * 1024;
 
 namespace {
 
@@ -62,6 +65,7 @@ struct http_server::impl {
   asio::awaitable<void> serve(tcp::socket socket);
   asio::awaitable<bool> wait_for_request(connection& c);
   asio::awaitable<response> handle(const request& req);
+  response serve_static(const request& req, std::string_view rel);
   response make_response(const request& req, http::status status, std::string body);
   asio::awaitable<void> close_gracefully(connection& c);
 
@@ -124,15 +128,20 @@ asio::awaitable<void> http_server::on_shutdown(systempp::context&) {
 asio::awaitable<void> http_server::impl::accept_loop(tcp::acceptor& acceptor) {
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+    // A connection the kernel handed over is ours to answer, even when the drain closed
+    // the acceptor before this handler ran: dropping it would reset the client.
+    if (!ec) {
+      spawn(serve(std::move(socket)), "connection");
+      if (!acceptor.is_open()) co_return;
+      continue;
+    }
     if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
-    if (ec) {
+    {
       // Out of fds or similar: back off briefly instead of spinning on the error.
       ctx->log().warn("accept: {}", ec.message());
       asio::steady_timer pause(ctx->io(), std::chrono::milliseconds(50));
       co_await pause.async_wait(use_tuple);
-      continue;
     }
-    spawn(serve(std::move(socket)), "connection");
   }
 }
 
@@ -202,6 +211,7 @@ asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {
     ctx->request_end(res.result_int() >= 500);
     const bool keep = req.keep_alive() && !draining;
     res.keep_alive(keep);
+    if (req.method() == http::verb::head) res.body().clear();  // Content-Length stays
     c.stream.expires_after(io_timeout);
     auto [wec, written] = co_await http::async_write(c.stream, res, use_tuple);
     if (wec || !keep) break;
@@ -263,7 +273,77 @@ asio::awaitable<response> http_server::impl::handle(const request& req) {
     co_await t.async_wait(use_tuple);
     co_return make_response(req, http::status::ok, fmt::format("slept {} ms\n", ms));
   }
+  if (path.starts_with("/static/")) co_return serve_static(req, path.substr(8));
   co_return make_response(req, http::status::not_found, "not found\n");
+}
+
+namespace {
+
+// Percent-decodes a URL path; an encoded '/' or NUL is refused (it would let a client
+// smuggle a separator past the segment checks).
+std::optional<std::string> decode_path(std::string_view in) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    int value = 0;
+    auto [end, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, value, 16);
+    if (ec != std::errc{} || end != in.data() + i + 3) return std::nullopt;
+    if (value == '/' || value == '\\' || value == 0) return std::nullopt;
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
+std::string_view content_type(const std::filesystem::path& p) {
+  const auto ext = p.extension().string();
+  if (ext == ".html" || ext == ".htm") return "text/html";
+  if (ext == ".css") return "text/css";
+  if (ext == ".js") return "application/javascript";
+  if (ext == ".json") return "application/json";
+  if (ext == ".png") return "image/png";
+  if (ext == ".txt") return "text/plain";
+  return "application/octet-stream";
+}
+
+}  // namespace
+
+// Files under docroot only: no ".." segment, no encoded separator, and the resolved path
+// (symlinks followed) must still be inside the resolved docroot.
+response http_server::impl::serve_static(const request& req, std::string_view rel) {
+  namespace fs = std::filesystem;
+  const auto& root = config().docroot;
+  if (root.empty()) return make_response(req, http::status::not_found, "not found\n");
+  auto decoded = decode_path(rel);
+  if (!decoded) return make_response(req, http::status::bad_request, "bad path\n");
+  for (std::string_view rest = *decoded; !rest.empty();) {
+    const auto slash = rest.find('/');
+    const auto segment = rest.substr(0, slash);
+    if (segment == "..") return make_response(req, http::status::not_found, "not found\n");
+    rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+  }
+  std::error_code ec;
+  const fs::path real_root = fs::canonical(root, ec);
+  if (ec) return make_response(req, http::status::not_found, "not found\n");
+  const fs::path real = fs::canonical(real_root / *decoded, ec);
+  if (ec || !fs::is_regular_file(real, ec))
+    return make_response(req, http::status::not_found, "not found\n");
+  const auto [root_end, real_it] = std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
+  if (root_end != real_root.end()) return make_response(req, http::status::not_found, "not found\n");
+  const auto size = fs::file_size(real, ec);
+  if (ec || size > max_static_size)
+    return make_response(req, http::status::payload_too_large, "file too large\n");
+  std::ifstream in(real, std::ios::binary);
+  std::string body(size, '\0');
+  if (!in.read(body.data(), static_cast<std::streamsize>(size)))
+    return make_response(req, http::status::internal_server_error, "read error\n");
+  auto res = make_response(req, http::status::ok, std::move(body));
+  res.set(http::field::content_type, content_type(real));
+  return res;
 }
 
 }  // namespace demo

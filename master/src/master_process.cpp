@@ -336,6 +336,11 @@ asio::awaitable<void> master_process::channel_loop(pid_t pid, asio::posix::strea
       if (policy_->ready_count() >= policy_->workers() && !policy_->reloading() &&
           segment_->header().master_state.load() == master_state::starting)
         segment_->header().master_state.store(master_state::running);
+    } else if (byte == worker::msg_recycle) {
+      auto actions = policy_->recycle(pid, now_ms());
+      if (!actions.empty())
+        segment_->header().restarts[static_cast<std::size_t>(restart_reason::recycle)].fetch_add(1);
+      execute(std::move(actions));
     }
   }
 }

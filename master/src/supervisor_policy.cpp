@@ -62,7 +62,9 @@ std::vector<action> supervisor_policy::spawn_failed(const spawn_action& a, time_
   std::vector<action> out;
   slot_info& s = slots_[static_cast<std::size_t>(a.slot)];
   ++s.failures;
-  s.next_spawn = now + std::min(cfg_.backoff_max, cfg_.backoff_initial * (1 << std::min(s.failures, 16u)));
+  // Same delay as a failed start in exited(): the first failure waits backoff_initial
+  // (the exponent was `failures`, which made a first fork failure wait twice as long).
+  s.next_spawn = now + std::min(cfg_.backoff_max, cfg_.backoff_initial * (1 << std::min(s.failures - 1, 16u)));
   if (rollout_ && a.generation == rollout_->generation)
     abort_rollout(fmt::format("could not start a worker for slot {}", a.slot), now, out);
   return out;
@@ -93,12 +95,18 @@ std::vector<action> supervisor_policy::ready(pid_t pid, time_point now) {
     return out;
   }
   // The new process takes over its slot: whoever served it before drains now.
+  // Only a process of the same or an older generation: an old-generation worker that gets
+  // READY while its new-generation replacement is still starting (a reload came before it
+  // was READY) must not drain that replacement, nor count as the slot's switch, or the
+  // rollout would end "ok" with the slot still on the old generation.
   const int slot = p->slot;
+  const std::uint32_t gen = p->generation;
   for (proc& other : procs_)
-    if (other.slot == slot && other.pid != pid && other.state != proc_state::draining)
+    if (other.slot == slot && other.pid != pid && other.state != proc_state::draining &&
+        other.generation <= gen)
       drain(other, now, out);
   if (rollout_) {
-    std::erase(rollout_->in_progress, slot);
+    if (gen == rollout_->generation) std::erase(rollout_->in_progress, slot);
     advance_rollout(now, out);
   }
   return out;

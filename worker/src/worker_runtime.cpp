@@ -95,9 +95,24 @@ int run(launch& l) noexcept {
     const auto beat_every = std::clamp(opts.heartbeat_timeout / 4, std::chrono::milliseconds(50),
                                        std::chrono::milliseconds(1000));
     asio::steady_timer beat(io);
+    // --max-requests with jitter: this worker's share, so the pool does not recycle in step.
+    std::uint64_t request_limit = 0;
+    if (opts.max_requests > 0) {
+      request_limit = opts.max_requests;
+      if (opts.max_requests_jitter > 0)
+        request_limit += static_cast<std::uint64_t>(::getpid()) * 2654435761u % (opts.max_requests_jitter + 1);
+    }
+    bool recycle_asked = false;
     auto heartbeat = [&]() -> asio::awaitable<void> {
       for (;;) {
         rec.heartbeat_ms.store(monotonic_ms(), std::memory_order_relaxed);
+        if (request_limit && !recycle_asked && !ctx.draining() &&
+            rec.requests.load(std::memory_order_relaxed) >= request_limit) {
+          recycle_asked = true;  // the master starts a replacement, then drains this one
+          const char byte = msg_recycle;
+          [[maybe_unused]] auto n = ::write(channel.native_handle(), &byte, 1);
+          log->info("served {} requests: asking to be recycled", request_limit);
+        }
         beat.expires_after(beat_every);
         auto [ec] = co_await beat.async_wait(use_tuple);
         if (ec) co_return;

@@ -20,6 +20,7 @@ namespace systempp::worker {
 inline constexpr char msg_ready = 'R';  ///< worker -> master: READY (see the slot)
 inline constexpr char msg_drain = 'D';  ///< master -> worker: drain now (see the slot's command)
 inline constexpr char msg_quit = 'Q';   ///< master -> worker: fast stop
+inline constexpr char msg_recycle = 'X';  ///< worker -> master: served --max-requests, replace me
 
 /// Everything a worker needs, handed over by the spawner.
 struct launch {

@@ -1,0 +1,217 @@
+// Rolling reload (SIGHUP), its failure modes, scaling and recycling, under real load.
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+std::vector<systempp::slot_snapshot> live_workers(const systempp::control_segment& seg) {
+  std::vector<systempp::slot_snapshot> out;
+  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+    auto snap = systempp::read_slot(seg.slot(i));
+    if (snap.pid > 0 && (snap.state == systempp::worker_state::ready ||
+                         snap.state == systempp::worker_state::starting ||
+                         snap.state == systempp::worker_state::draining) &&
+        support::pid_alive(snap.pid))
+      out.push_back(snap);
+  }
+  return out;
+}
+
+// True when exactly n workers live, all READY and of generation `gen`.
+bool settled(const systempp::control_segment& seg, std::size_t n, std::uint32_t gen) {
+  auto live = live_workers(seg);
+  if (live.size() != n) return false;
+  for (const auto& w : live)
+    if (w.state != systempp::worker_state::ready || w.generation != gen) return false;
+  return true;
+}
+
+// Waits for the reload numbered `seq` to end; returns its outcome.
+systempp::reload_outcome wait_reload(const systempp::control_segment& seg, std::uint32_t seq,
+                                     std::chrono::milliseconds timeout = 20s) {
+  const auto& h = seg.header();
+  support::wait_until([&] {
+    return h.reload_seq.load() >= seq && h.reload_outcome.load() != systempp::reload_outcome::in_progress;
+  }, timeout);
+  return h.reload_outcome.load();
+}
+
+struct config_file {
+  std::filesystem::path path;
+  explicit config_file(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / (name + ".conf")) {}
+  void write(const std::string& text) const {
+    std::ofstream out(path, std::ios::trunc);
+    out << text;
+  }
+  ~config_file() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
+
+support::load_generator keepalive_load(std::uint16_t port, std::size_t threads = 32) {
+  support::load_options o;
+  o.port = port;
+  o.threads = threads;
+  o.max_duration = 90s;
+  o.request_timeout = 5s;
+  return support::load_generator(o);
+}
+
+void wait_for_traffic(support::load_generator& load, std::size_t ok = 200) {
+  REQUIRE(support::wait_until([&] { return load.snapshot().ok >= ok; }, 15s));
+}
+
+}  // namespace
+
+TEST_CASE("reload: ten SIGHUPs under keep-alive load fail no request and replace every worker",
+          "[reload][load]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "4", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  const auto first = wait_ready(seg, 4);
+  REQUIRE(first.size() == 4);
+
+  auto load = keepalive_load(s.port);
+  wait_for_traffic(load);
+  for (std::uint32_t i = 1; i <= 10; ++i) {
+    s.proc.signal(SIGHUP);
+    REQUIRE(wait_reload(seg, i) == systempp::reload_outcome::succeeded);
+  }
+  REQUIRE(support::wait_until([&] { return settled(seg, 4, 11); }, 20s));
+  const auto stats = load.stop();
+  INFO("requests " << stats.requests() << ", reconnects " << stats.reconnects);
+  std::string samples;
+  for (const auto& e : stats.error_samples) samples += e + "; ";
+  INFO("errors: " << samples);
+  CHECK(stats.failures() == 0);
+  CHECK(stats.ok > 1000);
+  CHECK(seg.header().pool_generation.load() == 11);
+  const auto last = wait_ready(seg, 4);
+  for (auto [slot, pid] : first)
+    for (auto [slot2, pid2] : last) CHECK(pid != pid2);
+  CHECK(support::zombie_children_of(s.proc.pid()).empty());
+}
+
+TEST_CASE("reload: a new generation that fails pre_startup leaves the old workers serving",
+          "[reload][failure]") {
+  pool_name name;
+  config_file cfg(name.value);
+  const auto docroot = std::filesystem::temp_directory_path();
+  cfg.write("docroot = " + docroot.string() + "\n");
+  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--config", cfg.path.string()});
+  auto seg = attach(name, s.proc.pid());
+  const auto before = wait_ready(seg, 2);
+  REQUIRE(before.size() == 2);
+
+  auto load = keepalive_load(s.port, 8);
+  wait_for_traffic(load);
+  cfg.write("docroot = /nonexistent/systempp-test\n");
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::failed);
+  REQUIRE(s.wait("reload failed: .*pre_startup of unit settings", 5s));
+  const auto msg = systempp::read_reload_message(seg.header());
+  CHECK(msg.find("pre_startup of unit settings") != std::string::npos);
+  // Keep serving for a while on the old workers, then check nothing failed.
+  wait_for_traffic(load, load.snapshot().ok + 200);
+  const auto stats = load.stop();
+  CHECK(stats.failures() == 0);
+  CHECK(wait_ready(seg, 2) == before);
+  CHECK(support::pid_alive(s.proc.pid()));
+}
+
+TEST_CASE("reload: a configuration that on_reload rejects replaces nothing", "[reload][failure]") {
+  pool_name name;
+  config_file cfg(name.value);
+  cfg.write("message = one\n");
+  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--config", cfg.path.string()});
+  auto seg = attach(name, s.proc.pid());
+  const auto before = wait_ready(seg, 2);
+  REQUIRE(before.size() == 2);
+  cfg.write("message = two\nbogus = 1\n");
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::rejected);
+  CHECK(systempp::read_reload_message(seg.header()).find("unknown key 'bogus'") != std::string::npos);
+  CHECK(seg.header().pool_generation.load() == 1);
+  CHECK(wait_ready(seg, 2) == before);
+  auto r = support::http_get("127.0.0.1", s.port, "/");
+  REQUIRE(r);
+  CHECK(r->body == "one");
+
+  // A valid file afterwards reloads normally and the new message is served.
+  cfg.write("message = three\n");
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 2) == systempp::reload_outcome::succeeded);
+  REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 10s));
+  r = support::http_get("127.0.0.1", s.port, "/");
+  REQUIRE(r);
+  CHECK(r->body == "three");
+}
+
+TEST_CASE("reload: twenty SIGHUPs at once end with N READY workers of one generation",
+          "[reload][storm]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "3", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 3).size() == 3);
+  for (int i = 0; i < 20; ++i) s.proc.signal(SIGHUP);
+  std::uint32_t gen = 0;
+  REQUIRE(support::wait_until([&] {
+    gen = seg.header().pool_generation.load();
+    return seg.header().master_state.load() == systempp::master_state::running &&
+           seg.header().reload_outcome.load() == systempp::reload_outcome::succeeded &&
+           settled(seg, 3, gen);
+  }, 30s));
+  CHECK(gen >= 2);
+  CHECK(support::pid_alive(s.proc.pid()));
+  CHECK(support::zombie_children_of(s.proc.pid()).empty());
+  auto r = support::http_get("127.0.0.1", s.port, "/");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+}
+
+TEST_CASE("reload: SIGTTIN and SIGTTOU change the worker count, never below one",
+          "[reload][scale]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 2).size() == 2);
+  s.proc.signal(SIGTTIN);
+  REQUIRE(support::wait_until([&] { return settled(seg, 3, 1); }, 10s));
+  CHECK(seg.header().target_workers.load() == 3);
+  for (int i = 0; i < 3; ++i) {
+    s.proc.signal(SIGTTOU);
+    const auto want = std::max(1, 2 - i);
+    REQUIRE(support::wait_until([&] { return settled(seg, static_cast<std::size_t>(want), 1); }, 10s));
+  }
+  CHECK(seg.header().target_workers.load() == 1);
+}
+
+TEST_CASE("reload: --max-requests recycles workers under load without failures",
+          "[reload][recycle]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--max-requests", "300",
+                            "--max-requests-jitter", "50", "--heartbeat-timeout", "0.4"});
+  auto seg = attach(name, s.proc.pid());
+  const auto first = wait_ready(seg, 2);
+  REQUIRE(first.size() == 2);
+  auto load = keepalive_load(s.port, 8);
+  const auto recycled = [&] {
+    return seg.header().restarts[static_cast<int>(systempp::restart_reason::recycle)].load();
+  };
+  REQUIRE(support::wait_until([&] { return recycled() >= 4; }, 30s));
+  const auto stats = load.stop();
+  std::string samples;
+  for (const auto& e : stats.error_samples) samples += e + "; ";
+  INFO("errors: " << samples);
+  CHECK(stats.failures() == 0);
+  CHECK(stats.pids().size() >= 4);
+  CHECK(support::pid_alive(s.proc.pid()));
+}
