@@ -69,6 +69,7 @@ CLI::Option* add_seconds(CLI::App& cli, const std::string& flag, std::chrono::mi
 command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
   options opts;
   opts.program = argc > 0 ? argv[0] : "app";
+  opts.argv.assign(argv, argv + argc);
   opts.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
   CLI::App cli{"A systempp service: a master process and a pool of worker processes."};

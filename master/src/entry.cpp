@@ -8,6 +8,7 @@
 #include "systempp/errors.hpp"
 #include "systempp/master/master_process.hpp"
 #include "systempp/runners.hpp"
+#include "systempp/worker/worker_runtime.hpp"
 
 namespace systempp::detail {
 
@@ -16,6 +17,7 @@ int run_main(int argc, const char* const* argv, std::vector<unit_entry>& units) 
     auto parsed = parse_command_line(argc, argv);
     if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
     const options& opts = std::get<serve_command>(parsed).opts;
+    if (worker::is_exec_worker()) return worker::run_exec_worker(opts, units);
     if (opts.workers == 0) return run_inline(opts, units);
     return master::run_master(opts, units);
   } catch (const std::exception& e) {

@@ -3,6 +3,7 @@
 // come from supervisor_policy; this file carries them out.
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,6 +92,7 @@ class master_process {
   void execute(std::vector<action> actions);
   void spawn(const spawn_action& a);
   void send(worker_handle& w, char byte);
+  int exec_worker(const spawn_action& a, const unique_fd& channel);
   void reap();
   void on_signal(int sig);
   void begin_reload();
@@ -114,6 +116,7 @@ class master_process {
   bool unclean_ = false;  ///< a worker was killed at the deadline or failed its shutdown
   bool finished_ = false;
   std::string last_start_failure_;
+  std::string exec_path_;  ///< the binary, resolved at start; re-opened by every exec
 };
 
 std::string master_process::where(const worker_handle& w) {
@@ -161,6 +164,12 @@ int master_process::run() {
   for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2})
     signals_.add(sig);
 
+  if (opts_.mode == reload_mode::exec) {
+    std::error_code ec;
+    exec_path_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (ec) exec_path_ = opts_.program;
+    log_->info("exec mode: workers run {}", exec_path_);
+  }
   lc_.set_timeout(opts_.stage_timeout);
   ctx_.emplace(process_role::master, opts_, log_, io_, listeners_, lc_.refs());
   const auto init = lc_.run(stage::on_init, *ctx_);
@@ -252,6 +261,38 @@ void master_process::execute(std::vector<action> actions) {
   schedule_tick();
 }
 
+// Exec mode, in the forked child: put the control block, the channel and the listeners on
+// the fds the worker image expects, describe them in the environment, and exec the
+// binary as it is on disk now. Returns only if exec failed.
+int master_process::exec_worker(const spawn_action& a, const unique_fd& channel) {
+  std::vector<int> sources{segment_->fd(), channel.get()};
+  std::string names;
+  for (const auto& l : listeners_) {
+    sources.push_back(l.fd.get());
+    names += (names.empty() ? "" : ",") + l.name;
+  }
+  // First every source to a high number, so no dup2 below overwrites a source still needed.
+  std::vector<int> high;
+  for (int fd : sources) {
+    const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 100);
+    if (copy < 0) return 127;
+    high.push_back(copy);
+  }
+  for (std::size_t i = 0; i < high.size(); ++i)
+    if (::dup2(high[i], worker::exec_control_fd + static_cast<int>(i)) < 0) return 127;
+  ::close_range(static_cast<unsigned>(worker::exec_control_fd + static_cast<int>(high.size())), ~0U,
+                CLOSE_RANGE_CLOEXEC);
+  ::setenv(worker::exec_env_worker,
+           fmt::format("{}:{}:{}:{}", a.slot, a.lane, a.generation, ::getppid()).c_str(), 1);
+  ::setenv(worker::exec_env_listeners, names.c_str(), 1);
+  std::vector<char*> argv;
+  for (const auto& arg : opts_.argv) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  ::execv(exec_path_.c_str(), argv.data());
+  std::fprintf(stderr, "worker[%d]: exec %s: %s\n", a.slot, exec_path_.c_str(), std::strerror(errno));
+  return 127;
+}
+
 void master_process::send(worker_handle& w, char byte) {
   if (w.channel) [[maybe_unused]] auto n = ::send(w.channel->native_handle(), &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
@@ -295,6 +336,8 @@ void master_process::spawn(const spawn_action& a) {
         master_end.reset();
       },
       [&](const sigset_t& mask) {
+        r.pid.store(::getpid());
+        if (opts_.mode == reload_mode::exec) return exec_worker(a, worker_end);
         worker::launch l;
         l.opts = &opts_;
         l.units = &units_;
@@ -305,7 +348,6 @@ void master_process::spawn(const spawn_action& a) {
         l.master_pid = master_pid;
         l.channel = std::move(worker_end);
         l.restore_mask = mask;
-        r.pid.store(::getpid());
         return worker::run(l);
       });
   if (pid < 0) {

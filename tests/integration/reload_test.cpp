@@ -215,3 +215,82 @@ TEST_CASE("reload: --max-requests recycles workers under load without failures",
   CHECK(stats.pids().size() >= 4);
   CHECK(support::pid_alive(s.proc.pid()));
 }
+
+namespace {
+
+// A private copy of a binary that a test may replace in place, as a deploy would.
+struct binary_copy {
+  std::filesystem::path dir;
+  std::filesystem::path path;
+  explicit binary_copy(const std::string& name, const std::string& from) {
+    dir = std::filesystem::temp_directory_path() / ("systempp-" + name);
+    std::filesystem::create_directories(dir);
+    path = dir / "app";
+    std::filesystem::copy_file(from, path, std::filesystem::copy_options::overwrite_existing);
+  }
+  // Replaces the binary the way deploy tools do: write beside it, then rename over it.
+  void replace_with(const std::string& from) const {
+    const auto next = dir / "app.next";
+    std::filesystem::copy_file(from, next, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::rename(next, path);
+  }
+  void replace_with_script(const std::string& text) const {
+    const auto next = dir / "app.next";
+    {
+      std::ofstream out(next);
+      out << text;
+    }
+    std::filesystem::permissions(next, std::filesystem::perms::owner_all);
+    std::filesystem::rename(next, path);
+  }
+  ~binary_copy() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("reload: in exec mode the binary replaced in place is what the new workers run",
+          "[reload][exec]") {
+  pool_name name;
+  binary_copy bin(name.value, app_path);
+  auto s = start(bin.path.string(), {"--workers", "2", "--name", name.value, "--reload-mode", "exec"});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 2).size() == 2);
+  CHECK(s.count(R"(\[worker\[\d\] g1\].*on_init settings .* ok)") == 2);  // on_init per image
+  CHECK(s.count("on_init alpha") == 0);
+
+  auto load = keepalive_load(s.port, 8);
+  wait_for_traffic(load);
+  bin.replace_with(probe_path);  // the probe app: the demo's units plus alpha, beta, gamma
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+  REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 10s));
+  const auto stats = load.stop();
+  CHECK(stats.failures() == 0);
+  CHECK(s.count(R"(\[worker\[\d\] g2\].*on_init alpha .* ok)") == 2);
+  auto r = support::http_get("127.0.0.1", s.port, "/");
+  REQUIRE(r);
+  CHECK(r->header("x-worker-generation") == "2");
+}
+
+TEST_CASE("reload: in exec mode a broken new binary is rolled back by the readiness gate",
+          "[reload][exec][failure]") {
+  pool_name name;
+  binary_copy bin(name.value, app_path);
+  auto s = start(bin.path.string(), {"--workers", "2", "--name", name.value, "--reload-mode", "exec"});
+  auto seg = attach(name, s.proc.pid());
+  const auto before = wait_ready(seg, 2);
+  REQUIRE(before.size() == 2);
+  auto load = keepalive_load(s.port, 8);
+  wait_for_traffic(load);
+  bin.replace_with_script("#!/bin/sh\necho broken build >&2\nexit 3\n");
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::failed);
+  CHECK(systempp::read_reload_message(seg.header()).find("exited with code 3") != std::string::npos);
+  wait_for_traffic(load, load.snapshot().ok + 200);
+  const auto stats = load.stop();
+  CHECK(stats.failures() == 0);
+  CHECK(wait_ready(seg, 2) == before);
+}

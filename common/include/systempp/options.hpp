@@ -44,6 +44,7 @@ struct options {
   std::string metrics;
   std::string program;  ///< argv[0], for exec mode and messages
   std::vector<std::string> args;  ///< positional arguments left for a script's body
+  std::vector<std::string> argv;  ///< the whole command line, to exec workers and upgrades
 };
 
 /// What the command line asked for.

@@ -35,6 +35,21 @@ struct launch {
   sigset_t restore_mask;          ///< the signal mask to restore once handlers are set
 };
 
+/// Exec mode: the fds and environment a worker image is started with. The spawner puts the
+/// control block at fd 3, the channel at fd 4 and the listeners from fd 5 on, and describes
+/// the rest in the environment.
+inline constexpr int exec_control_fd = 3;
+inline constexpr int exec_channel_fd = 4;
+inline constexpr int exec_first_listener_fd = 5;
+inline constexpr const char* exec_env_worker = "SYSTEMPP_WORKER";        ///< "slot:lane:gen:master_pid"
+inline constexpr const char* exec_env_listeners = "SYSTEMPP_LISTENERS";  ///< "name,name,..."
+
+/// True when this process image was exec'd as a pool worker.
+bool is_exec_worker() noexcept;
+
+/// The exec'd worker image: on_init, the worker cycle, on_exit. Worker only.
+int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units) noexcept;
+
 /// Runs the worker's cycle: pre_startup, loop with on_startup/post_startup, READY,
 /// serve until DRAIN/SIGTERM/master gone, pre_shutdown, on_shutdown, post_shutdown.
 /// Returns the exit code. Worker only: call in the child right after fork.

@@ -1,0 +1,529 @@
+// The demo app (`app/`): its endpoints, configuration file, keep-alive, pipelining, bad
+// input, static files and its behaviour during a drain, driven over real sockets against a
+// real pool.
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A pool of the demo app with its control block attached and every worker READY.
+struct running_pool {
+  service svc;
+  systempp::control_segment seg;
+  std::map<int, pid_t> ready;
+};
+
+running_pool start_pool(const pool_name& name, std::size_t workers,
+                        std::vector<std::string> extra_args = {}) {
+  std::vector<std::string> args{"--workers", std::to_string(workers), "--name", name.value};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  auto svc = start(app_path, args);
+  auto seg = attach(name, svc.proc.pid());
+  auto ready = wait_ready(seg, workers);
+  INFO(svc.proc.output());
+  REQUIRE(ready.size() == workers);
+  return running_pool{std::move(svc), std::move(seg), std::move(ready)};
+}
+
+/// SIGTERMs the master and requires a clean exit (code 0) within a deadline.
+void require_clean_exit(service& s) {
+  REQUIRE(s.proc.signal(SIGTERM));
+  const auto status = s.proc.wait_exit(20s);
+  INFO(s.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
+/// A directory under the system temp dir, removed with everything in it at scope exit.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    static std::atomic<int> counter{0};
+    path = fs::temp_directory_path() /
+           ("systempp_demo_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+};
+
+void write_file(const fs::path& p, const std::string& content) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << content;
+  REQUIRE(out.good());
+}
+
+std::string get_request(const std::string& target, const std::string& connection = "keep-alive") {
+  return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: " + connection + "\r\n\r\n";
+}
+
+/// One GET sent byte for byte (no client-side normalisation of `..` or `%2e`), on a fresh
+/// connection that asks to be closed; the parsed response, or nullopt.
+std::optional<support::response> raw_get(std::uint16_t port, const std::string& target) {
+  std::string error;
+  auto raw = support::raw_exchange("127.0.0.1", port, get_request(target, "close"), 5s,
+                                   support::raw_options{support::after_write::keep_open, 1}, &error);
+  INFO("target " << target << ", error '" << error << "'");
+  if (!raw) return std::nullopt;
+  auto responses = support::parse_responses(*raw);
+  if (responses.empty()) return std::nullopt;
+  return responses.front();
+}
+
+std::set<pid_t> pids_of(const std::map<int, pid_t>& ready) {
+  std::set<pid_t> out;
+  for (auto [slot, pid] : ready) out.insert(pid);
+  return out;
+}
+
+/// Lines of the captured output that contain `needle`.
+std::vector<std::string> lines_with(const std::string& output, const std::string& needle) {
+  std::vector<std::string> out;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);)
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("demo: a pool answers /, /healthz, /sleep and unknown paths with worker headers",
+          "[demo][http]") {
+  pool_name name;
+  auto p = start_pool(name, 2);
+  const auto workers = pids_of(p.ready);
+  const auto port = p.svc.port;
+
+  struct expectation {
+    std::string target;
+    int status;
+    std::string body;  ///< "" means: not checked
+  };
+  const std::vector<expectation> cases{
+      {"/", 200, "hello"},
+      {"/healthz", 200, "ok\n"},
+      {"/sleep?ms=50", 200, "slept 50 ms\n"},
+      {"/sleep?ms=abc", 400, ""},
+      {"/sleep?ms=70000", 400, ""},
+      {"/sleep", 400, ""},
+      {"/nope", 404, ""},
+      {"/static/anything", 404, ""},  // no docroot configured
+  };
+  for (const auto& c : cases) {
+    INFO("GET " << c.target);
+    std::string error;
+    auto r = support::http_get("127.0.0.1", port, c.target, 5s, &error);
+    INFO(error);
+    REQUIRE(r);
+    CHECK(r->status == c.status);
+    if (!c.body.empty()) CHECK(r->body == c.body);
+    const std::string pid = r->header("x-worker-pid");
+    REQUIRE_FALSE(pid.empty());
+    CHECK(workers.count(std::stoi(pid)) == 1);
+    const std::string slot = r->header("x-worker-slot");
+    CHECK((slot == "0" || slot == "1"));
+    CHECK(r->header("x-worker-generation") == "1");
+  }
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: --config sets the message that GET / answers with", "[demo][config]") {
+  temp_dir dir;
+  const auto config = dir.path / "demo.conf";
+  write_file(config, "# the demo's greeting\nmessage = custom text from the config\n");
+  pool_name name;
+  auto p = start_pool(name, 1, {"--config", config.string()});
+  auto r = support::http_get("127.0.0.1", p.svc.port, "/");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == "custom text from the config");
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: a bad --config stops the start with exit 2, one error naming file:line and key, "
+          "and no segment",
+          "[demo][config][bad_input]") {
+  temp_dir dir;
+  struct bad_case {
+    std::string what;
+    fs::path file;
+    std::string content;  ///< written unless the case is about an unreadable file
+    std::string expected;
+  };
+  const auto unknown = dir.path / "unknown.conf";
+  const auto bad_number = dir.path / "bad_number.conf";
+  const auto missing = dir.path / "missing.conf";
+  const std::vector<bad_case> cases{
+      {"an unknown key", unknown, "message = hi\ncolour = blue\n",
+       unknown.string() + ":2: unknown key 'colour'"},
+      {"a bad number", bad_number, "message = hi\n\ndrain_grace_ms = 12x\n",
+       bad_number.string() + ":3: key 'drain_grace_ms': '12x'"},
+      {"an unreadable file", missing, "", missing.string() + ": cannot read"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    if (!c.content.empty()) write_file(c.file, c.content);
+    pool_name name;
+    auto proc = support::child::spawn({app_path, "--workers", "2", "--name", name.value, "--bind",
+                                       "127.0.0.1:0", "--config", c.file.string()});
+    const auto status = proc.wait_exit(10s);
+    const std::string out = proc.output();
+    INFO(out);
+    REQUIRE(status);
+    CHECK(support::child::exited_with(*status, 2));
+    // The framework logs the failed stage and then the failed start; both must carry the same
+    // single-line message, and nothing else may be reported as an error.
+    const auto errors = lines_with(out, " error: ");
+    CHECK_FALSE(errors.empty());
+    for (const auto& line : errors) CHECK(line.find(c.expected) != std::string::npos);
+    CHECK(lines_with(out, "terminate").empty());
+    CHECK(support::shm_segments("systempp." + name.value + ".").empty());
+  }
+}
+
+TEST_CASE("demo: one keep-alive connection carries 20 requests to the same worker",
+          "[demo][http][keepalive]") {
+  pool_name name;
+  auto p = start_pool(name, 2);
+  support::keepalive_client client("127.0.0.1", p.svc.port, 5s);
+  REQUIRE(client.connected());
+  std::set<std::string> served_by;
+  for (int i = 0; i < 20; ++i) {
+    INFO("request " << i);
+    auto r = client.get("/");
+    INFO(client.last_error());
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->keep_alive);
+    served_by.insert(r->header("x-worker-pid"));
+  }
+  CHECK(served_by.size() == 1);
+  CHECK(client.connected());
+  // An idle client that never reads would hold the drain until the server's close timeout.
+  client.disconnect();
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: pipelined requests are answered in request order", "[demo][http][pipelining]") {
+  pool_name name;
+  auto p = start_pool(name, 2);
+  // The slow request first: a server that answered as handlers finish would reorder.
+  const std::string bytes = get_request("/sleep?ms=100") + get_request("/") + get_request("/healthz");
+  std::string error;
+  auto raw = support::raw_exchange("127.0.0.1", p.svc.port, bytes, 5s,
+                                   support::raw_options{support::after_write::keep_open, 3}, &error);
+  INFO("error '" << error << "'");
+  REQUIRE(raw);
+  const auto responses = support::parse_responses(*raw);
+  INFO(*raw);
+  REQUIRE(responses.size() == 3);
+  CHECK(responses[0].status == 200);
+  CHECK(responses[0].body == "slept 100 ms\n");
+  CHECK(responses[1].status == 200);
+  CHECK(responses[1].body == "hello");
+  CHECK(responses[2].status == 200);
+  CHECK(responses[2].body == "ok\n");
+  for (const auto& r : responses) CHECK(r.keep_alive);
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: a malformed request gets 400 and a closed connection while others are served",
+          "[demo][http][bad_input]") {
+  pool_name name;
+  auto p = start_pool(name, 2);
+  support::keepalive_client other("127.0.0.1", p.svc.port, 5s);
+  auto before = other.get("/");
+  REQUIRE(before);
+  CHECK(before->status == 200);
+
+  std::string error;
+  // No stop_after_responses: the exchange ends only when the server closes the connection.
+  auto raw = support::raw_exchange("127.0.0.1", p.svc.port, "GARBAGE\r\n\r\n", 5s, {}, &error);
+  REQUIRE(raw);
+  INFO(*raw);
+  CHECK(error.empty());  // "" means it ended by EOF: the server closed, not our timeout
+  const auto responses = support::parse_responses(*raw);
+  REQUIRE(responses.size() == 1);
+  CHECK(responses[0].status == 400);
+  CHECK_FALSE(responses[0].keep_alive);
+
+  // The other client, connected all along, is still served, and so is a new one.
+  auto after = other.get("/");
+  INFO(other.last_error());
+  REQUIRE(after);
+  CHECK(after->status == 200);
+  CHECK(after->header("x-worker-pid") == before->header("x-worker-pid"));
+  auto fresh = support::http_get("127.0.0.1", p.svc.port, "/");
+  REQUIRE(fresh);
+  CHECK(fresh->status == 200);
+  CHECK(wait_ready(p.seg, 2) == p.ready);  // no worker crashed on the garbage
+  other.disconnect();
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: a request with 20 KiB of headers gets 431", "[demo][http][bad_input]") {
+  pool_name name;
+  auto p = start_pool(name, 1);
+  const std::string bytes = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + std::string(20 * 1024, 'a') +
+                            "\r\n\r\n";
+  std::string error;
+  auto raw = support::raw_exchange("127.0.0.1", p.svc.port, bytes, 5s, {}, &error);
+  REQUIRE(raw);
+  INFO("error '" << error << "'");
+  const auto responses = support::parse_responses(*raw);
+  INFO(raw->substr(0, 500));
+  REQUIRE(responses.size() == 1);
+  CHECK(responses[0].status == 431);
+  CHECK_FALSE(responses[0].keep_alive);
+  auto r = support::http_get("127.0.0.1", p.svc.port, "/");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: /static serves files under docroot and refuses every way out of it",
+          "[demo][http][static]") {
+  temp_dir dir;
+  const auto root = dir.path / "root";
+  fs::create_directories(root / "sub");
+  write_file(root / "file.txt", "static content\n");
+  write_file(root / "sub" / "nested.txt", "nested\n");
+  const std::string secret_text = "the secret outside docroot\n";
+  write_file(dir.path / "secret", secret_text);
+  fs::create_symlink("/etc/passwd", root / "link");
+  fs::create_symlink(dir.path / "secret", root / "secret_link");
+  const auto config = dir.path / "demo.conf";
+  write_file(config, "docroot = " + root.string() + "\n");
+
+  pool_name name;
+  auto p = start_pool(name, 1, {"--config", config.string()});
+
+  auto file = raw_get(p.svc.port, "/static/file.txt");
+  REQUIRE(file);
+  CHECK(file->status == 200);
+  CHECK(file->body == "static content\n");
+  CHECK(file->header("content-type") == "text/plain");
+  auto nested = raw_get(p.svc.port, "/static/sub/nested.txt");
+  REQUIRE(nested);
+  CHECK(nested->status == 200);
+  CHECK(nested->body == "nested\n");
+
+  struct refusal {
+    std::string target;
+    int status;
+  };
+  const std::vector<refusal> refusals{
+      {"/static/../secret", 404},
+      {"/static/sub/../../secret", 404},
+      {"/static/%2e%2e/secret", 404},
+      {"/static/%2E%2E/secret", 404},
+      {"/static/a%2fb", 400},
+      {"/static/..%2fsecret", 400},
+      {"/static/link", 404},
+      {"/static/secret_link", 404},
+      {"/static/missing.txt", 404},
+      {"/static/sub", 404},
+  };
+  for (const auto& r : refusals) {
+    INFO("GET " << r.target);
+    auto res = raw_get(p.svc.port, r.target);
+    REQUIRE(res);
+    CHECK(res->status == r.status);
+    CHECK(res->body.find("secret outside") == std::string::npos);
+    CHECK(res->body.find("root:") == std::string::npos);
+  }
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: a request in flight during SIGTERM completes with 200 and the pool exits 0",
+          "[demo][drain]") {
+  pool_name name;
+  auto p = start_pool(name, 2);
+  support::keepalive_client client("127.0.0.1", p.svc.port, 15s);
+  REQUIRE(client.connected());
+
+  std::optional<support::response> result;
+  std::string error;
+  std::jthread request([&] {
+    result = client.get("/sleep?ms=2000");
+    error = client.last_error();
+  });
+  // The request is in flight once a worker counts it in the control block.
+  const bool in_flight = support::wait_until([&] {
+    for (std::uint32_t i = 0; i < p.seg.slot_count(); ++i)
+      if (systempp::read_slot(p.seg.slot(i)).in_flight >= 1) return true;
+    return false;
+  }, 5s);
+  REQUIRE(in_flight);
+  REQUIRE(p.svc.proc.signal(SIGTERM));
+  request.join();
+
+  INFO(error);
+  REQUIRE(result);
+  CHECK(result->status == 200);
+  CHECK(result->body == "slept 2000 ms\n");
+  CHECK_FALSE(result->keep_alive);
+  const auto status = p.svc.proc.wait_exit(20s);
+  INFO(p.svc.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
+TEST_CASE("demo: a drain under keep-alive load drops no request and closes every connection",
+          "[demo][drain][load]") {
+  pool_name name;
+  auto p = start_pool(name, 4);
+
+  constexpr std::size_t thread_count = 32;
+  constexpr std::size_t max_requests = 5000;
+  constexpr auto max_duration = 10s;
+  struct client_result {
+    std::atomic<std::size_t> ok{0};
+    std::atomic<bool> done{false};
+    std::size_t failures = 0;
+    bool ended_by_close = false;
+    std::string error;
+  };
+  std::vector<client_result> results(thread_count);
+  const auto port = p.svc.port;
+  std::vector<std::jthread> threads;
+  for (std::size_t t = 0; t < thread_count; ++t) {
+    threads.emplace_back([&r = results[t], port, max_duration] {
+      const auto deadline = std::chrono::steady_clock::now() + max_duration;
+      support::keepalive_client client("127.0.0.1", port, 5s);
+      if (!client.connected()) {
+        ++r.failures;
+        r.error = "connect: " + client.last_error();
+      }
+      // Never reconnects: a request lost on a dropped connection must show up as a failure.
+      for (std::size_t n = 0; client.connected() && n < max_requests &&
+                              std::chrono::steady_clock::now() < deadline;
+           ++n) {
+        auto res = client.get("/");
+        if (!res) {
+          ++r.failures;
+          r.error = client.last_error();
+          break;
+        }
+        if (res->status < 200 || res->status >= 300) {
+          ++r.failures;
+          r.error = "status " + std::to_string(res->status);
+        } else {
+          ++r.ok;
+        }
+        if (!res->keep_alive) {
+          r.ended_by_close = true;
+          break;
+        }
+      }
+      r.done = true;
+    });
+  }
+
+  const bool warmed_up = support::wait_until([&] {
+    for (const auto& r : results)
+      if (r.ok < 5 || r.done) return false;
+    return true;
+  }, 10s);
+  REQUIRE(warmed_up);
+  REQUIRE(p.svc.proc.signal(SIGTERM));
+  threads.clear();  // joins
+
+  std::size_t requests = 0, failures = 0, ended_by_close = 0;
+  for (std::size_t t = 0; t < thread_count; ++t) {
+    const auto& r = results[t];
+    requests += r.ok + r.failures;
+    failures += r.failures;
+    if (r.ended_by_close) ++ended_by_close;
+    INFO("thread " << t << ": " << r.ok << " ok, " << r.failures << " failed, last error '"
+                   << r.error << "'");
+    CHECK(r.failures == 0);
+    CHECK(r.ended_by_close);
+  }
+  const auto status = p.svc.proc.wait_exit(20s);
+  INFO(p.svc.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+  WARN("drain under load: " << requests << " requests over " << thread_count << " connections, "
+                            << failures << " failures, " << ended_by_close
+                            << " connections ended by Connection: close");
+  CHECK(failures == 0);
+  CHECK(ended_by_close == thread_count);
+}
+
+TEST_CASE("demo: 8 workers share fresh connections among at least 3 of them",
+          "[demo][http][balance]") {
+  pool_name name;
+  auto p = start_pool(name, 8);
+  const auto workers = pids_of(p.ready);
+  std::set<pid_t> served_by;
+  for (int i = 0; i < 200; ++i) {
+    INFO("request " << i);
+    std::string error;
+    auto r = support::http_get("127.0.0.1", p.svc.port, "/", 5s, &error);
+    INFO(error);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    const pid_t pid = std::stoi(r->header("x-worker-pid"));
+    CHECK(workers.count(pid) == 1);
+    served_by.insert(pid);
+  }
+  CHECK(served_by.size() >= 3);
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: /healthz answers 503 with Connection: close during a drain",
+          "[demo][drain][healthz]") {
+  temp_dir dir;
+  const auto config = dir.path / "demo.conf";
+  write_file(config, "drain_grace_ms = 3000\n");
+  pool_name name;
+  auto p = start_pool(name, 1, {"--config", config.string()});
+
+  support::keepalive_client client("127.0.0.1", p.svc.port, 5s);
+  auto healthy = client.get("/healthz");
+  REQUIRE(healthy);
+  CHECK(healthy->status == 200);
+  CHECK(healthy->keep_alive);
+  const pid_t worker = std::stoi(healthy->header("x-worker-pid"));
+
+  // The client is idle now. Drain, and wait until the worker says it is draining.
+  REQUIRE(p.svc.proc.signal(SIGTERM));
+  const bool draining = support::wait_until([&] {
+    for (std::uint32_t i = 0; i < p.seg.slot_count(); ++i) {
+      const auto snap = systempp::read_slot(p.seg.slot(i));
+      if (snap.pid == worker && snap.state == systempp::worker_state::draining) return true;
+    }
+    return false;
+  }, 2s);
+  REQUIRE(draining);
+
+  auto during = client.get("/healthz");
+  INFO(client.last_error());
+  REQUIRE(during);
+  CHECK(during->status == 503);
+  CHECK(during->body == "draining\n");
+  CHECK_FALSE(during->keep_alive);
+  CHECK(during->header("connection") == "close");
+  const auto status = p.svc.proc.wait_exit(20s);
+  INFO(p.svc.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
