@@ -55,7 +55,7 @@ int run_inline(const options& opts, std::vector<unit_entry>& units) {
   const auto init = lc.run(stage::on_init, ctx);
   if (!init.ok) {
     lc.run(stage::on_exit, ctx);
-    log->error("start failed: {}", init.error);
+    if (!init.config_error) log->error("start failed: {}", init.error);  // else already said once
     return to_int(code_for(stage::on_init, init));
   }
 

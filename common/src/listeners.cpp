@@ -82,4 +82,17 @@ std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs) {
   return out;
 }
 
+listener adopt_listener(unique_fd fd, std::string name) {
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) != 0)
+    throw std::runtime_error(fmt::format("inherited listener fd {} is not a socket", fd.get()));
+  listener l;
+  l.name = std::move(name);
+  l.family = bound.ss_family;
+  l.address = numeric_host(reinterpret_cast<sockaddr*>(&bound), len, l.port);
+  l.fd = std::move(fd);
+  return l;
+}
+
 }  // namespace systempp

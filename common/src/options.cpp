@@ -17,6 +17,9 @@ std::variant<bind_spec, std::string> parse_bind(std::string_view text) {
     spec.name = std::string(text.substr(0, eq));
     text.remove_prefix(eq + 1);
     if (spec.name.empty()) return std::string("empty listener name before '='");
+    for (char c : spec.name)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_')
+        return std::string("a listener name may only contain letters, digits, '-' and '_'");
   }
   auto colon = text.rfind(':');
   if (colon == std::string_view::npos) return std::string("expected HOST:PORT");

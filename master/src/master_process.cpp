@@ -31,6 +31,7 @@
 #include "systempp/master/master_process.hpp"
 #include "systempp/master/spawner.hpp"
 #include "systempp/master/supervisor_policy.hpp"
+#include "systempp/master/upgrade.hpp"
 #include "systempp/worker/worker_runtime.hpp"
 
 namespace systempp::master {
@@ -96,6 +97,9 @@ class master_process {
   void reap();
   void on_signal(int sig);
   void begin_reload();
+  void begin_rollout(const char* why);
+  void adopt(const handover& h);
+  void upgrade();
   void schedule_tick();
   asio::awaitable<void> signal_loop();
   asio::awaitable<void> channel_loop(pid_t pid, asio::posix::stream_descriptor& ch);
@@ -131,24 +135,30 @@ std::string master_process::where(const worker_handle& w) {
 
 int master_process::run() {
   const pid_t self = ::getpid();
+  auto handover = take_handover();  // set when this image replaced a running master (SIGUSR2)
+  int max_workers = std::min(2048, std::max(16, opts_.workers * 2));
   try {
     log_ = make_logger("master", opts_);
-    if (auto other = find_live_master(opts_.name))
-      throw config_error(fmt::format("--name {}: a pool with this name is already running (master pid {})",
-                                     opts_.name, *other));
-    if (auto n = remove_stale_segments(opts_.name); n > 0)
-      log_->warn("removed {} stale control block(s) of pool '{}'", n, opts_.name);
-    listeners_ = bind_listeners(opts_.binds);
-  } catch (const std::exception& e) {
-    std::cerr << opts_.program << ": error: " << e.what() << "\n";
-    return to_int(exit_code::usage);
-  }
-  const int max_workers = std::min(2048, std::max(16, opts_.workers * 2));
-  std::vector<std::string> names;
-  for (const auto& u : units_) names.push_back(u.ref.name);
-  try {
-    segment_.emplace(control_segment::create(opts_.name, self, static_cast<std::uint32_t>(max_workers * 2), names));
-    if (!opts_.pidfile.empty()) write_pidfile(opts_.pidfile, self);
+    if (handover) {
+      // Everything comes from the previous image: listeners, control block, workers.
+      for (const auto& l : handover->listeners)
+        listeners_.push_back(adopt_listener(unique_fd(l.fd), l.name));
+      segment_.emplace(control_segment::attach_fd(handover->control_fd, access::read_write));
+      ::close(handover->control_fd);
+      segment_->adopt();  // this image now removes it at exit
+      max_workers = static_cast<int>(segment_->slot_count() / 2);
+    } else {
+      if (auto other = find_live_master(opts_.name))
+        throw config_error(fmt::format("--name {}: a pool with this name is already running (master pid {})",
+                                       opts_.name, *other));
+      if (auto n = remove_stale_segments(opts_.name); n > 0)
+        log_->warn("removed {} stale control block(s) of pool '{}'", n, opts_.name);
+      listeners_ = bind_listeners(opts_.binds);
+      std::vector<std::string> names;
+      for (const auto& u : units_) names.push_back(u.ref.name);
+      segment_.emplace(control_segment::create(opts_.name, self, static_cast<std::uint32_t>(max_workers * 2), names));
+      if (!opts_.pidfile.empty()) write_pidfile(opts_.pidfile, self);
+    }
   } catch (const std::exception& e) {
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
     return to_int(exit_code::usage);
@@ -156,32 +166,43 @@ int master_process::run() {
   // Logged once the control block exists, so whoever reads the port can also attach.
   for (const auto& l : listeners_) log_->info("listening on {} ({})", l.endpoint(), l.name);
   control_header& hdr = segment_->header();
-  hdr.master_state.store(master_state::starting);
-  hdr.pool_generation.store(1);
-  hdr.target_workers.store(static_cast<std::uint32_t>(opts_.workers));
+  if (!handover) {
+    hdr.master_state.store(master_state::starting);
+    hdr.pool_generation.store(1);
+    hdr.target_workers.store(static_cast<std::uint32_t>(opts_.workers));
+  }
 
   // Signals are turned into events on the loop; nothing is done inside a handler.
   for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2})
     signals_.add(sig);
+  // An upgraded image starts with every signal blocked (see upgrade()); now that the
+  // handlers exist, whatever arrived meanwhile is delivered to the loop.
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
 
-  if (opts_.mode == reload_mode::exec) {
+  {
     std::error_code ec;
     exec_path_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
     if (ec) exec_path_ = opts_.program;
-    log_->info("exec mode: workers run {}", exec_path_);
+    if (opts_.mode == reload_mode::exec) log_->info("exec mode: workers run {}", exec_path_);
   }
   lc_.set_timeout(opts_.stage_timeout);
   ctx_.emplace(process_role::master, opts_, log_, io_, listeners_, lc_.refs());
   const auto init = lc_.run(stage::on_init, *ctx_);
-  if (!init.ok) {
+  if (!init.ok && handover) {
+    // The old image is gone; the workers it handed over are still serving. Keep
+    // supervising them rather than leaving them without a master.
+    log_->error("upgrade: the new image failed on_init ({}); keeping the adopted workers", init.error);
+  } else if (!init.ok) {
     lc_.run(stage::on_exit, *ctx_);
-    log_->error("start failed: {}", init.error);
+    if (!init.config_error) log_->error("start failed: {}", init.error);  // else already said once
     remove_pidfile(opts_.pidfile, self);
     return to_int(code_for(stage::on_init, init));
   }
 
   policy_config cfg;
-  cfg.workers = opts_.workers;
+  cfg.workers = handover ? static_cast<int>(hdr.target_workers.load()) : opts_.workers;
   cfg.max_workers = max_workers;
   cfg.surge = opts_.reload_surge;
   cfg.ready_timeout = opts_.ready_timeout;
@@ -192,7 +213,13 @@ int master_process::run() {
 
   hdr.master_state.store(master_state::running);
   asio::co_spawn(io_, signal_loop(), asio::detached);
-  execute(policy_->start(now_ms()));
+  if (handover) {
+    adopt(*handover);
+    // The adopted workers run the old code: roll them to this image, unless it is broken.
+    if (init.ok) begin_rollout("upgrade");
+  } else {
+    execute(policy_->start(now_ms()));
+  }
   io_.run();
 
   hdr.master_state.store(master_state::stopped);
@@ -458,9 +485,76 @@ void master_process::begin_reload() {
     log_->error("reload rejected: {}; the workers keep running", r.error);
     return;
   }
+  begin_rollout("reload");
+}
+
+void master_process::begin_rollout(const char* why) {
+  control_header& hdr = segment_->header();
+  if (std::string_view(why) != "reload") {
+    hdr.reload_seq.fetch_add(1);
+    hdr.reload_started_ms.store(monotonic_ms());
+    hdr.reload_outcome.store(reload_outcome::in_progress);
+    hdr.master_state.store(master_state::reloading);
+    last_start_failure_.clear();
+  }
   auto actions = policy_->reload(now_ms());
   hdr.pool_generation.store(policy_->generation());
+  log_->info("{}: rolling {} worker(s) to generation {}", why, policy_->workers(), policy_->generation());
   execute(std::move(actions));
+}
+
+void master_process::adopt(const handover& h) {
+  for (const auto& w : h.workers) {
+    policy_->adopt(w.pid, w.slot, w.lane, w.generation, now_ms());
+    worker_handle handle{w.pid, w.slot, w.lane, w.generation,
+                         std::make_unique<asio::posix::stream_descriptor>(io_, w.channel)};
+    auto& ch = *handle.channel;
+    workers_.emplace(w.pid, std::move(handle));
+    asio::co_spawn(io_, channel_loop(w.pid, ch), asio::detached);
+  }
+  log_->info("upgrade: adopted {} worker(s)", h.workers.size());
+  reap();  // a worker that exited while the images changed is reaped now
+}
+
+// SIGUSR2: re-execute this binary in place. Listeners, the control block and the workers'
+// channels stay open across exec (close-on-exec cleared); the new image adopts them.
+void master_process::upgrade() {
+  if (policy_->stopping() || policy_->reloading()) {
+    log_->warn("SIGUSR2: a {} is in progress; upgrade not started", policy_->stopping() ? "stop" : "rollout");
+    return;
+  }
+  if (auto why = check_binary(exec_path_, std::chrono::seconds(5)); !why.empty()) {
+    log_->error("SIGUSR2: upgrade refused: {}", why);
+    return;
+  }
+  handover h;
+  h.control_fd = segment_->fd();
+  for (const auto& l : listeners_) h.listeners.push_back({l.name, l.fd.get()});
+  for (const auto& [pid, w] : workers_)
+    if (w.channel) h.workers.push_back({pid, w.slot, w.lane, w.generation, w.channel->native_handle()});
+  std::vector<int> fds{h.control_fd};
+  for (const auto& l : h.listeners) fds.push_back(l.fd);
+  for (const auto& w : h.workers) fds.push_back(w.channel);
+  for (int fd : fds) ::fcntl(fd, F_SETFD, 0);
+  ::setenv(upgrade_env, encode(h).c_str(), 1);
+
+  log_->info("SIGUSR2: upgrading the master in place ({})", exec_path_);
+  log_->flush();
+  // No signal may be handled between here and the new image's handlers: block them all;
+  // exec keeps the mask and the pending signals.
+  sigset_t all, previous;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &previous);
+  std::vector<char*> argv;
+  for (const auto& arg : opts_.argv) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  ::execv(exec_path_.c_str(), argv.data());
+
+  const int err = errno;  // still the old image: undo and keep serving
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  ::unsetenv(upgrade_env);
+  for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  log_->error("SIGUSR2: exec {} failed: {}; the current master keeps running", exec_path_, std::strerror(err));
 }
 
 void master_process::on_signal(int sig) {
@@ -494,7 +588,7 @@ void master_process::on_signal(int sig) {
       log_->info("SIGUSR1: log reopened");
       for (auto& [pid, w] : workers_) ::kill(pid, SIGUSR1);
       break;
-    case SIGUSR2: log_->warn("SIGUSR2: master upgrade is not available yet"); break;
+    case SIGUSR2: upgrade(); break;
     default: break;
   }
 }

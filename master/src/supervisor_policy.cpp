@@ -77,6 +77,12 @@ void supervisor_policy::drain(proc& p, time_point now, std::vector<action>& out)
   out.push_back(drain_action{p.pid, p.drain_deadline});
 }
 
+void supervisor_policy::adopt(pid_t pid, int slot, int lane, std::uint32_t generation, time_point now) {
+  if (slot < 0 || slot >= cfg_.max_workers || lane < 0 || lane > 1) return;
+  procs_.push_back(proc{pid, slot, lane, generation, proc_state::ready, now, time_point{0}, time_point{0}, false});
+  generation_ = std::max(generation_, generation);
+}
+
 std::vector<action> supervisor_policy::start(time_point now) {
   std::vector<action> out;
   for (int slot = 0; slot < cfg_.workers; ++slot) spawn_into(slot, generation_, now, out);

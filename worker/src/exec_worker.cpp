@@ -1,8 +1,6 @@
 // Exec mode: a worker that is a fresh image of the application binary. It receives the
 // control block, its channel and the listeners as inherited fds (see worker_runtime.hpp).
 
-#include <netdb.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -21,27 +19,6 @@ namespace systempp::worker {
 
 bool is_exec_worker() noexcept { return std::getenv(exec_env_worker) != nullptr; }
 
-namespace {
-
-listener adopt_listener(int fd, std::string name) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    throw std::runtime_error(fmt::format("inherited listener fd {} is not a socket", fd));
-  char host[NI_MAXHOST] = {};
-  char serv[NI_MAXSERV] = {};
-  ::getnameinfo(reinterpret_cast<sockaddr*>(&addr), len, host, sizeof host, serv, sizeof serv,
-                NI_NUMERICHOST | NI_NUMERICSERV);
-  listener l;
-  l.name = std::move(name);
-  l.address = host;
-  l.port = static_cast<std::uint16_t>(std::atoi(serv));
-  l.family = addr.ss_family;
-  l.fd = unique_fd(fd);
-  return l;
-}
-
-}  // namespace
 
 int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units) noexcept {
   try {
@@ -53,7 +30,7 @@ int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units)
     std::vector<listener> listeners;
     std::istringstream names(std::getenv(exec_env_listeners) ? std::getenv(exec_env_listeners) : "");
     int fd = exec_first_listener_fd;
-    for (std::string name; std::getline(names, name, ',');) listeners.push_back(adopt_listener(fd++, name));
+    for (std::string name; std::getline(names, name, ',');) listeners.push_back(adopt_listener(unique_fd(fd++), name));
     // The worker's own children must not mistake themselves for workers.
     ::unsetenv(exec_env_worker);
     ::unsetenv(exec_env_listeners);

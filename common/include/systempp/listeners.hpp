@@ -28,4 +28,8 @@ struct listener {
 /// Master / inline only.
 std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs);
 
+/// Takes over an inherited listening socket (exec'd worker, master upgrade, socket
+/// activation): reads its address back from the kernel. Throws if `fd` is not a socket.
+listener adopt_listener(unique_fd fd, std::string name);
+
 }  // namespace systempp

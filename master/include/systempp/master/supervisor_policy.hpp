@@ -86,6 +86,8 @@ class supervisor_policy {
  public:
   explicit supervisor_policy(policy_config cfg);
 
+  /// Master upgrade: a READY worker the previous master image started.
+  void adopt(pid_t pid, int slot, int lane, std::uint32_t generation, time_point now);
   /// The pool starts: one generation-1 worker per slot.
   std::vector<action> start(time_point now);
   /// A process was spawned (the master learnt its pid).

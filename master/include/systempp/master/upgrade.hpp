@@ -1,0 +1,49 @@
+#pragma once
+/// Master upgrade (SIGUSR2): the master re-executes its binary in place (same pid, so
+/// systemd's MAINPID and the workers' parent stay valid) and hands the new image what it
+/// must keep, as inherited fds described in one environment variable.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace systempp::master {
+
+inline constexpr const char* upgrade_env = "SYSTEMPP_UPGRADE";
+
+/// What the old image hands over.
+struct handover {
+  struct listener_fd {
+    std::string name;
+    int fd = -1;
+  };
+  struct adopted_worker {
+    pid_t pid = 0;
+    int slot = 0;
+    int lane = 0;
+    std::uint32_t generation = 0;
+    int channel = -1;  ///< the master's end of the worker's socketpair
+  };
+  int control_fd = -1;
+  std::vector<listener_fd> listeners;
+  std::vector<adopted_worker> workers;
+};
+
+/// "control=3;listeners=http:5;workers=123:0:0:1:7,124:1:0:1:8"
+std::string encode(const handover& h);
+/// The inverse; nullopt for anything malformed (then nothing is adopted).
+std::optional<handover> decode(std::string_view text);
+
+/// Reads and removes the variable: the new image's own children must not see it.
+std::optional<handover> take_handover();
+
+/// Runs `path --help` and waits up to `timeout`: a binary that cannot even print its help
+/// must not replace a running master. Returns an empty string when it passed, else why not.
+std::string check_binary(const std::string& path, std::chrono::milliseconds timeout);
+
+}  // namespace systempp::master
