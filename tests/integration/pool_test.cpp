@@ -220,3 +220,49 @@ TEST_CASE("pool: a drain that overruns --graceful-timeout kills the worker and e
   CHECK_FALSE(support::pid_alive(ready.at(0)));
   CHECK(support::shm_segments("systempp." + name.value + ".").empty());
 }
+
+TEST_CASE("pool: a worker that is not READY within --ready-timeout is killed and retried",
+          "[pool][timeout]") {
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "2", "--name", name.value, "--ready-timeout", "0.5"},
+                 {{"PROBE_FAULTS", "gamma:on_startup:hang@slot1"}});
+  REQUIRE(s.wait(R"(worker\[1\] pid \d+ g1 \(in on_startup of unit gamma\): ready timeout: sending KILL)", 10s));
+  REQUIRE(s.wait(R"(worker\[1\] pid \d+ g1 \(in on_startup of unit gamma\) killed by signal 9)", 10s));
+  // Retried after a backoff, and the healthy slot serves meanwhile.
+  REQUIRE(s.wait(R"(worker\[1\] pid \d+ g1 spawned)", 10s, s.wait("killed by signal 9", 1s)->end_offset));
+  auto r = support::http_get("127.0.0.1", s.port, "/");
+  REQUIRE(r);
+  CHECK(r->header("x-worker-slot") == "0");
+}
+
+TEST_CASE("pool: SIGTERM sent to a worker directly drains it, and it is replaced",
+          "[pool][drain]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  const auto before = wait_ready(seg, 2);
+  REQUIRE(before.size() == 2);
+  // A request in flight on the worker must still be answered.
+  support::keepalive_client client("127.0.0.1", s.port, 10s);
+  std::optional<support::response> slow;
+  pid_t target = 0;
+  std::thread t([&] { slow = client.get("/sleep?ms=500"); });
+  REQUIRE(support::wait_until([&] {
+    for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+      auto snap = systempp::read_slot(seg.slot(i));
+      if (snap.in_flight > 0 && snap.state == systempp::worker_state::ready) target = snap.pid;
+    }
+    return target != 0;
+  }, 5s));
+  ::kill(target, SIGTERM);
+  t.join();
+  REQUIRE(slow);
+  CHECK(slow->status == 200);
+  CHECK_FALSE(slow->keep_alive);
+  CHECK(s.wait("worker\\[\\d\\] pid " + std::to_string(target) + " g1 exited with code 0", 10s));
+  std::map<int, pid_t> after;
+  REQUIRE(support::wait_until([&] {
+    after = ready_workers(seg);
+    return after.size() == 2 && std::none_of(after.begin(), after.end(), [&](auto& kv) { return kv.second == target; });
+  }, 10s));
+}
