@@ -53,7 +53,7 @@ constexpr const char* exit_codes_text = R"(Exit codes:
 
 // Seconds as a decimal number ("0.5", "30") -> milliseconds, strictly positive.
 CLI::Option* add_seconds(CLI::App& cli, const std::string& flag, std::chrono::milliseconds& out,
-                         const std::string& what) {
+                         const std::string& what) {  // NOLINT: also used for sub-commands
   auto* opt = cli.add_option_function<double>(
       flag,
       [&out, flag](double seconds) {
@@ -122,6 +122,39 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
 
   if (mode == parse_mode::script) cli.allow_extras(true);
 
+  // Control sub-commands: they find a running pool by --name or --pidfile.
+  control_command ctl;
+  ctl.program = opts.program;
+  auto add_selector = [&](CLI::App* sub) {
+    auto* n = sub->add_option("--name", ctl.name, "Pool name (default: app)");
+    auto* p = sub->add_option("--pidfile", ctl.pidfile, "The master's pidfile");
+    n->excludes(p);
+  };
+  auto add_timeout = [&](CLI::App* sub) {
+    add_seconds(*sub, "--timeout", ctl.timeout, "Seconds to wait at most");
+  };
+  CLI::App* status = nullptr;
+  CLI::App* reload = nullptr;
+  CLI::App* stop = nullptr;
+  CLI::App* scale = nullptr;
+  if (mode == parse_mode::serve) {
+    status = cli.add_subcommand("status", "Show the pool's master, workers and last reload");
+    add_selector(status);
+    status->add_flag("--json", ctl.json, "One JSON document instead of a table");
+    reload = cli.add_subcommand("reload", "Roll every worker to a new generation (SIGHUP)");
+    add_selector(reload);
+    reload->add_flag("--wait", ctl.wait, "Wait for the rollout; exit 0 only if it succeeded");
+    add_timeout(reload);
+    stop = cli.add_subcommand("stop", "Drain and stop the pool (SIGTERM)");
+    add_selector(stop);
+    stop->add_flag("--fast", ctl.fast, "Fast stop (SIGINT): do not wait for requests");
+    add_timeout(stop);
+    scale = cli.add_subcommand("scale", "Set the number of workers");
+    add_selector(scale);
+    scale->add_option("workers", ctl.workers, "Worker count")->required()->check(CLI::Range(1, 2048));
+    add_timeout(scale);
+  }
+
   try {
     cli.parse(argc, argv);
     if (mode == parse_mode::script) opts.args = cli.remaining();
@@ -132,6 +165,14 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
       opts.binds.push_back(std::get<bind_spec>(parsed));
     }
     if (opts.binds.empty()) opts.binds.push_back(bind_spec{"http", "127.0.0.1", 8080});
+    if (status && (status->parsed() || reload->parsed() || stop->parsed() || scale->parsed())) {
+      ctl.kind = status->parsed()   ? control_kind::status
+                 : reload->parsed() ? control_kind::reload
+                 : stop->parsed()   ? control_kind::stop
+                                    : control_kind::scale;
+      if (ctl.name.empty() && ctl.pidfile.empty()) ctl.name = "app";
+      return ctl;
+    }
     opts.mode = reload_mode_text == "exec" ? reload_mode::exec : reload_mode::fork;
     opts.format = format == "json" ? log_format::json : log_format::text;
   } catch (const CLI::CallForHelp&) {

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "systempp/errors.hpp"
+#include "systempp/master/control_client.hpp"
 #include "systempp/master/master_process.hpp"
 #include "systempp/runners.hpp"
 #include "systempp/worker/worker_runtime.hpp"
@@ -16,6 +17,7 @@ int run_main(int argc, const char* const* argv, std::vector<unit_entry>& units) 
   try {
     auto parsed = parse_command_line(argc, argv);
     if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
+    if (auto* ctl = std::get_if<control_command>(&parsed)) return master::run_control(*ctl);
     const options& opts = std::get<serve_command>(parsed).opts;
     if (worker::is_exec_worker()) return worker::run_exec_worker(opts, units);
     if (opts.workers == 0) return run_inline(opts, units);

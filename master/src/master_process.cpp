@@ -31,6 +31,7 @@
 #include "systempp/master/master_process.hpp"
 #include "systempp/master/spawner.hpp"
 #include "systempp/master/supervisor_policy.hpp"
+#include "systempp/master/systemd.hpp"
 #include "systempp/master/upgrade.hpp"
 #include "systempp/worker/worker_runtime.hpp"
 
@@ -75,7 +76,7 @@ void remove_pidfile(const std::string& path, pid_t pid) {
 class master_process {
  public:
   master_process(const options& opts, std::vector<detail::unit_entry>& units)
-      : opts_(opts), units_(units), signals_(io_), tick_(io_), lc_(units) {}
+      : opts_(opts), units_(units), signals_(io_), tick_(io_), watchdog_timer_(io_), lc_(units) {}
 
   int run();
 
@@ -109,7 +110,10 @@ class master_process {
   asio::io_context io_;
   asio::signal_set signals_;
   asio::steady_timer tick_;
+  asio::steady_timer watchdog_timer_;
   lifecycle lc_;
+  systemd_notifier notify_;
+  bool announced_ready_ = false;  ///< READY=1 went out for the first full pool
   std::shared_ptr<spdlog::logger> log_;
   std::vector<listener> listeners_;
   std::optional<control_segment> segment_;
@@ -153,7 +157,11 @@ int master_process::run() {
                                        opts_.name, *other));
       if (auto n = remove_stale_segments(opts_.name); n > 0)
         log_->warn("removed {} stale control block(s) of pool '{}'", n, opts_.name);
-      listeners_ = bind_listeners(opts_.binds);
+      listeners_ = activated_listeners();
+      if (listeners_.empty())
+        listeners_ = bind_listeners(opts_.binds);
+      else
+        log_->info("socket activation: {} listener(s) from systemd; --bind is ignored", listeners_.size());
       std::vector<std::string> names;
       for (const auto& u : units_) names.push_back(u.ref.name);
       segment_.emplace(control_segment::create(opts_.name, self, static_cast<std::uint32_t>(max_workers * 2), names));
@@ -170,6 +178,7 @@ int master_process::run() {
     hdr.master_state.store(master_state::starting);
     hdr.pool_generation.store(1);
     hdr.target_workers.store(static_cast<std::uint32_t>(opts_.workers));
+    hdr.master_started_ms.store(monotonic_ms());
   }
 
   // Signals are turned into events on the loop; nothing is done inside a handler.
@@ -213,7 +222,20 @@ int master_process::run() {
 
   hdr.master_state.store(master_state::running);
   asio::co_spawn(io_, signal_loop(), asio::detached);
+  if (auto every = notify_.watchdog_interval()) {
+    // WATCHDOG=1 from the master's loop: if the loop wedges, systemd notices.
+    asio::co_spawn(io_, [this, every = *every]() -> asio::awaitable<void> {
+      for (;;) {
+        notify_.watchdog();
+        watchdog_timer_.expires_after(every);
+        auto [ec] = co_await watchdog_timer_.async_wait(use_tuple);
+        if (ec || finished_) co_return;
+      }
+    }, asio::detached);
+  }
   if (handover) {
+    announced_ready_ = true;  // the previous image told systemd already
+    notify_.main_pid(self);
     adopt(*handover);
     // The adopted workers run the old code: roll them to this image, unless it is broken.
     if (init.ok) begin_rollout("upgrade");
@@ -263,6 +285,7 @@ void master_process::execute(std::vector<action> actions) {
           } else if constexpr (std::is_same_v<T, finished_action>) {
             finished_ = true;
             tick_.cancel();
+            watchdog_timer_.cancel();
             io_.stop();
           } else if constexpr (std::is_same_v<T, reload_done_action>) {
             control_header& hdr = segment_->header();
@@ -277,6 +300,9 @@ void master_process::execute(std::vector<action> actions) {
               log_->info("reload done in {} ms: {}", monotonic_ms() - started, message);
             else
               log_->error("reload failed: {}", message);
+            if (!policy_->stopping())
+              notify_.ready(act.ok ? fmt::format("reload succeeded: {}", message)
+                                   : fmt::format("reload failed: {}; still serving", message));
             if (pending_reload_ && !policy_->stopping()) {
               pending_reload_ = false;
               asio::post(io_, [this] { begin_reload(); });
@@ -402,9 +428,11 @@ asio::awaitable<void> master_process::channel_loop(pid_t pid, asio::posix::strea
       if (auto it = workers_.find(pid); it != workers_.end())
         log_->info("worker[{}] pid {} g{} ready", it->second.slot, pid, it->second.generation);
       execute(policy_->ready(pid, now_ms()));
-      if (policy_->ready_count() >= policy_->workers() && !policy_->reloading() &&
-          segment_->header().master_state.load() == master_state::starting)
-        segment_->header().master_state.store(master_state::running);
+      if (!announced_ready_ && policy_->ready_count() >= policy_->workers() && !policy_->reloading() &&
+          !policy_->stopping()) {
+        announced_ready_ = true;
+        notify_.ready(fmt::format("{} worker(s) ready", policy_->ready_count()));
+      }
     } else if (byte == worker::msg_recycle) {
       auto actions = policy_->recycle(pid, now_ms());
       if (!actions.empty())
@@ -483,6 +511,8 @@ void master_process::begin_reload() {
     hdr.reload_outcome.store(reload_outcome::rejected);
     hdr.master_state.store(master_state::running);
     log_->error("reload rejected: {}; the workers keep running", r.error);
+    notify_.reloading("reloading");
+    notify_.ready("reload rejected: " + r.error);
     return;
   }
   begin_rollout("reload");
@@ -497,6 +527,7 @@ void master_process::begin_rollout(const char* why) {
     hdr.master_state.store(master_state::reloading);
     last_start_failure_.clear();
   }
+  notify_.reloading(fmt::format("{}: rolling to generation {}", why, policy_->generation() + 1));
   auto actions = policy_->reload(now_ms());
   hdr.pool_generation.store(policy_->generation());
   log_->info("{}: rolling {} worker(s) to generation {}", why, policy_->workers(), policy_->generation());
@@ -563,22 +594,27 @@ void master_process::on_signal(int sig) {
     case SIGCHLD: reap(); break;
     case SIGTERM:
       log_->info("SIGTERM: draining {} worker(s)", workers_.size());
+      notify_.stopping(fmt::format("draining {} worker(s)", workers_.size()));
       hdr.master_state.store(master_state::draining);
       execute(policy_->stop(stop_mode::graceful, now_ms()));
       break;
     case SIGINT:
     case SIGQUIT:
       log_->info("{}: fast stop", sig == SIGINT ? "SIGINT" : "SIGQUIT");
+      notify_.stopping("fast stop");
       hdr.master_state.store(master_state::draining);
       execute(policy_->stop(stop_mode::fast, now_ms()));
       break;
     case SIGHUP: begin_reload(); break;
     case SIGTTIN:
     case SIGTTOU: {
-      const int want = policy_->workers() + (sig == SIGTTIN ? 1 : -1);
+      // `app scale N` leaves N in the block; a bare signal means one more or one fewer.
+      const auto requested = hdr.scale_request.exchange(0);
+      const int want = requested && sig == SIGTTIN ? static_cast<int>(requested)
+                                                   : policy_->workers() + (sig == SIGTTIN ? 1 : -1);
       auto actions = policy_->scale(want, now_ms());
       hdr.target_workers.store(static_cast<std::uint32_t>(policy_->workers()));
-      log_->info("{}: {} worker(s)", sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", policy_->workers());
+      log_->info("{}: {} worker(s)", requested ? "scale" : sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", policy_->workers());
       execute(std::move(actions));
       break;
     }

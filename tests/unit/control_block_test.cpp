@@ -89,8 +89,8 @@ const std::vector<std::string> units{"settings", "database", "http_server"};
 // change must break this test, as a reminder to bump control_block_layout_version (the
 // shared-memory format is read by other builds after a master upgrade).
 TEST_CASE("the control block layout is pinned", "[control_block]") {
-  CHECK(control_block_layout_version == 1);
-  CHECK(sizeof(control_header) == 896);
+  CHECK(control_block_layout_version == 2);
+  CHECK(sizeof(control_header) == 960);
   CHECK(alignof(control_header) == 64);
   CHECK(sizeof(worker_slot) == 704);
   CHECK(alignof(worker_slot) == 64);
@@ -108,6 +108,8 @@ TEST_CASE("the control block layout is pinned", "[control_block]") {
   CHECK(offsetof(control_header, restarts) == 88);
   CHECK(offsetof(control_header, reload_message) == 128);
   CHECK(offsetof(control_header, unit_names) == 384);
+  CHECK(offsetof(control_header, master_started_ms) == 896);
+  CHECK(offsetof(control_header, scale_request) == 904);
 
   CHECK(offsetof(worker_slot, seq) == 0);
   CHECK(offsetof(worker_slot, epoch) == 4);

@@ -139,7 +139,7 @@ constexpr std::string_view to_string(restart_reason r) noexcept {
 inline constexpr std::uint32_t control_block_magic = 0x42435053;
 /// Bump this when the layout changes (any field, size, order or meaning), and update the
 /// pinned sizes in tests/unit/control_block_test.cpp.
-inline constexpr std::uint32_t control_block_layout_version = 1;
+inline constexpr std::uint32_t control_block_layout_version = 2;
 
 /// `stage` and `unit` in a slot hold this while no stage runs (e.g. while serving).
 inline constexpr std::uint32_t no_stage = 0xffff'ffff;
@@ -193,6 +193,13 @@ struct alignas(64) control_header {
   /// master, once, before any worker exists; NUL-terminated unless exactly 31 chars + NUL.
   /// Read with unit_name().
   char unit_names[max_units][unit_name_size]{};
+
+  // Layout version 2.
+  /// master: monotonic_ms() when the pool started (kept across a master upgrade).
+  std::atomic<std::uint64_t> master_started_ms{};
+  /// `app scale N` (the one writer outside the pool) stores N here and sends SIGTTIN; the
+  /// master takes it with exchange(0), so a plain SIGTTIN still means "one more".
+  std::atomic<std::uint32_t> scale_request{};
 };
 
 /// One per worker slot, cache-line aligned so that two workers' hot counters never share

@@ -51,10 +51,23 @@ struct options {
 struct serve_command {
   options opts;
 };
+/// `app status|reload|stop|scale`: talk to a running pool.
+enum class control_kind { status, reload, stop, scale };
+struct control_command {
+  control_kind kind = control_kind::status;
+  std::string name;     ///< --name; "app" when neither --name nor --pidfile is given
+  std::string pidfile;  ///< --pidfile
+  bool json = false;    ///< status --json
+  bool wait = false;    ///< reload --wait
+  bool fast = false;    ///< stop --fast
+  int workers = 0;      ///< scale N
+  std::chrono::milliseconds timeout{300'000};  ///< --timeout for --wait, stop and scale
+  std::string program;
+};
 struct exit_now {
   int code;  ///< `--help` printed (0) or a usage error was reported (2)
 };
-using command = std::variant<serve_command, exit_now>;
+using command = std::variant<serve_command, control_command, exit_now>;
 
 enum class parse_mode {
   serve,   ///< `app [options]`: the service

@@ -1,0 +1,271 @@
+#include "systempp/master/control_client.hpp"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <optional>
+#include <thread>
+
+#include "systempp/control_block.hpp"
+#include "systempp/errors.hpp"
+#include "systempp/stage.hpp"
+
+namespace systempp::master {
+
+namespace {
+
+struct pool_ref {
+  std::string name;
+  pid_t master = 0;
+};
+
+class control_failure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The pool whose master pid is in the pidfile: its segment must exist, belong to us, and
+// name that pid as its master. Otherwise the pid is dead or a stranger's.
+pool_ref from_pidfile(const std::string& path) {
+  std::ifstream in(path);
+  long pid = 0;
+  if (!(in >> pid) || pid <= 0 || pid > INT32_MAX)
+    throw control_failure(fmt::format("--pidfile {}: no pid in it", path));
+  const std::string suffix = fmt::format(".{}", pid);
+  if (DIR* dir = ::opendir("/dev/shm")) {
+    while (dirent* e = ::readdir(dir)) {
+      const std::string file = e->d_name;
+      if (!file.starts_with("systempp.") || !file.ends_with(suffix)) continue;
+      const std::string name = file.substr(9, file.size() - 9 - suffix.size());
+      if (!valid_pool_name(name)) continue;
+      ::closedir(dir);
+      if (::kill(static_cast<pid_t>(pid), 0) != 0)
+        throw control_failure(fmt::format("--pidfile {}: master pid {} is not running", path, pid));
+      return pool_ref{name, static_cast<pid_t>(pid)};
+    }
+    ::closedir(dir);
+  }
+  throw control_failure(fmt::format(
+      "--pidfile {}: pid {} is not the master of a systempp pool of this user", path, pid));
+}
+
+pool_ref locate(const control_command& cmd) {
+  if (!cmd.pidfile.empty()) return from_pidfile(cmd.pidfile);
+  if (!valid_pool_name(cmd.name)) throw control_failure(fmt::format("--name {}: not a valid pool name", cmd.name));
+  auto pid = find_live_master(cmd.name);
+  if (!pid) throw control_failure(fmt::format("no running pool named '{}'", cmd.name));
+  return pool_ref{cmd.name, *pid};
+}
+
+control_segment attach_checked(const pool_ref& p, access mode) {
+  auto seg = control_segment::attach(p.name, p.master, mode);
+  if (seg.header().master_pid.load() != p.master)
+    throw control_failure(fmt::format("control block of '{}' names another master", p.name));
+  return seg;
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", c);
+        else out += c;
+    }
+  }
+  return out;
+}
+
+std::string stage_text(const slot_snapshot& w, const control_header& h) {
+  if (w.stage >= stage_count || w.unit >= h.unit_count.load()) return "-";
+  return fmt::format("{}/{}", unit_name(h, w.unit), to_string(static_cast<stage>(w.stage)));
+}
+
+bool live(const slot_snapshot& w) {
+  return w.pid > 0 && (w.state == worker_state::spawned || w.state == worker_state::starting ||
+                       w.state == worker_state::ready || w.state == worker_state::draining);
+}
+
+int status(const pool_ref& p, bool json) {
+  auto seg = attach_checked(p, access::read_only);
+  const control_header& h = seg.header();
+  const auto now = monotonic_ms();
+  std::vector<std::pair<std::uint32_t, slot_snapshot>> workers;
+  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+    auto snap = read_slot(seg.slot(i));
+    if (live(snap)) workers.emplace_back(i, snap);
+  }
+  const auto started = h.master_started_ms.load();
+  const auto outcome = h.reload_outcome.load();
+  const std::string message = read_reload_message(h);
+  std::uint64_t restarts = 0;
+  for (const auto& r : h.restarts) restarts += r.load();
+
+  if (json) {
+    std::string out = fmt::format(
+        R"({{"name":"{}","master_pid":{},"master_state":"{}","uptime_s":{:.3f},"pool_generation":{},"target_workers":{},)"
+        R"("requests_total":{},"restarts_total":{},"reload":{{"seq":{},"outcome":"{}","duration_ms":{},"message":"{}"}},"workers":[)",
+        p.name, p.master, to_string(h.master_state.load()), started ? (now - started) / 1000.0 : 0.0,
+        h.pool_generation.load(), h.target_workers.load(), h.requests_total.load(), restarts,
+        h.reload_seq.load(), to_string(outcome), h.reload_duration_ms.load(), json_escape(message));
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      const auto& [index, w] = workers[i];
+      std::string stages;
+      for (std::uint32_t u = 0; u < h.unit_count.load() && u < worker_slot::max_units; ++u) {
+        std::string per;
+        for (std::size_t st = 0; st < stage_count; ++st)
+          if (w.stage_us[u][st])
+            per += fmt::format("{}\"{}\":{:.3f}", per.empty() ? "" : ",", to_string(static_cast<stage>(st)),
+                               w.stage_us[u][st] / 1000.0);
+        stages += fmt::format("{}\"{}\":{{{}}}", stages.empty() ? "" : ",", json_escape(unit_name(h, u)), per);
+      }
+      out += fmt::format(
+          R"({}{{"slot":{},"lane":{},"pid":{},"generation":{},"state":"{}","unit":{},"stage":{},"uptime_s":{:.3f},)"
+          R"("requests":{},"in_flight":{},"errors":{},"heartbeat_age_ms":{},"restarts":{},"stage_ms":{{{}}}}})",
+          i ? "," : "", index / 2, index % 2, w.pid, w.generation, to_string(w.state),
+          w.unit < h.unit_count.load() ? fmt::format("\"{}\"", json_escape(unit_name(h, w.unit))) : "null",
+          w.stage < stage_count ? fmt::format("\"{}\"", to_string(static_cast<stage>(w.stage))) : "null",
+          w.started_ms ? (now - w.started_ms) / 1000.0 : 0.0, w.requests, w.in_flight, w.errors,
+          w.heartbeat_ms ? static_cast<long long>(now - w.heartbeat_ms) : -1, w.restarts, stages);
+    }
+    out += "]}\n";
+    std::cout << out;
+    return 0;
+  }
+
+  std::cout << fmt::format("pool {}  master {} ({})  up {:.0f} s  generation {}  workers {}/{}\n", p.name,
+                           p.master, to_string(h.master_state.load()),
+                           started ? (now - started) / 1000.0 : 0.0, h.pool_generation.load(),
+                           workers.size(), h.target_workers.load());
+  std::cout << fmt::format("last reload: #{} {} in {} ms{}{}\n", h.reload_seq.load(), to_string(outcome),
+                           h.reload_duration_ms.load(), message.empty() ? "" : ": ", message);
+  std::cout << fmt::format("requests {} (dead workers included)  restarts {}\n\n", h.requests_total.load(), restarts);
+  std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>9} {:>9} {:>8} {:>9} {:>8}\n", "SLOT", "PID", "GEN",
+                           "STATE", "STAGE", "UPTIME", "REQUESTS", "INFLIGHT", "BEAT AGE", "RESTARTS");
+  for (const auto& [index, w] : workers)
+    std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>8.1f}s {:>9} {:>8} {:>8}ms {:>8}\n", index / 2,
+                             w.pid, w.generation, to_string(w.state), stage_text(w, h),
+                             w.started_ms ? (now - w.started_ms) / 1000.0 : 0.0, w.requests, w.in_flight,
+                             w.heartbeat_ms ? static_cast<long long>(now - w.heartbeat_ms) : -1, w.restarts);
+  // Blame: the slowest run of each unit's stage among the live workers.
+  std::cout << "\nstage timings (slowest live worker):\n";
+  for (std::uint32_t u = 0; u < h.unit_count.load() && u < worker_slot::max_units; ++u)
+    for (std::size_t st = 0; st < stage_count; ++st) {
+      std::uint32_t slowest = 0;
+      for (const auto& [index, w] : workers) slowest = std::max(slowest, w.stage_us[u][st]);
+      if (slowest)
+        std::cout << fmt::format("  {:>9.1f} ms  {} {}\n", slowest / 1000.0, to_string(static_cast<stage>(st)),
+                                 unit_name(h, u));
+    }
+  return 0;
+}
+
+template <class Pred>
+bool poll_until(Pred done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+int reload(const pool_ref& p, const control_command& cmd) {
+  auto seg = attach_checked(p, access::read_only);
+  const control_header& h = seg.header();
+  const auto before = h.reload_seq.load();
+  if (::kill(p.master, SIGHUP) != 0) throw control_failure(fmt::format("cannot signal master {}", p.master));
+  if (!cmd.wait) return 0;
+  const bool tty = ::isatty(STDERR_FILENO);
+  std::string last;
+  const bool ended = poll_until([&] {
+    const bool done = h.reload_seq.load() > before && h.reload_outcome.load() != reload_outcome::in_progress;
+    if (tty && !done) {
+      std::uint32_t switched = 0;
+      const auto gen = h.pool_generation.load();
+      for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+        auto w = read_slot(seg.slot(i));
+        if (w.state == worker_state::ready && w.generation == gen) ++switched;
+      }
+      auto line = fmt::format("\rreload: {} of {} workers on generation {}", switched, h.target_workers.load(), gen);
+      if (line != last) std::cerr << line << std::flush, last = line;
+    }
+    return done;
+  }, cmd.timeout);
+  if (tty) std::cerr << "\n";
+  if (!ended) {
+    std::cerr << cmd.program << ": reload did not finish within " << cmd.timeout.count() / 1000.0 << " s\n";
+    return 1;
+  }
+  const auto outcome = h.reload_outcome.load();
+  const auto message = read_reload_message(h);
+  if (outcome == reload_outcome::succeeded) {
+    std::cout << fmt::format("reload succeeded in {} ms: {}\n", h.reload_duration_ms.load(), message);
+    return 0;
+  }
+  std::cerr << fmt::format("{}: reload {}: {}\n", cmd.program, to_string(outcome), message);
+  return 1;
+}
+
+// Gone, or a zombie waiting for its parent to reap it: either way it has stopped.
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto paren = text.rfind(')');
+  return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
+}
+
+int stop(const pool_ref& p, const control_command& cmd) {
+  { attach_checked(p, access::read_only); }  // verify it is our pool before signalling
+  if (::kill(p.master, cmd.fast ? SIGINT : SIGTERM) != 0)
+    throw control_failure(fmt::format("cannot signal master {}", p.master));
+  if (!poll_until([&] { return process_gone(p.master); }, cmd.timeout)) {
+    std::cerr << cmd.program << ": master " << p.master << " still running after "
+              << cmd.timeout.count() / 1000.0 << " s\n";
+    return 1;
+  }
+  return 0;
+}
+
+int scale(const pool_ref& p, const control_command& cmd) {
+  auto seg = attach_checked(p, access::read_write);
+  control_header& h = seg.header();
+  h.scale_request.store(static_cast<std::uint32_t>(cmd.workers));
+  if (::kill(p.master, SIGTTIN) != 0) throw control_failure(fmt::format("cannot signal master {}", p.master));
+  if (!poll_until([&] { return h.target_workers.load() == static_cast<std::uint32_t>(cmd.workers); }, cmd.timeout)) {
+    std::cerr << cmd.program << ": the master did not take the new worker count\n";
+    return 1;
+  }
+  std::cout << fmt::format("scaling to {} workers\n", cmd.workers);
+  return 0;
+}
+
+}  // namespace
+
+int run_control(const control_command& cmd) {
+  try {
+    const auto pool = locate(cmd);
+    switch (cmd.kind) {
+      case control_kind::status: return status(pool, cmd.json);
+      case control_kind::reload: return reload(pool, cmd);
+      case control_kind::stop: return stop(pool, cmd);
+      case control_kind::scale: return scale(pool, cmd);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << cmd.program << ": error: " << e.what() << "\n";
+  }
+  return to_int(exit_code::failure);
+}
+
+}  // namespace systempp::master

@@ -1,0 +1,115 @@
+// `app status | reload | stop | scale` against a running pool, and against none.
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+// Runs `app <args>` to completion; returns (exit status, output).
+std::pair<int, std::string> run_app(std::vector<std::string> args) {
+  args.insert(args.begin(), app_path);
+  auto p = support::child::spawn(args);
+  auto status = p.wait_exit(60s);
+  REQUIRE(status);
+  return {*status, p.output()};
+}
+
+}  // namespace
+
+TEST_CASE("control: status --json lists the READY workers with their fields", "[control][status]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  const auto ready = wait_ready(seg, 2);
+  REQUIRE(ready.size() == 2);
+  auto [status, out] = run_app({"status", "--name", name.value, "--json"});
+  INFO(out);
+  CHECK(support::child::exited_with(status, 0));
+  CHECK(out.find("\"master_pid\":" + std::to_string(s.proc.pid())) != std::string::npos);
+  CHECK(out.find("\"target_workers\":2") != std::string::npos);
+  for (auto [slot, pid] : ready) {
+    CHECK(out.find("\"pid\":" + std::to_string(pid)) != std::string::npos);
+  }
+  std::size_t ready_count = 0;
+  for (auto at = out.find("\"state\":\"ready\""); at != std::string::npos; at = out.find("\"state\":\"ready\"", at + 1))
+    ++ready_count;
+  CHECK(ready_count == 2);
+  for (const char* field : {"\"generation\":", "\"uptime_s\":", "\"requests\":", "\"in_flight\":",
+                            "\"heartbeat_age_ms\":", "\"restarts\":", "\"stage_ms\":", "\"workers\":["})
+    CHECK(out.find(field) != std::string::npos);
+
+  auto [tstatus, table] = run_app({"status", "--name", name.value});
+  CHECK(support::child::exited_with(tstatus, 0));
+  CHECK(table.find("SLOT") != std::string::npos);
+  CHECK(table.find("ready") != std::string::npos);
+}
+
+TEST_CASE("control: status against no pool is a clear error with exit 1", "[control][status]") {
+  pool_name name;
+  auto [status, out] = run_app({"status", "--name", name.value});
+  CHECK(support::child::exited_with(status, 1));
+  CHECK(out.find("no running pool named '" + name.value + "'") != std::string::npos);
+}
+
+TEST_CASE("control: reload --wait succeeds, and fails with the reason for a bad config",
+          "[control][reload]") {
+  pool_name name;
+  const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".conf");
+  { std::ofstream(cfg) << "message = a\n"; }
+  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--config", cfg.string()});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 2).size() == 2);
+  auto [ok_status, ok_out] = run_app({"reload", "--wait", "--name", name.value});
+  INFO(ok_out);
+  CHECK(support::child::exited_with(ok_status, 0));
+  CHECK(seg.header().pool_generation.load() == 2);
+
+  { std::ofstream(cfg) << "mesage = typo\n"; }
+  auto [bad_status, bad_out] = run_app({"reload", "--wait", "--name", name.value});
+  INFO(bad_out);
+  CHECK(support::child::exited_with(bad_status, 1));
+  CHECK(bad_out.find("reload rejected") != std::string::npos);
+  CHECK(bad_out.find("unknown key 'mesage'") != std::string::npos);
+  std::filesystem::remove(cfg);
+}
+
+TEST_CASE("control: scale N sets the worker count and stop drains the pool", "[control][scale]") {
+  pool_name name;
+  const auto pidfile = std::filesystem::temp_directory_path() / (name.value + ".pid");
+  auto s = start(app_path, {"--workers", "1", "--name", name.value, "--pidfile", pidfile.string()});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+  auto [scale_status, scale_out] = run_app({"scale", "3", "--pidfile", pidfile.string()});
+  INFO(scale_out);
+  CHECK(support::child::exited_with(scale_status, 0));
+  CHECK(wait_ready(seg, 3).size() == 3);
+  auto [stop_status, stop_out] = run_app({"stop", "--pidfile", pidfile.string()});
+  CHECK(support::child::exited_with(stop_status, 0));
+  auto status = s.proc.wait_exit(10s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
+TEST_CASE("control: a pidfile naming a dead or foreign process is refused, nothing is signalled",
+          "[control][bad_input]") {
+  pool_name name;
+  const auto pidfile = std::filesystem::temp_directory_path() / (name.value + ".pid");
+  // pid 1 is alive but no pool's master; a test child is alive and ours but no master.
+  auto bystander = support::child::spawn({"/bin/sleep", "30"});
+  for (pid_t pid : {pid_t{1}, bystander.pid()}) {
+    { std::ofstream(pidfile) << pid << "\n"; }
+    for (const char* verb : {"status", "reload", "stop"}) {
+      auto [status, out] = run_app({verb, "--pidfile", pidfile.string()});
+      INFO(verb << " " << pid << ": " << out);
+      CHECK(support::child::exited_with(status, 1));
+      CHECK(out.find("is not the master of a systempp pool") != std::string::npos);
+    }
+  }
+  CHECK(support::pid_alive(bystander.pid()));
+  std::filesystem::remove(pidfile);
+}

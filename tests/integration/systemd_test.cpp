@@ -1,0 +1,131 @@
+// systemd integration: sd_notify messages to a NOTIFY_SOCKET the test owns, and socket
+// activation with a listener the test binds and passes as fd 3.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+// A unix datagram socket standing in for systemd's notification socket.
+struct notify_socket {
+  int fd = -1;
+  std::string path;
+  explicit notify_socket(const std::string& name) {
+    path = (std::filesystem::temp_directory_path() / ("notify-" + name)).string();
+    std::filesystem::remove(path);
+    fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~notify_socket() {
+    ::close(fd);
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+  // The next datagram, or nullopt after `timeout`.
+  std::optional<std::string> next(std::chrono::milliseconds timeout) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return std::nullopt;
+    char buf[4096];
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return std::nullopt;
+    return std::string(buf, static_cast<std::size_t>(n));
+  }
+  // Reads datagrams until one contains `what`; returns it (and everything before it).
+  std::optional<std::string> until(const std::string& what, std::vector<std::string>* before = nullptr,
+                                   std::chrono::milliseconds timeout = 15s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      auto m = next(left);
+      if (!m) return std::nullopt;
+      if (m->find(what) != std::string::npos) return m;
+      if (before) before->push_back(*m);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("systemd: READY=1 only once every worker is READY, RELOADING/READY around a reload, STOPPING at drain",
+          "[systemd]") {
+  pool_name name;
+  notify_socket sd(name.value);
+  const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".conf");
+  { std::ofstream(cfg) << "startup_delay_ms = 300\n"; }
+  auto s = start(app_path, {"--workers", "3", "--name", name.value, "--config", cfg.string()},
+                 {{"NOTIFY_SOCKET", sd.path}});
+  auto seg = attach(name, s.proc.pid());
+
+  std::vector<std::string> early;
+  auto ready = sd.until("READY=1", &early);
+  REQUIRE(ready);
+  // At the moment READY=1 arrives, the control block already shows three READY workers.
+  CHECK(ready_workers(seg).size() == 3);
+  for (const auto& m : early) CHECK(m.find("READY=1") == std::string::npos);
+  CHECK(ready->find("STATUS=") != std::string::npos);
+
+  s.proc.signal(SIGHUP);
+  auto reloading = sd.until("RELOADING=1");
+  REQUIRE(reloading);
+  CHECK(reloading->find("MONOTONIC_USEC=") != std::string::npos);
+  auto after = sd.until("READY=1");
+  REQUIRE(after);
+  CHECK(after->find("STATUS=reload succeeded") != std::string::npos);
+  CHECK(seg.header().reload_outcome.load() == systempp::reload_outcome::succeeded);
+
+  s.proc.signal(SIGTERM);
+  REQUIRE(sd.until("STOPPING=1"));
+  auto status = s.proc.wait_exit(20s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+  std::filesystem::remove(cfg);
+}
+
+TEST_CASE("systemd: with socket activation the pool serves on the listener it was given",
+          "[systemd]") {
+  pool_name name;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 128) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const auto port = ntohs(addr.sin_port);
+
+  support::spawn_options o;
+  o.argv = {app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:1"};
+  o.keep_fds = {fd};
+  o.listen = support::listen_env::systemd;
+  o.listen_fd_names = {"http"};
+  auto proc = support::child::spawn(o);
+  ::close(fd);  // the pool holds it now
+  REQUIRE(proc.wait_for(std::regex("socket activation: 1 listener"), 10s));
+  REQUIRE(proc.wait_for(std::regex("listening on 127.0.0.1:" + std::to_string(port) + " \\(http\\)"), 10s));
+  auto seg = attach(name, proc.pid());
+  REQUIRE(wait_ready(seg, 2).size() == 2);
+  auto r = support::http_get("127.0.0.1", port, "/");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  proc.signal(SIGTERM);
+  auto status = proc.wait_exit(20s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
