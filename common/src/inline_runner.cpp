@@ -36,6 +36,7 @@ int run_inline(const options& opts, std::vector<unit_entry>& units) {
   asio::io_context io;
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   signals.add(SIGQUIT);
+  signals.add(SIGUSR1);
 
   std::shared_ptr<spdlog::logger> log;
   std::vector<listener> listeners;
@@ -70,6 +71,12 @@ int run_inline(const options& opts, std::vector<unit_entry>& units) {
         auto [ec, sig] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
         if (ec) co_return;
         if (sig == SIGQUIT) exit_at_once(*log, sig);
+        if (sig == SIGUSR1) {  // logrotate's postrotate: reopen the log file
+          log = make_logger("inline", opts);
+          ctx.set_logger(log);
+          log->info("SIGUSR1: log reopened");
+          continue;
+        }
         reload = sig == SIGHUP;
         log->info("{}: {}", reload ? "SIGHUP" : sig == SIGINT ? "SIGINT" : "SIGTERM",
                   reload ? "reloading in place" : "draining");

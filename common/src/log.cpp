@@ -1,5 +1,6 @@
 #include "systempp/log.hpp"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -7,6 +8,37 @@
 #include "systempp/errors.hpp"
 
 namespace systempp {
+
+namespace {
+
+// %* : the message as the inside of a JSON string (quotes, backslashes and control
+// characters escaped), so --log-format json writes one valid object per line.
+class json_message_flag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    static constexpr char hex[] = "0123456789abcdef";
+    for (char c : msg.payload) {
+      switch (c) {
+        case '"': dest.append(std::string_view("\\\"")); break;
+        case '\\': dest.append(std::string_view("\\\\")); break;
+        case '\n': dest.append(std::string_view("\\n")); break;
+        case '\t': dest.append(std::string_view("\\t")); break;
+        default:
+          if (static_cast<unsigned char>(c) < 0x20) {
+            const char esc[] = {'\\', 'u', '0', '0', hex[(c >> 4) & 0xf], hex[c & 0xf]};
+            dest.append(esc, esc + sizeof esc);
+          } else {
+            dest.push_back(c);
+          }
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<json_message_flag>();
+  }
+};
+
+}  // namespace
 
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const options& opts) {
   spdlog::sink_ptr sink;
@@ -20,12 +52,14 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const optio
     }
   }
   auto log = std::make_shared<spdlog::logger>(name, std::move(sink));
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
   if (opts.format == log_format::json) {
-    log->set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%e","logger":"%n","pid":%P,"level":"%l","msg":"%v"})");
+    formatter->add_flag<json_message_flag>('*').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%e","logger":"%n","pid":%P,"level":"%l","msg":"%*"})");
   } else {
-    log->set_pattern("%Y-%m-%dT%H:%M:%S.%e [%n] [%P] %l: %v");
+    formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%e [%n] [%P] %l: %v");
   }
+  log->set_formatter(std::move(formatter));
   log->set_level(spdlog::level::from_str(opts.log_level));
   log->flush_on(spdlog::level::trace);
   return log;

@@ -29,6 +29,7 @@
 #include "systempp/lifecycle.hpp"
 #include "systempp/log.hpp"
 #include "systempp/master/master_process.hpp"
+#include "systempp/master/metrics_server.hpp"
 #include "systempp/master/spawner.hpp"
 #include "systempp/master/supervisor_policy.hpp"
 #include "systempp/master/systemd.hpp"
@@ -101,6 +102,7 @@ class master_process {
   void begin_rollout(const char* why);
   void adopt(const handover& h);
   void upgrade();
+  std::string render_metrics();
   void schedule_tick();
   asio::awaitable<void> signal_loop();
   asio::awaitable<void> channel_loop(pid_t pid, asio::posix::stream_descriptor& ch);
@@ -114,6 +116,7 @@ class master_process {
   lifecycle lc_;
   systemd_notifier notify_;
   bool announced_ready_ = false;  ///< READY=1 went out for the first full pool
+  std::optional<metrics_server> metrics_;
   std::shared_ptr<spdlog::logger> log_;
   std::vector<listener> listeners_;
   std::optional<control_segment> segment_;
@@ -167,9 +170,17 @@ int master_process::run() {
       segment_.emplace(control_segment::create(opts_.name, self, static_cast<std::uint32_t>(max_workers * 2), names));
       if (!opts_.pidfile.empty()) write_pidfile(opts_.pidfile, self);
     }
+    if (!opts_.metrics.empty()) {
+      auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
+      metrics_.emplace(io_, std::move(bound.front()), [this] { return render_metrics(); }, log_);
+    }
   } catch (const std::exception& e) {
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
     return to_int(exit_code::usage);
+  }
+  if (metrics_) {
+    log_->info("metrics on http://{}/metrics", metrics_->where().endpoint());
+    metrics_->start();
   }
   // Logged once the control block exists, so whoever reads the port can also attach.
   for (const auto& l : listeners_) log_->info("listening on {} ({})", l.endpoint(), l.name);
@@ -384,6 +395,7 @@ void master_process::spawn(const spawn_action& a) {
       [&] {
         // The child keeps only its own channel and its own slot.
         signals_.clear();
+        if (metrics_) metrics_->close_in_child();
         for (auto& [p, w] : workers_)
           if (w.channel) ::close(w.channel->native_handle());
         master_end.reset();
@@ -662,6 +674,68 @@ void master_process::schedule_tick() {
       schedule_tick();
     }
   });
+}
+
+// Prometheus text exposition, from the control block. Live workers are the ones this
+// master has not reaped yet; a reaped worker's counters are already folded into the
+// header, so the totals never go backwards.
+std::string master_process::render_metrics() {
+  const control_header& h = segment_->header();
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  std::uint64_t requests = h.requests_total.load();
+  std::uint64_t errors = h.errors_total.load();
+  std::uint64_t in_flight = 0;
+  std::map<worker_state, int> by_state;
+  std::map<std::pair<std::uint32_t, std::size_t>, std::uint32_t> slowest;
+  for (const auto& [pid, w] : workers_) {
+    const auto snap = read_slot(record(w.slot, w.lane));
+    requests += snap.requests;
+    errors += snap.errors;
+    in_flight += snap.in_flight;
+    ++by_state[snap.state];
+    for (std::uint32_t u = 0; u < h.unit_count.load() && u < worker_slot::max_units; ++u)
+      for (std::size_t st = 0; st < stage_count; ++st)
+        if (snap.stage_us[u][st]) slowest[{u, st}] = std::max(slowest[{u, st}], snap.stage_us[u][st]);
+  }
+  family("systempp_workers", "gauge", "Worker processes by state.");
+  for (auto st : {worker_state::spawned, worker_state::starting, worker_state::ready, worker_state::draining})
+    out += fmt::format("systempp_workers{{state=\"{}\"}} {}\n", to_string(st), by_state[st]);
+  family("systempp_target_workers", "gauge", "Workers the pool is sized for.");
+  out += fmt::format("systempp_target_workers {}\n", h.target_workers.load());
+  family("systempp_pool_generation", "gauge", "Generation of the newest workers.");
+  out += fmt::format("systempp_pool_generation {}\n", h.pool_generation.load());
+  family("systempp_requests_total", "counter", "Requests served, dead workers included.");
+  out += fmt::format("systempp_requests_total {}\n", requests);
+  family("systempp_errors_total", "counter", "Requests that failed (5xx), dead workers included.");
+  out += fmt::format("systempp_errors_total {}\n", errors);
+  family("systempp_in_flight_requests", "gauge", "Requests being served now.");
+  out += fmt::format("systempp_in_flight_requests {}\n", in_flight);
+  family("systempp_worker_restarts_total", "counter", "Workers replaced, by reason.");
+  for (std::size_t r = 0; r < restart_reason_count; ++r)
+    out += fmt::format("systempp_worker_restarts_total{{reason=\"{}\"}} {}\n",
+                       to_string(static_cast<restart_reason>(r)), h.restarts[r].load());
+  family("systempp_reloads_total", "counter", "Reloads started (SIGHUP, upgrades).");
+  out += fmt::format("systempp_reloads_total {}\n", h.reload_seq.load());
+  family("systempp_reload_last_outcome", "gauge", "1 for the outcome of the last reload.");
+  const auto outcome = h.reload_outcome.load();
+  for (auto o : {reload_outcome::in_progress, reload_outcome::succeeded, reload_outcome::failed, reload_outcome::rejected})
+    out += fmt::format("systempp_reload_last_outcome{{outcome=\"{}\"}} {}\n", to_string(o), o == outcome ? 1 : 0);
+  family("systempp_reload_last_duration_seconds", "gauge", "Duration of the last reload.");
+  out += fmt::format("systempp_reload_last_duration_seconds {:.3f}\n", h.reload_duration_ms.load() / 1000.0);
+  family("systempp_stage_duration_seconds", "gauge", "Slowest run of a unit's stage among live workers.");
+  for (const auto& [key, us] : slowest)
+    out += fmt::format("systempp_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}\n",
+                       unit_name(h, key.first), to_string(static_cast<stage>(key.second)), us / 1e6);
+  family("systempp_master_stage_duration_seconds", "gauge", "The master's own stages (last run).");
+  std::map<std::pair<std::size_t, stage>, double> master_stages;
+  for (const auto& rec : lc_.records()) master_stages[{rec.unit, rec.which}] = rec.duration.count() / 1e6;
+  for (const auto& [key, secs] : master_stages)
+    out += fmt::format("systempp_master_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}\n",
+                       lc_.unit_name(key.first), to_string(key.second), secs);
+  return out;
 }
 
 int run_master(const options& opts, std::vector<detail::unit_entry>& units) {

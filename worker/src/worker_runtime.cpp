@@ -158,6 +158,7 @@ int run(launch& l) noexcept {
           if (sig == SIGUSR1) {
             log = make_logger(log->name(), opts);  // reopen the log file
             ctx.set_logger(log);
+            log->info("SIGUSR1: log reopened");
             continue;
           }
           fast = sig == SIGQUIT;

@@ -1,0 +1,41 @@
+#pragma once
+/// The master's Prometheus endpoint (`--metrics HOST:PORT`): GET /metrics answers with the
+/// text exposition format, rendered from the control block on the master's loop.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "systempp/listeners.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+namespace spdlog {
+class logger;
+}
+
+namespace systempp::master {
+
+class metrics_server {
+ public:
+  /// Master only. `render` produces the exposition text; it runs on the loop's thread.
+  metrics_server(boost::asio::io_context& io, listener l, std::function<std::string()> render,
+                 std::shared_ptr<spdlog::logger> log);
+  ~metrics_server();
+  /// Starts accepting; connections are served one request each.
+  void start();
+  /// In a forked child: drop the socket without touching the loop (no Asio calls).
+  void close_in_child() noexcept;
+  const listener& where() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// Parses `--metrics`: "PORT" (loopback) or "HOST:PORT". Throws config_error naming the
+/// option.
+bind_spec parse_metrics_address(const std::string& text);
+
+}  // namespace systempp::master

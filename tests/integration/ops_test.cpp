@@ -1,0 +1,148 @@
+// Operability: the Prometheus endpoint, log files reopened on SIGUSR1, JSON logs.
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Every sample line is `name{labels} value`; returns name{labels} -> value.
+std::map<std::string, double> parse_prometheus(const std::string& text) {
+  static const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})?) (-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?)$)");
+  std::map<std::string, double> out;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE ")) continue;
+    std::smatch m;
+    INFO(line);
+    REQUIRE(std::regex_match(line, m, sample));
+    out[m[1]] = std::stod(m[4]);
+  }
+  return out;
+}
+
+double requests_total(std::uint16_t port) {
+  auto r = support::http_get("127.0.0.1", port, "/metrics");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  return parse_prometheus(r->body).at("systempp_requests_total");
+}
+
+}  // namespace
+
+TEST_CASE("ops: /metrics is Prometheus text and the request counter never drops across reloads",
+          "[ops][metrics]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--metrics", "127.0.0.1:0"});
+  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+  REQUIRE(m);
+  const auto mport = static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 2).size() == 2);
+
+  auto r = support::http_get("127.0.0.1", mport, "/metrics");
+  REQUIRE(r);
+  CHECK(r->header("content-type").starts_with("text/plain"));
+  const auto samples = parse_prometheus(r->body);
+  CHECK(samples.at("systempp_workers{state=\"ready\"}") == 2);
+  CHECK(samples.at("systempp_target_workers") == 2);
+  CHECK(samples.count("systempp_worker_restarts_total{reason=\"crash\"}") == 1);
+  CHECK(samples.count("systempp_reload_last_duration_seconds") == 1);
+
+  const double before = requests_total(mport);
+  for (int i = 0; i < 100; ++i) REQUIRE(support::http_get("127.0.0.1", s.port, "/"));
+  double last = requests_total(mport);
+  CHECK(last >= before + 100);
+
+  // Three reloads under load; the counter is sampled throughout and may only grow.
+  support::load_options o;
+  o.port = s.port;
+  o.threads = 8;
+  o.max_duration = 60s;
+  support::load_generator load(o);
+  for (std::uint32_t i = 1; i <= 3; ++i) {
+    s.proc.signal(SIGHUP);
+    REQUIRE(support::wait_until([&] {
+      const double now = requests_total(mport);
+      CHECK(now >= last);
+      last = now;
+      return seg.header().reload_seq.load() >= i &&
+             seg.header().reload_outcome.load() == systempp::reload_outcome::succeeded;
+    }, 20s, 20ms));
+  }
+  const auto stats = load.stop();
+  CHECK(stats.failures() == 0);
+  REQUIRE(support::wait_until([&] { return requests_total(mport) >= before + 100 + static_cast<double>(stats.ok); }, 5s));
+  auto missing = support::http_get("127.0.0.1", mport, "/other");
+  REQUIRE(missing);
+  CHECK(missing->status == 404);
+}
+
+TEST_CASE("ops: SIGUSR1 after the log file was renamed writes to a new file", "[ops][logs]") {
+  pool_name name;
+  const auto dir = std::filesystem::temp_directory_path() / ("logs-" + name.value);
+  std::filesystem::create_directories(dir);
+  const auto log = dir / "app.log";
+  auto p = support::child::spawn({app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0",
+                                  "--log-file", log.string()});
+  auto seg = attach(name, p.pid());
+  REQUIRE(wait_ready(seg, 2).size() == 2);
+  REQUIRE(read_file(log).find("[master]") != std::string::npos);
+
+  std::filesystem::rename(log, dir / "app.log.1");  // what logrotate does
+  p.signal(SIGUSR1);
+  REQUIRE(support::wait_until([&] {
+    const auto text = read_file(log);
+    return text.find("[master]") != std::string::npos && text.find("[worker[0] g1]") != std::string::npos &&
+           text.find("[worker[1] g1]") != std::string::npos;
+  }, 10s));
+  CHECK(read_file(log).find("SIGUSR1: log reopened") != std::string::npos);
+  CHECK(read_file(dir / "app.log.1").find("SIGUSR1: log reopened") == std::string::npos);
+  p.signal(SIGTERM);
+  auto status = p.wait_exit(20s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("ops: --log-format json writes one JSON object per line", "[ops][logs]") {
+  pool_name name;
+  // A quote in the config's path ends up in a log message ("configuration reloaded from").
+  const auto cfg = std::filesystem::temp_directory_path() / (name.value + "\"q.conf");
+  { std::ofstream(cfg) << "message = hi\n"; }
+  auto s = start(app_path, {"--workers", "1", "--name", name.value, "--log-format", "json", "--config", cfg.string()});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+  s.proc.signal(SIGHUP);
+  REQUIRE(s.wait(R"(configuration reloaded from .*\\"q\.conf)"));
+  s.proc.signal(SIGTERM);
+  REQUIRE(s.proc.wait_exit(20s));
+  std::istringstream lines(s.proc.output());
+  std::size_t count = 0;
+  for (std::string line; std::getline(lines, line);) {
+    INFO(line);
+    CHECK(line.starts_with("{\"time\":\""));
+    CHECK(line.ends_with("\"}"));
+    CHECK(line.find("\"msg\":\"") != std::string::npos);
+    // Quotes inside the message are escaped: unescaped quotes come in pairs.
+    std::size_t quotes = 0;
+    for (std::size_t i = 0; i < line.size(); ++i)
+      if (line[i] == '"' && (i == 0 || line[i - 1] != '\\')) ++quotes;
+    CHECK(quotes % 2 == 0);
+    ++count;
+  }
+  CHECK(count > 5);
+  std::filesystem::remove(cfg);
+}
