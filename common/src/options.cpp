@@ -105,6 +105,8 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
   add_seconds(cli, "--heartbeat-timeout", opts.heartbeat_timeout, "Seconds without a heartbeat before a worker is killed");
   add_seconds(cli, "--graceful-timeout", opts.graceful_timeout, "Seconds a draining worker may take before SIGKILL");
   add_seconds(cli, "--stage-timeout", opts.stage_timeout, "Seconds one unit may take in one stage");
+  add_seconds(cli, "--restart-backoff-max", opts.restart_backoff_max,
+              "Longest wait before restarting a worker that keeps failing to start");
   cli.add_option("--max-requests", opts.max_requests, "Recycle a worker after this many requests (0: never)")
       ->capture_default_str();
   cli.add_option("--max-requests-jitter", opts.max_requests_jitter, "Random extra requests per worker before recycling")

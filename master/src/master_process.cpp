@@ -229,6 +229,8 @@ int master_process::run() {
   cfg.heartbeat_timeout = opts_.heartbeat_timeout;
   cfg.graceful_timeout = opts_.graceful_timeout;
   cfg.abort_grace = std::min(ms(5'000), opts_.heartbeat_timeout);
+  cfg.backoff_max = opts_.restart_backoff_max;
+  cfg.backoff_initial = std::min(cfg.backoff_initial, cfg.backoff_max);
   policy_.emplace(cfg);
 
   hdr.master_state.store(master_state::running);

@@ -35,6 +35,7 @@ struct options {
   std::chrono::milliseconds heartbeat_timeout{30'000};
   std::chrono::milliseconds graceful_timeout{30'000};
   std::chrono::milliseconds stage_timeout{30'000};
+  std::chrono::milliseconds restart_backoff_max{10'000};  ///< cap of the failed-start backoff
   std::uint64_t max_requests = 0;
   std::uint64_t max_requests_jitter = 0;
   std::string config;
