@@ -520,7 +520,7 @@ void master_process::begin_reload() {
   log_->info("SIGHUP: reloading");
   const auto r = lc_.run(stage::on_reload, *ctx_);
   if (!r.ok) {
-    write_reload_message(hdr, "reload rejected: " + r.error);
+    write_reload_message(hdr, r.error);
     hdr.reload_duration_ms.store(monotonic_ms() - hdr.reload_started_ms.load());
     hdr.reload_outcome.store(reload_outcome::rejected);
     hdr.master_state.store(master_state::running);

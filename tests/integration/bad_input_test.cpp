@@ -1,0 +1,153 @@
+// Bad input: every bad option or configuration value stops the start with exit code 2 and
+// one error line naming the option or key, and leaves nothing behind.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+struct outcome {
+  int status = -1;
+  std::string output;
+};
+
+outcome run_app(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{app_path};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto p = support::child::spawn(argv);
+  auto status = p.wait_exit(20s);
+  REQUIRE(status);
+  // Nothing of the pool may outlive the refusal: not one process of its group.
+  CHECK(support::group_members(p.pid()).empty());
+  return {*status, p.output()};
+}
+
+std::size_t error_lines(const std::string& out) {
+  std::size_t n = 0;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.find("error") != std::string::npos) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving nothing behind",
+          "[bad_input]") {
+  pool_name name;
+  const auto pidfile = std::filesystem::temp_directory_path() / (name.value + ".pid");
+  const auto missing_dir = std::filesystem::temp_directory_path() / (name.value + "-missing");
+  struct row {
+    std::vector<std::string> args;
+    std::string names;  ///< what the error line must contain
+  };
+  const std::vector<row> rows{
+      {{"--workers", "-1"}, "--workers"},
+      {{"--workers", "many"}, "--workers"},
+      {{"--workers", "99999999999"}, "--workers"},
+      {{"--bind", "127.0.0.1:70000"}, "--bind"},
+      {{"--bind", "127.0.0.1:http"}, "--bind"},
+      {{"--bind", "localhost"}, "--bind"},
+      {{"--graceful-timeout", "0"}, "--graceful-timeout"},
+      {{"--ready-timeout", "-1"}, "--ready-timeout"},
+      {{"--heartbeat-timeout", "1e9"}, "--heartbeat-timeout"},
+      {{"--stage-timeout", "soon"}, "--stage-timeout"},
+      {{"--reload-mode", "spawn"}, "--reload-mode"},
+      {{"--reload-surge", "0"}, "--reload-surge"},
+      {{"--max-requests", "-5"}, "--max-requests"},
+      {{"--name", "../etc"}, "--name"},
+      {{"--log-level", "loud"}, "--log-level"},
+      {{"--log-format", "xml"}, "--log-format"},
+      {{"--metrics", "127.0.0.1:99999"}, "--metrics"},
+      {{"--log-file", (missing_dir / "app.log").string()}, "--log-file"},
+      {{"--pidfile", (missing_dir / "app.pid").string()}, "--pidfile"},
+      {{"--config", (missing_dir / "app.conf").string()}, "app.conf"},
+  };
+  for (const auto& r : rows) {
+    std::vector<std::string> args{"--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0"};
+    if (r.args.front() != "--pidfile") args.insert(args.end(), {"--pidfile", pidfile.string()});
+    args.insert(args.end(), r.args.begin(), r.args.end());
+    DYNAMIC_SECTION(r.args[0] << " " << r.args[1]) {
+      auto o = run_app(args);
+      INFO(o.output);
+      CHECK(support::child::exited_with(o.status, 2));
+      CHECK(error_lines(o.output) == 1);
+      CHECK(o.output.find(r.names) != std::string::npos);
+      CHECK(support::shm_segments("systempp." + name.value + ".").empty());
+      CHECK_FALSE(std::filesystem::exists(pidfile));
+    }
+  }
+}
+
+TEST_CASE("bad input: a bad configuration file exits 2 naming file, line and key", "[bad_input]") {
+  pool_name name;
+  const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".conf");
+  struct row {
+    std::string text;
+    std::string expect;
+  };
+  const std::vector<row> rows{
+      {"message = hi\ncolour = red\n", ":2: unknown key 'colour'"},
+      {"startup_delay_ms = soon\n", ":1: key 'startup_delay_ms'"},
+      {"drain_grace_ms = -1\n", ":1: key 'drain_grace_ms'"},
+      {"just words\n", ":1: expected 'key = value'"},
+  };
+  for (const auto& r : rows) {
+    { std::ofstream(cfg) << r.text; }
+    DYNAMIC_SECTION(r.expect) {
+      auto o = run_app({"--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0", "--config", cfg.string()});
+      INFO(o.output);
+      CHECK(support::child::exited_with(o.status, 2));
+      CHECK(error_lines(o.output) == 1);
+      CHECK(o.output.find(cfg.string() + r.expect) != std::string::npos);
+      CHECK(support::shm_segments("systempp." + name.value + ".").empty());
+    }
+  }
+  std::filesystem::remove(cfg);
+}
+
+TEST_CASE("bad input: an address in use exits 2 naming --bind", "[bad_input]") {
+  pool_name name;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 8) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  auto o = run_app({"--workers", "1", "--name", name.value, "--bind", "127.0.0.1:" + port});
+  ::close(fd);
+  INFO(o.output);
+  CHECK(support::child::exited_with(o.status, 2));
+  CHECK(o.output.find("--bind 127.0.0.1:" + port + ": bind: Address already in use") != std::string::npos);
+  CHECK(support::shm_segments("systempp." + name.value + ".").empty());
+}
+
+TEST_CASE("bad input: a privileged port without permission fails with a clear message",
+          "[bad_input][security]") {
+  if (!std::filesystem::exists("/usr/bin/setpriv")) {
+    WARN("setpriv is not installed: skipped");
+    return;
+  }
+  pool_name name;
+  // Drop to nobody, without capabilities, as a service manager would for a plain user.
+  auto p = support::child::spawn({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  "--inh-caps=-all", "--bounding-set=-all", app_path, "--workers", "1",
+                                  "--name", name.value, "--bind", "127.0.0.1:81"});
+  auto status = p.wait_exit(20s);
+  REQUIRE(status);
+  INFO(p.output());
+  CHECK(support::child::exited_with(*status, 2));
+  CHECK(p.output().find("--bind 127.0.0.1:81: bind: Permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)") !=
+        std::string::npos);
+}
