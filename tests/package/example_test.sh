@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs systempp into a temporary prefix, builds examples/echo against it with
+# find_package(systempp), and runs it as a pool: echo, reload, drain.
+#   example_test.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1 src=$2
+tmp=$(mktemp -d)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill -KILL -- "$pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Waits up to $2 seconds for a line matching $1 in the service's log.
+wait_log() {
+  for _ in $(seq 1 $(($2 * 20))); do
+    grep -qE "$1" "$tmp/log" && return 0
+    sleep 0.05
+  done
+  echo "timed out waiting for: $1" >&2
+  cat "$tmp/log" >&2
+  return 1
+}
+
+cmake --install "$build" --prefix "$tmp/prefix" > /dev/null
+cmake -S "$src/examples/echo" -B "$tmp/build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" > /dev/null
+cmake --build "$tmp/build" > "$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; exit 1; }
+
+printf 'prefix = one:\n' > "$tmp/echo.conf"
+"$tmp/build/echo_service" --workers 2 --bind 127.0.0.1:0 --name "echo_$$" --config "$tmp/echo.conf" \
+  > "$tmp/log" 2>&1 &
+pid=$!
+wait_log 'listening on 127\.0\.0\.1:[0-9]+' 10
+port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$tmp/log" | head -1 | sed 's/.*://')
+wait_log 'worker\[1\] pid [0-9]+ g1 ready' 10
+
+echo_once() {
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf '%s\n' "$1" >&3
+  IFS= read -r -t 5 line <&3
+  exec 3>&-
+  printf '%s' "$line"
+}
+[ "$(echo_once hello)" = "one: hello" ] || { echo "unexpected echo before reload" >&2; exit 1; }
+
+printf 'prefix = two:\n' > "$tmp/echo.conf"
+kill -HUP "$pid"
+wait_log 'reload done' 10
+[ "$(echo_once again)" = "two: again" ] || { echo "reload did not take the new prefix" >&2; exit 1; }
+
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+pid=
+[ "$status" -eq 0 ] || { echo "echo_service exited with $status" >&2; cat "$tmp/log" >&2; exit 1; }
+grep -q 'served [0-9]* connection(s)' "$tmp/log"
+echo "example: installed package built, echoed, reloaded and drained"
