@@ -1,12 +1,15 @@
 #include "http_server.hpp"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -17,6 +20,8 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
+#include <list>
 #include <unordered_set>
 
 #include "settings.hpp"
@@ -53,7 +58,14 @@ using response = http::response<http::string_body>;
 
 struct http_server::impl {
   systempp::context* ctx = nullptr;
-  std::vector<tcp::acceptor> acceptors;
+  /// One per listener: our own copy of the socket, and (Linux) a private epoll instance
+  /// registered with EPOLLEXCLUSIVE, so one connection wakes one worker, not all of them.
+  struct port {
+    explicit port(asio::io_context& io) : acceptor(io) {}
+    tcp::acceptor acceptor;
+    std::optional<asio::posix::stream_descriptor> wake;
+  };
+  std::list<port> ports;
   std::unordered_set<connection*> connections;
   bool draining = false;
   clock_type::time_point drain_started;
@@ -61,7 +73,8 @@ struct http_server::impl {
 
   const config_values& config() const { return ctx->unit<settings>().values(); }
 
-  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor);
+  asio::awaitable<void> accept_loop(port& p);
+  void accept_ready(port& p);
   asio::awaitable<void> serve(tcp::socket socket);
   asio::awaitable<bool> wait_for_request(connection& c);
   asio::awaitable<response> handle(const request& req);
@@ -93,24 +106,37 @@ asio::awaitable<void> http_server::on_startup(systempp::context& ctx) {
     asio::steady_timer warmup(ctx.io(), delay);
     co_await warmup.async_wait(asio::use_awaitable);
   }
-  s.acceptors.clear();
+  s.ports.clear();
   for (const auto& l : ctx.listeners()) {
     // Our own copy of the master's socket: closing it at drain leaves the master's open.
     const int fd = ::fcntl(l.fd.get(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "dup listener");
-    tcp::acceptor& a = s.acceptors.emplace_back(ctx.io());
-    a.assign(l.family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+    impl::port& p = s.ports.emplace_back(ctx.io());
+    p.acceptor.assign(l.family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+    if (ep >= 0 && ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0)
+      p.wake.emplace(ctx.io(), ep);
+    else if (ep >= 0)
+      ::close(ep);  // an old kernel: every worker is woken, Asio's accept sorts it out
   }
-  for (auto& a : s.acceptors) s.spawn(s.accept_loop(a), "accept loop");
+  for (auto& p : s.ports) s.spawn(s.accept_loop(p), "accept loop");
 }
 
 void http_server::pre_shutdown(systempp::context&) {
   impl& s = *impl_;
   s.draining = true;
   s.drain_started = clock_type::now();
-  for (auto& a : s.acceptors) {
+  for (auto& p : s.ports) {
     boost::system::error_code ignored;
-    a.close(ignored);
+    if (p.wake) {
+      // Leave the wake-up queue first, then take what is already queued: a wake-up this
+      // worker was given and did not act on must not strand a connection.
+      p.wake->close(ignored);
+      s.accept_ready(p);
+    }
+    p.acceptor.close(ignored);
   }
   for (connection* c : s.connections)
     if (c->idle) c->wake.cancel();
@@ -122,10 +148,18 @@ asio::awaitable<void> http_server::on_shutdown(systempp::context&) {
     s.all_closed->expires_at(clock_type::time_point::max());
     co_await s.all_closed->async_wait(use_tuple);
   }
-  s.acceptors.clear();
+  s.ports.clear();
 }
 
-asio::awaitable<void> http_server::impl::accept_loop(tcp::acceptor& acceptor) {
+asio::awaitable<void> http_server::impl::accept_loop(port& p) {
+  if (p.wake) {
+    for (;;) {
+      auto [ec] = co_await p.wake->async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
+      if (ec || !p.acceptor.is_open()) co_return;
+      accept_ready(p);
+    }
+  }
+  tcp::acceptor& acceptor = p.acceptor;
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
     // A connection the kernel handed over is ours to answer, even when the drain closed
@@ -142,6 +176,22 @@ asio::awaitable<void> http_server::impl::accept_loop(tcp::acceptor& acceptor) {
       asio::steady_timer pause(ctx->io(), std::chrono::milliseconds(50));
       co_await pause.async_wait(use_tuple);
     }
+  }
+}
+
+// Accepts every connection queued on the listener (non-blocking), until it is empty.
+void http_server::impl::accept_ready(port& p) {
+  if (!p.acceptor.is_open()) return;
+  const auto protocol = p.acceptor.local_endpoint().protocol();
+  for (;;) {
+    const int fd = ::accept4(p.acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      spawn(serve(tcp::socket(ctx->io(), protocol, fd)), "connection");
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) ctx->log().warn("accept: {}", std::strerror(errno));
+    return;
   }
 }
 

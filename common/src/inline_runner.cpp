@@ -30,10 +30,9 @@ namespace {
 
 }  // namespace
 
-int run_inline(const options& opts, std::vector<unit_entry>& units) {
+int run_inline(const options& opts, std::vector<unit_entry>& units, asio::io_context& io) {
   // The signal set exists before anything else, so a signal that arrives during on_init
   // or between cycles is queued for the loop instead of killing the process.
-  asio::io_context io;
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   signals.add(SIGQUIT);
   signals.add(SIGUSR1);

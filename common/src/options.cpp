@@ -108,8 +108,10 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
   add_seconds(cli, "--restart-backoff-max", opts.restart_backoff_max,
               "Longest wait before restarting a worker that keeps failing to start");
   cli.add_option("--max-requests", opts.max_requests, "Recycle a worker after this many requests (0: never)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cli.add_option("--max-requests-jitter", opts.max_requests_jitter, "Random extra requests per worker before recycling")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cli.add_option("-c,--config", opts.config, "Configuration file read by the app's units");
   cli.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error, critical or off")

@@ -11,8 +11,12 @@
 
 namespace systempp::detail {
 
+std::shared_ptr<boost::asio::io_context> make_io_context() {
+  return std::make_shared<boost::asio::io_context>();
+}
+
 int run_script(int argc, const char* const* argv, std::vector<unit_entry>& units,
-               script_body body) {
+               script_body body, boost::asio::io_context& io) {
   auto parsed = parse_command_line(argc, argv, parse_mode::script);
   if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
   const options opts = std::get<serve_command>(std::move(parsed)).opts;
@@ -25,7 +29,6 @@ int run_script(int argc, const char* const* argv, std::vector<unit_entry>& units
     return to_int(exit_code::usage);
   }
 
-  boost::asio::io_context io;
   const std::vector<listener> no_listeners;  // scripts serve nobody
   lifecycle lc(units);
   lc.set_timeout(opts.stage_timeout);

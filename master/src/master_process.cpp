@@ -76,8 +76,8 @@ void remove_pidfile(const std::string& path, pid_t pid) {
 
 class master_process {
  public:
-  master_process(const options& opts, std::vector<detail::unit_entry>& units)
-      : opts_(opts), units_(units), signals_(io_), tick_(io_), watchdog_timer_(io_), lc_(units) {}
+  master_process(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io)
+      : opts_(opts), units_(units), io_(io), signals_(io_), tick_(io_), watchdog_timer_(io_), lc_(units) {}
 
   int run();
 
@@ -109,7 +109,7 @@ class master_process {
 
   const options& opts_;
   std::vector<detail::unit_entry>& units_;
-  asio::io_context io_;
+  asio::io_context& io_;  ///< made by systempp::main before the units, so it outlives them
   asio::signal_set signals_;
   asio::steady_timer tick_;
   asio::steady_timer watchdog_timer_;
@@ -146,6 +146,11 @@ int master_process::run() {
   int max_workers = std::min(2048, std::max(16, opts_.workers * 2));
   try {
     log_ = make_logger("master", opts_);
+    // Before anything is created that a failure would have to undo.
+    if (!opts_.metrics.empty()) {
+      auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
+      metrics_.emplace(io_, std::move(bound.front()), [this] { return render_metrics(); }, log_);
+    }
     if (handover) {
       // Everything comes from the previous image: listeners, control block, workers.
       for (const auto& l : handover->listeners)
@@ -169,10 +174,6 @@ int master_process::run() {
       for (const auto& u : units_) names.push_back(u.ref.name);
       segment_.emplace(control_segment::create(opts_.name, self, static_cast<std::uint32_t>(max_workers * 2), names));
       if (!opts_.pidfile.empty()) write_pidfile(opts_.pidfile, self);
-    }
-    if (!opts_.metrics.empty()) {
-      auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
-      metrics_.emplace(io_, std::move(bound.front()), [this] { return render_metrics(); }, log_);
     }
   } catch (const std::exception& e) {
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
@@ -740,8 +741,8 @@ std::string master_process::render_metrics() {
   return out;
 }
 
-int run_master(const options& opts, std::vector<detail::unit_entry>& units) {
-  master_process m(opts, units);
+int run_master(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io) {
+  master_process m(opts, units, io);
   return m.run();
 }
 

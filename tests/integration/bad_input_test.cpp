@@ -44,7 +44,10 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
           "[bad_input]") {
   pool_name name;
   const auto pidfile = std::filesystem::temp_directory_path() / (name.value + ".pid");
-  const auto missing_dir = std::filesystem::temp_directory_path() / (name.value + "-missing");
+  // A regular file where a directory should be: nothing can be created below it, even as
+  // root (and spdlog would create a merely missing directory).
+  const auto missing_dir = std::filesystem::temp_directory_path() / (name.value + "-not-a-dir");
+  { std::ofstream(missing_dir) << "x"; }
   struct row {
     std::vector<std::string> args;
     std::string names;  ///< what the error line must contain
@@ -71,11 +74,13 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
       {{"--pidfile", (missing_dir / "app.pid").string()}, "--pidfile"},
       {{"--config", (missing_dir / "app.conf").string()}, "app.conf"},
   };
-  for (const auto& r : rows) {
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
     std::vector<std::string> args{"--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0"};
     if (r.args.front() != "--pidfile") args.insert(args.end(), {"--pidfile", pidfile.string()});
     args.insert(args.end(), r.args.begin(), r.args.end());
-    DYNAMIC_SECTION(r.args[0] << " " << r.args[1]) {
+    // Section names must be the same on every pass: no per-run paths in them.
+    DYNAMIC_SECTION("row " << i << ": " << r.args[0]) {
       auto o = run_app(args);
       INFO(o.output);
       CHECK(support::child::exited_with(o.status, 2));
@@ -85,6 +90,7 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
       CHECK_FALSE(std::filesystem::exists(pidfile));
     }
   }
+  std::filesystem::remove(missing_dir);
 }
 
 TEST_CASE("bad input: a bad configuration file exits 2 naming file, line and key", "[bad_input]") {

@@ -97,7 +97,8 @@ TEST_CASE("reload: ten SIGHUPs under keep-alive load fail no request and replace
   const auto last = wait_ready(seg, 4);
   for (auto [slot, pid] : first)
     for (auto [slot2, pid2] : last) CHECK(pid != pid2);
-  CHECK(support::zombie_children_of(s.proc.pid()).empty());
+  // A worker that just exited is a zombie until the master's SIGCHLD handler runs.
+  CHECK(support::wait_until([&] { return support::zombie_children_of(s.proc.pid()).empty(); }, 5s));
 }
 
 TEST_CASE("reload: a new generation that fails pre_startup leaves the old workers serving",
@@ -171,7 +172,8 @@ TEST_CASE("reload: twenty SIGHUPs at once end with N READY workers of one genera
   }, 30s));
   CHECK(gen >= 2);
   CHECK(support::pid_alive(s.proc.pid()));
-  CHECK(support::zombie_children_of(s.proc.pid()).empty());
+  // A worker that just exited is a zombie until the master's SIGCHLD handler runs.
+  CHECK(support::wait_until([&] { return support::zombie_children_of(s.proc.pid()).empty(); }, 5s));
   auto r = support::http_get("127.0.0.1", s.port, "/");
   REQUIRE(r);
   CHECK(r->status == 200);
@@ -321,7 +323,10 @@ TEST_CASE("upgrade: SIGUSR2 under load re-executes the master in place and rolls
   CHECK(seg.header().master_pid.load() == s.proc.pid());
   REQUIRE(s.wait(R"(\[master\] \[)" + std::to_string(s.proc.pid()) + R"(\].*upgrade: adopted 2 worker\(s\))", 5s, mark));
   CHECK(s.wait(R"(\[master\].*on_init alpha .* ok)", 5s, mark));  // the new image ran on_init
-  for (auto [slot, pid] : before) CHECK_FALSE(support::pid_alive(pid));
+  // The old workers drain and exit.
+  CHECK(support::wait_until([&] {
+    return std::none_of(before.begin(), before.end(), [](auto& kv) { return support::pid_alive(kv.second); });
+  }, 10s));
 
   s.proc.signal(SIGTERM);
   auto status = s.proc.wait_exit(20s);

@@ -228,9 +228,9 @@ TEST_CASE("a sync stage that overruns its timeout is recorded as timed out",
 namespace {
 
 struct lifecycle_fixture {
+  boost::asio::io_context io;  // first: it outlives the units, as in systempp::main
   systempp::app_instance<three> instance;
   systempp::lifecycle lc{instance.entries()};
-  boost::asio::io_context io;
   systempp::options opts;
   std::vector<systempp::listener> listeners;
   systempp::context ctx{systempp::process_role::inline_process, opts,

@@ -20,7 +20,8 @@ namespace systempp::worker {
 bool is_exec_worker() noexcept { return std::getenv(exec_env_worker) != nullptr; }
 
 
-int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units) noexcept {
+int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units,
+                    boost::asio::io_context& io) noexcept {
   try {
     int slot = 0, lane = 0;
     unsigned gen = 0;
@@ -40,7 +41,6 @@ int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units)
 
     // on_init runs in every exec'd image: its units start from nothing.
     auto log = make_logger(fmt::format("worker[{}] g{}", slot, gen), opts);
-    boost::asio::io_context io;
     lifecycle lc(units);
     lc.set_timeout(opts.stage_timeout);
     context ctx(process_role::worker, opts, log, io, listeners, lc.refs());

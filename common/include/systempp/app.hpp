@@ -17,14 +17,18 @@
 
 namespace systempp {
 
+/// Declared here so detail::flatten_one can recognise a nested app; defined below.
 template <class... Ts>
 struct app;
 
 namespace detail {
 
+/// A compile-time list of unit types. Compile time only.
 template <class... Ts>
 struct type_list {};
 
+/// Concatenates type_lists: concat<type_list<A>, type_list<B, C>>::type is
+/// type_list<A, B, C>. Compile time only.
 template <class... Ls>
 struct concat;
 template <>
@@ -40,6 +44,8 @@ struct concat<type_list<As...>, type_list<Bs...>, Rest...> {
   using type = typename concat<type_list<As..., Bs...>, Rest...>::type;
 };
 
+/// A unit becomes a one-element list; an app<...> becomes its (already flat) unit list.
+/// Compile time only.
 template <class T>
 struct flatten_one {
   using type = type_list<T>;
@@ -49,9 +55,12 @@ struct flatten_one<app<Us...>> {
   using type = typename app<Us...>::units;
 };
 
+/// How many times T occurs in Ts. Compile time only.
 template <class T, class... Ts>
 constexpr std::size_t count_of = (std::size_t{std::is_same_v<T, Ts>} + ... + 0);
 
+/// The std::tuple that holds an app's unit objects; rejects a unit listed twice and a unit
+/// that is not default-constructible. Compile time only.
 template <class List>
 struct units_tuple;
 template <class... Us>
@@ -64,7 +73,8 @@ struct units_tuple<type_list<Us...>> {
   using type = std::tuple<Us...>;
 };
 
-/// A unit ready for the runtime: name, type, object and its stage hooks.
+/// A unit ready for the runtime: name, type, object and its stage hooks. Built by
+/// app_instance; read by the runners in any process.
 struct unit_entry {
   unit_ref ref;
   unit_hooks hooks;
@@ -72,21 +82,26 @@ struct unit_entry {
 
 }  // namespace detail
 
-/// An ordered composition of units (and of other apps, flattened in place).
+/// An ordered composition of units (and of other apps, flattened in place). A type only:
+/// never instantiated; `units` is the flat type_list in declaration order.
 template <class... Ts>
 struct app {
+  /// The flat list of unit types, in declaration order (nested apps expanded in place).
   using units = typename detail::concat<typename detail::flatten_one<Ts>::type...>::type;
 };
 
 /// The live units of an app: constructed once per process image (before any fork), in
-/// declaration order, destroyed in reverse.
+/// declaration order, destroyed in reverse. Forked workers use the master's objects as
+/// copied by fork (so state set in on_init is there); an exec'd worker image builds its own.
+/// Instantiating it runs the compile-time checks of every unit's stage members.
 template <class App>
 class app_instance {
  public:
+  /// Default-constructs every unit. Launching process (systempp::main, run_script).
   app_instance() : units_(std::make_unique<tuple_type>()) {
     std::apply([this](auto&... u) { (add(u), ...); }, *units_);
   }
-  /// The type-erased view the runners use.
+  /// The type-erased view the runners use, in declaration order. Any process.
   std::vector<detail::unit_entry>& entries() noexcept { return entries_; }
 
  private:

@@ -1,6 +1,7 @@
 #pragma once
 /// A small `key = value` configuration format for units: one pair per line, `#` starts a
 /// comment line, blank lines are ignored, whitespace around key and value is trimmed.
+/// For units to call from any stage (typically on_init and on_reload), in any process.
 
 #include <cstddef>
 #include <string>
@@ -9,8 +10,11 @@
 
 namespace systempp {
 
+/// One `key = value` line, in file order.
 struct config_entry {
+  /// The text before the first '=', trimmed; never empty.
   std::string key;
+  /// The text after the first '=', trimmed; may be empty or contain '='.
   std::string value;
   std::size_t line = 0;  ///< 1-based, for error messages
 };

@@ -25,13 +25,19 @@ class logger;
 
 namespace systempp {
 
-/// The kind of process a stage runs in.
+/// The kind of process a stage runs in, as ctx.role() reports it:
+///   master          pool mode: the supervisor (on_init, on_reload, on_exit)
+///   worker          pool mode: a forked or exec'd worker (also in an exec'd image's on_init
+///                   and on_exit)
+///   inline_process  `--workers 0`: every stage in one process
+///   script          systempp::run_script
 enum class process_role { master, worker, inline_process, script };
 
+/// "master", "worker", "inline" or "script". Any process.
 std::string_view to_string(process_role r) noexcept;
 
 namespace detail {
-/// A unit object as the runtime sees it: its name and type for lookups.
+/// A unit object as the runtime sees it: its name and type for lookups. Any process.
 struct unit_ref {
   std::string name;
   std::type_index type;
@@ -39,12 +45,21 @@ struct unit_ref {
 };
 }  // namespace detail
 
+/// A worker's record in the control block (control_block.hpp).
 struct worker_slot;
 
 /// Per-process view of the runtime. Owned by the runner; units receive it by reference in
 /// every stage and may keep the reference for the process's life.
+///
+/// Each process has its own context: in pool mode the master's (on_init, on_reload,
+/// on_exit) and each worker's (pre_startup .. post_shutdown) are different objects, with
+/// different roles and loops. A forked worker still holds the master's copy in memory, so
+/// a unit that keeps `&ctx` from on_init and uses it in a worker sees the master's role and
+/// a loop that nobody runs there: keep the context of the stage you are in (e.g. from
+/// on_startup). Not thread-safe: use it on the thread that calls the stages.
 class context {
  public:
+  /// Built by the runners, one per process (per exec'd image); units never build one.
   context(process_role role, const options& opts, std::shared_ptr<spdlog::logger> log,
           boost::asio::io_context& io, const std::vector<listener>& listeners,
           std::span<const detail::unit_ref> units);
@@ -53,23 +68,36 @@ class context {
   process_role role() const noexcept { return role_; }
   /// Worker slot index; -1 outside a pool worker.
   int slot() const noexcept { return slot_; }
-  /// Pool generation of this process (0 outside pool mode, starts at 1 in a pool).
+  /// Pool generation of this worker: 1 for the first workers, +1 per rollout (reload or
+  /// upgrade). 0 in the master, the inline process and a script.
   std::uint64_t generation() const noexcept { return generation_; }
   /// This process's pid (refreshed after fork).
   pid_t pid() const noexcept { return pid_; }
 
-  /// The event loop of this process. Async stages run on it.
+  /// The event loop of this process. Async stages run on it; sync stages run while it is
+  /// not running (before it starts or after it stopped). In the master it is the
+  /// supervisor's own loop: master stages must not leave work on it.
   boost::asio::io_context& io() const noexcept { return *io_; }
+  /// The parsed command line (--config, --workers, ...). Any process.
   const options& opts() const noexcept { return *opts_; }
+  /// This process's logger ("master", "worker[3] g2", "inline", "script"), honouring
+  /// --log-level, --log-file and --log-format. Replaced on SIGUSR1 (log reopen): call log()
+  /// each time rather than keeping the reference. Any process.
   spdlog::logger& log() const noexcept { return *log_; }
+  /// The same logger as a shared_ptr, for completion handlers that may outlive the stage.
+  /// It keeps the pre-SIGUSR1 logger alive. Any process.
   std::shared_ptr<spdlog::logger> logger_ptr() const noexcept { return log_; }
 
-  /// Listening sockets bound by the master; fds are inherited, never bound by units.
+  /// Listening sockets bound by the master (inline: by this process; under systemd socket
+  /// activation: passed by systemd), in --bind order. Workers inherit the fds, units never
+  /// bind. Empty in a script. Do not close these fds: accept on a dup() of them.
   const std::vector<listener>& listeners() const noexcept { return *listeners_; }
-  /// The listener with this name; throws std::out_of_range when there is none.
+  /// The listener with this name ("http" unless --bind NAME=... says otherwise); throws
+  /// std::out_of_range when there is none. Any process.
   const listener& listener_named(std::string_view name) const;
 
   /// A sibling unit of this app, by type. Throws std::out_of_range if it is not part of it.
+  /// Any process; the object is this process's copy of the unit.
   template <class U>
   U& unit() const {
     return *static_cast<U*>(find_unit(std::type_index(typeid(U))));
@@ -82,16 +110,22 @@ class context {
   /// Counts a request in this worker's control-block slot (in flight until request_end).
   /// A no-op outside a pool worker. Worker / inline.
   void request_begin() const noexcept;
-  /// The request finished; `failed` counts it as an error too.
+  /// The request finished; `failed` counts it as an error too. Pairs with request_begin.
+  /// A no-op outside a pool worker. Worker / inline.
   void request_end(bool failed) const noexcept;
 
-  /// This worker's record in the control block, or nullptr outside a pool worker.
+  /// This worker's record in the control block, or nullptr outside a pool worker. Worker
+  /// only; the runtime writes most fields, see control_block.hpp before writing any.
   worker_slot* slot_record() const noexcept { return slot_record_; }
 
   // Runtime-side setters: called by the runners only.
+  /// Sets role, slot, generation and pid. Runners only (worker start).
   void set_process(process_role role, int slot, std::uint64_t generation, pid_t pid) noexcept;
+  /// Replaces the logger (SIGUSR1 log reopen). Runners only.
   void set_logger(std::shared_ptr<spdlog::logger> log) noexcept { log_ = std::move(log); }
+  /// Set by run_cycle just before pre_shutdown, cleared after post_shutdown. Runners only.
   void set_draining(bool d) noexcept { draining_ = d; }
+  /// Connects request_begin/request_end to this worker's record. Runners only (worker).
   void set_slot_record(worker_slot* s) noexcept { slot_record_ = s; }
 
  private:

@@ -66,6 +66,7 @@ enum class restart_reason : std::uint32_t {
   recycle,            ///< --max-requests reached
   scale,              ///< SIGTTIN/SIGTTOU changed the target
 };
+/// Number of restart_reason values: the size of control_header::restarts.
 inline constexpr std::size_t restart_reason_count = 5;
 
 // Values read from shared memory may be garbage (a foreign or broken segment), so every
@@ -143,6 +144,7 @@ inline constexpr std::uint32_t control_block_layout_version = 2;
 
 /// `stage` and `unit` in a slot hold this while no stage runs (e.g. while serving).
 inline constexpr std::uint32_t no_stage = 0xffff'ffff;
+/// The `unit` counterpart of no_stage.
 inline constexpr std::uint32_t no_unit = 0xffff'ffff;
 
 // Times in the block are CLOCK_MONOTONIC milliseconds: the clock is system-wide, so a
@@ -155,6 +157,7 @@ std::uint64_t monotonic_ms() noexcept;
 /// alignas(64) keeps its size a multiple of a cache line, so the slots that follow it are
 /// aligned too.
 struct alignas(64) control_header {
+  /// Most units an app may have to run as a pool: create() refuses more (the master exits 2).
   static constexpr std::size_t max_units = 16;
   static constexpr std::size_t unit_name_size = 32;        ///< including the terminating NUL
   static constexpr std::size_t reload_message_size = 256;  ///< including the terminating NUL
@@ -269,6 +272,7 @@ void end_update(worker_slot& slot) noexcept;
 /// RAII form of begin_update/end_update, for the worker and for the master.
 class slot_update {
  public:
+  /// Opens the update; the destructor closes it.
   explicit slot_update(worker_slot& slot) noexcept : slot_(slot) { begin_update(slot_); }
   ~slot_update() { end_update(slot_); }
   slot_update(const slot_update&) = delete;
@@ -333,9 +337,11 @@ class control_block_error : public std::runtime_error {
 bool valid_pool_name(std::string_view pool) noexcept;
 
 /// "systempp.<pool>.<pid>": the shared-memory object name (Linux shows it as
-/// /dev/shm/systempp.<pool>.<pid>). Does not validate the pool name.
+/// /dev/shm/systempp.<pool>.<pid>). Does not validate the pool name. Runs anywhere.
 std::string segment_name(std::string_view pool, pid_t master_pid);
 
+/// How to map the block: `app status` and `app reload` map it read_only; the master, its
+/// workers and `app scale` (which writes scale_request) map it read_write.
 enum class access { read_only, read_write };
 
 /// Owns a mapping of the control block and the shm fd behind it. Move-only. The creator
@@ -358,7 +364,9 @@ class control_segment {
   /// works on its own close-on-exec duplicate.
   static control_segment attach_fd(int fd, access mode);
 
+  /// Moves the mapping, the fd and the ownership of the name; `other` is left empty.
   control_segment(control_segment&& other) noexcept;
+  /// Closes (and, if owner, removes) this segment, then takes `other`'s.
   control_segment& operator=(control_segment&& other) noexcept;
   control_segment(const control_segment&) = delete;
   control_segment& operator=(const control_segment&) = delete;
@@ -373,14 +381,18 @@ class control_segment {
   /// Become the owner that removes the segment on destruction: for a master that
   /// re-executed itself and attached the block by fd. Master only.
   void adopt() noexcept;
+  /// True when destroying this object removes the segment's name.
   bool owns_segment() const noexcept { return owner_; }
 
   /// Writing through these in a read_only segment faults: the mapping is read-only.
+  /// Any process that attached; who may write which field is noted next to the field.
   control_header& header() noexcept { return *header_; }
   const control_header& header() const noexcept { return *header_; }
-  /// Throws std::out_of_range for i >= slot_count().
+  /// Record i (the master uses slot * 2 + lane). Throws std::out_of_range for
+  /// i >= slot_count(). Any process that attached.
   worker_slot& slot(std::uint32_t i);
   const worker_slot& slot(std::uint32_t i) const;
+  /// Every record, FREE ones included. Any process that attached.
   std::span<worker_slot> slots() noexcept { return {slots_, slot_count_}; }
   std::span<const worker_slot> slots() const noexcept { return {slots_, slot_count_}; }
   /// Validated at attach and cached: the header's copy is not trusted again after that.

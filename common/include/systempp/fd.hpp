@@ -8,7 +8,9 @@ namespace systempp {
 /// Closes its fd on destruction. Async-signal-safe to destroy (close(2) only).
 class unique_fd {
  public:
+  /// Owns nothing (-1).
   unique_fd() noexcept = default;
+  /// Takes ownership of `fd` (-1 for none).
   explicit unique_fd(int fd) noexcept : fd_(fd) {}
   unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
   unique_fd& operator=(unique_fd&& other) noexcept {
@@ -17,12 +19,16 @@ class unique_fd {
   }
   unique_fd(const unique_fd&) = delete;
   unique_fd& operator=(const unique_fd&) = delete;
+  /// Closes the owned fd, if any.
   ~unique_fd() { reset(); }
 
+  /// The fd, still owned; -1 when empty. Any process, async-signal-safe.
   int get() const noexcept { return fd_; }
+  /// True when it owns an fd.
   explicit operator bool() const noexcept { return fd_ >= 0; }
-  /// Gives up ownership without closing.
+  /// Gives up ownership without closing. Async-signal-safe.
   int release() noexcept { return std::exchange(fd_, -1); }
+  /// Closes the owned fd (if any) and takes `fd` instead. Async-signal-safe (close(2) only).
   void reset(int fd = -1) noexcept;
 
  private:

@@ -24,21 +24,29 @@
 
 namespace systempp {
 
+/// How one unit's run of one stage ended: ok, failed (it threw), timed_out (it overran
+/// --stage-timeout).
 enum class stage_outcome { ok, failed, timed_out };
 
+/// "ok", "failed" or "timed out", as in the log line. Any process.
 std::string_view to_string(stage_outcome o) noexcept;
 
 /// One unit's run of one stage.
 struct stage_record {
+  /// Index of the unit in declaration order.
   std::size_t unit = 0;
+  /// The stage that ran.
   stage which = stage::on_init;
+  /// Wall-clock time the unit spent in the stage.
   std::chrono::microseconds duration{0};
+  /// How it ended.
   stage_outcome outcome = stage_outcome::ok;
   std::string error;  ///< the exception's message when the outcome is not ok
 };
 
 /// The result of running one stage over the units.
 struct stage_result {
+  /// True when every unit that ran the stage completed it.
   bool ok = true;
   bool config_error = false;   ///< a unit threw systempp::config_error
   std::size_t failed_unit = 0; ///< first failing unit (valid when !ok)
@@ -46,21 +54,29 @@ struct stage_result {
 };
 
 /// Told when a unit enters and leaves a stage (workers publish it in their control slot).
+/// Called on the thread that runs the stages, in the process that runs them.
 struct stage_observer {
   virtual ~stage_observer() = default;
+  /// Unit `unit` is about to run stage `s` (not called for units without that stage).
   virtual void stage_begin(std::size_t unit, stage s) = 0;
+  /// Unit `unit` left stage `s` after `took`, with `outcome`.
   virtual void stage_end(std::size_t unit, stage s, std::chrono::microseconds took,
                          stage_outcome outcome) = 0;
 };
 
 /// The stage engine of one process. Not thread-safe; lives on the loop's thread.
+/// Each process (master, every worker, inline, script) has its own, so "which units
+/// completed which stage" is per process.
 class lifecycle {
  public:
+  /// Keeps a reference to `units` (an app_instance's entries). Any process.
   explicit lifecycle(std::vector<detail::unit_entry>& units);
 
   /// Name/type/object of every unit, for context's sibling lookups.
   std::span<const detail::unit_ref> refs() const noexcept { return refs_; }
+  /// Number of units.
   std::size_t size() const noexcept { return units_.size(); }
+  /// Name of unit i (detail::unit_name). i < size().
   const std::string& unit_name(std::size_t i) const { return refs_[i].name; }
 
   /// Runs a sync stage (on_init, on_reload, pre_startup, post_shutdown, on_exit) outside
@@ -75,7 +91,9 @@ class lifecycle {
   /// Every stage run so far, in order.
   const std::vector<stage_record>& records() const noexcept { return records_; }
 
+  /// The per-unit, per-stage limit (--stage-timeout; 30 s by default).
   void set_timeout(std::chrono::milliseconds t) noexcept { timeout_ = t; }
+  /// Who is told about stage begin/end (the worker's control-slot publisher); may be null.
   void set_observer(stage_observer* o) noexcept { observer_ = o; }
 
   /// True when no unit holds started state (nothing left to tear down in this cycle).
@@ -107,6 +125,7 @@ class lifecycle {
 
 /// How a cycle ended.
 struct cycle_result {
+  /// The exit code of the first failure (see code_for), or ok.
   exit_code code = exit_code::ok;
   std::string error;  ///< the first failure, "unit X, stage Y: message"
 };
@@ -114,7 +133,9 @@ struct cycle_result {
 /// Hooks a runner gives run_cycle: `serve` runs between post_startup and pre_shutdown and
 /// returns when the cycle should end; `on_ready` is told once post_startup completed.
 struct cycle_hooks {
+  /// Runs inside the loop after post_startup succeeded; returning starts the drain.
   std::function<boost::asio::awaitable<void>()> serve;
+  /// Called inside the loop once post_startup completed for every unit (the READY moment).
   std::function<void()> on_ready;
   std::function<void()> on_drain;  ///< called before pre_shutdown
   std::function<void()> on_loop_stopped;  ///< called after the loop stopped, before post_shutdown
@@ -125,7 +146,8 @@ struct cycle_hooks {
 /// Worker, inline process and script.
 cycle_result run_cycle(lifecycle& lc, context& ctx, const cycle_hooks& hooks);
 
-/// Folds a failed stage into an exit code (config errors are 2 everywhere).
+/// Folds a failed stage into an exit code: ok when r.ok; 2 for a config_error in a forward
+/// stage; otherwise failed_stage_code(s). Any process.
 exit_code code_for(stage s, const stage_result& r) noexcept;
 
 }  // namespace systempp

@@ -11,15 +11,18 @@
 
 namespace systempp {
 
-/// A bound, listening, non-blocking socket owned by the process that bound it.
+/// A bound, listening, non-blocking socket owned by the process that bound it. Every
+/// process holds its own copy of the fd (inherited by fork or exec); the master keeps its
+/// copy open for its whole life, so a worker closing its copy loses no queued connection.
 struct listener {
   std::string name;     ///< from `--bind NAME=...` (default "http") or LISTEN_FDNAMES
   std::string address;  ///< numeric host as bound, e.g. "127.0.0.1" or "::1"
   std::uint16_t port = 0;  ///< the real port, also when 0 was asked for
+  /// The listening socket (close-on-exec, non-blocking). Accept on a dup() of it.
   unique_fd fd;
   int family = 0;  ///< AF_INET or AF_INET6
 
-  /// "127.0.0.1:8080" or "[::1]:8080".
+  /// "127.0.0.1:8080" or "[::1]:8080". Any process.
   std::string endpoint() const;
 };
 
@@ -30,6 +33,7 @@ std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs);
 
 /// Takes over an inherited listening socket (exec'd worker, master upgrade, socket
 /// activation): reads its address back from the kernel. Throws if `fd` is not a socket.
+/// Master (upgrade, socket activation) or exec'd worker, at start.
 listener adopt_listener(unique_fd fd, std::string name);
 
 }  // namespace systempp

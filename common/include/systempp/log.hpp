@@ -15,7 +15,7 @@ namespace systempp {
 
 /// Builds a fresh logger (new sinks) from the options. Call again in a child after fork:
 /// the sinks are rebuilt rather than shared. Throws config_error for a bad --log-level or an
-/// unwritable --log-file.
+/// unwritable --log-file. Any process; called again on SIGUSR1 to reopen --log-file.
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const options& opts);
 
 }  // namespace systempp

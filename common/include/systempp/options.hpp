@@ -10,7 +10,11 @@
 
 namespace systempp {
 
+/// --reload-mode: `fork` (default) forks new workers from the master image, so a reload
+/// picks up configuration but not code; `exec` fork+execs the binary on disk for every new
+/// worker, so a reload also picks up a new binary.
 enum class reload_mode { fork, exec };
+/// --log-format: text lines, or one JSON object a line.
 enum class log_format { text, json };
 
 /// One `--bind [NAME=]HOST:PORT` value.
@@ -21,27 +25,46 @@ struct bind_spec {
 };
 
 /// Parses "[NAME=]HOST:PORT"; returns an error message (without the option name) on failure.
+/// Pure; any process.
 std::variant<bind_spec, std::string> parse_bind(std::string_view text);
 
 /// Options of the serving command (`app [options]`). Defaults are the documented ones.
+/// Parsed once in the launching process (and again in an exec'd worker image or an
+/// upgraded master, from the same argv); read-only afterwards, in every process.
 struct options {
   int workers = 0;  ///< 0 = inline (one process); the parser defaults it to the CPU count
+  /// --bind, in order; the parser puts http=127.0.0.1:8080 here when none is given.
   std::vector<bind_spec> binds;
+  /// --name: the pool's name, for the control block and `app status --name`.
   std::string name = "app";
+  /// --pidfile: where the master writes its pid; empty for none.
   std::string pidfile;
+  /// --reload-mode.
   reload_mode mode = reload_mode::fork;
+  /// --reload-surge: slots rolled at the same time during a reload.
   int reload_surge = 1;
+  /// --ready-timeout: a new worker not READY by then is killed (master).
   std::chrono::milliseconds ready_timeout{30'000};
+  /// --heartbeat-timeout: a READY worker without a heartbeat this long gets SIGABRT (master).
   std::chrono::milliseconds heartbeat_timeout{30'000};
+  /// --graceful-timeout: a draining worker still alive after this gets SIGKILL (master).
   std::chrono::milliseconds graceful_timeout{30'000};
+  /// --stage-timeout: how long one unit may take in one stage (every process).
   std::chrono::milliseconds stage_timeout{30'000};
   std::chrono::milliseconds restart_backoff_max{10'000};  ///< cap of the failed-start backoff
+  /// --max-requests: a worker asks to be replaced after this many requests; 0 never.
   std::uint64_t max_requests = 0;
+  /// --max-requests-jitter: up to this many extra requests, different per worker.
   std::uint64_t max_requests_jitter = 0;
+  /// --config: a path for the app's units; the runtime itself never reads it.
   std::string config;
+  /// --log-level: trace, debug, info, warn, error, critical or off.
   std::string log_level = "info";
+  /// --log-file: append here instead of writing to stderr; empty for stderr.
   std::string log_file;
+  /// --log-format.
   log_format format = log_format::text;
+  /// --metrics: HOST:PORT (or PORT, on 127.0.0.1) of the master's /metrics; empty for none.
   std::string metrics;
   std::string program;  ///< argv[0], for exec mode and messages
   std::vector<std::string> args;  ///< positional arguments left for a script's body
@@ -49,11 +72,14 @@ struct options {
 };
 
 /// What the command line asked for.
+/// serve_command: run the service (pool, inline or exec'd worker) with these options.
 struct serve_command {
   options opts;
 };
 /// `app status|reload|stop|scale`: talk to a running pool.
 enum class control_kind { status, reload, stop, scale };
+/// A control sub-command and its arguments. Runs in a separate process (an operator's shell,
+/// ExecReload=), never inside the pool.
 struct control_command {
   control_kind kind = control_kind::status;
   std::string name;     ///< --name; "app" when neither --name nor --pidfile is given
@@ -63,13 +89,17 @@ struct control_command {
   bool fast = false;    ///< stop --fast
   int workers = 0;      ///< scale N
   std::chrono::milliseconds timeout{300'000};  ///< --timeout for --wait, stop and scale
+  /// argv[0], for messages.
   std::string program;
 };
+/// The parser already did everything: printed --help or a usage error. Return `code`.
 struct exit_now {
   int code;  ///< `--help` printed (0) or a usage error was reported (2)
 };
+/// One of the three, as parse_command_line returns it.
 using command = std::variant<serve_command, control_command, exit_now>;
 
+/// Which command line to accept.
 enum class parse_mode {
   serve,   ///< `app [options]`: the service
   script,  ///< run_script: runtime options, the rest left in options::args

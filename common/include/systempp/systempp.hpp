@@ -21,10 +21,14 @@ namespace systempp {
 
 /// Runs the app as the command line says (pool, inline, or a control sub-command) and
 /// returns the process exit code. Call from main() in the launching process.
+/// Where it returns: in the master (pool), the inline process, or the control command. A
+/// forked worker never returns from it (it _exits inside); an exec'd worker image (exec
+/// mode) runs main() again and returns that worker's own exit code.
 template <class App>
 int main(int argc, char** argv) {
+  auto io = detail::make_io_context();  // declared first: destroyed after the units
   app_instance<App> instance;
-  return detail::run_main(argc, argv, instance.entries());
+  return detail::run_main(argc, argv, instance.entries(), *io);
 }
 
 /// Runs the app's stages around `body` in this process: on_init, pre_startup, on_startup,
@@ -33,8 +37,11 @@ int main(int argc, char** argv) {
 /// thread. A body that throws still gets the full teardown and yields exit code 1.
 /// Runtime options (--config, --log-level, ...) are parsed; other arguments are left in
 /// ctx.opts().args.
+/// Script only: everything runs in the calling process, nothing is forked, no listener is
+/// bound (ctx.listeners() is empty), and the context's role is process_role::script.
 template <class App, class Body>
 int run_script(int argc, char** argv, Body body) {
+  auto io = detail::make_io_context();  // declared first: destroyed after the units
   app_instance<App> instance;
   detail::script_body wrapped = [body = std::move(body)](context& ctx) mutable
       -> boost::asio::awaitable<int> {
@@ -47,7 +54,7 @@ int run_script(int argc, char** argv, Body body) {
       co_return body(ctx);
     }
   };
-  return detail::run_script(argc, argv, instance.entries(), std::move(wrapped));
+  return detail::run_script(argc, argv, instance.entries(), std::move(wrapped), *io);
 }
 
 }  // namespace systempp

@@ -6,6 +6,11 @@
 /// void. Async stages (on_startup, post_startup, pre_shutdown, on_shutdown) return void or
 /// `boost::asio::awaitable<void>`. A member with a stage's name and any other shape is a
 /// compile error that names the stage, never a silently skipped hook.
+///
+/// Stage members must be public: the checks below see only what a caller outside the class
+/// can call, so a private or protected stage member is not seen at all (it compiles and
+/// never runs). A misspelt name (`on_start`) is an ordinary member and is never called.
+/// Which process runs which stage: docs/guide.md, "The stage table".
 
 #include <boost/asio/awaitable.hpp>
 
@@ -23,20 +28,27 @@
 
 namespace systempp {
 
-/// Optional empty base for units; only documents intent.
+/// Optional empty base for units; only documents intent (the runtime never looks for it).
+/// Compile time only.
 struct unit {};
 
 namespace detail {
 
+/// True for boost::asio::awaitable<void, Executor>: an async stage written as a coroutine.
+/// Compile time only.
 template <class T>
 struct is_awaitable_void : std::false_type {};
 template <class E>
 struct is_awaitable_void<boost::asio::awaitable<void, E>> : std::true_type {};
 
+/// A type-erased sync stage member: called outside the event loop by lifecycle::run.
 using sync_hook = void (*)(void* self, context& ctx);
+/// A type-erased async stage member (plain or coroutine), awaited inside ctx.io() by
+/// lifecycle::run_async.
 using async_hook = boost::asio::awaitable<void> (*)(void* self, context& ctx);
 
-/// The hooks of one unit, indexed by stage; null where the unit has no such stage.
+/// The hooks of one unit, indexed by stage; null where the unit has no such stage. Built at
+/// compile time by hooks_of; read in any process.
 struct unit_hooks {
   std::array<sync_hook, stage_count> sync{};
   std::array<async_hook, stage_count> async{};
@@ -84,6 +96,9 @@ struct unit_hooks {
     }                                                                                      \
   };
 
+/// on_init_trait<U> ... on_exit_trait<U>: whether U declares that stage, how to call it, and
+/// check() with the static_asserts behind the compile errors quoted in docs/guide.md.
+/// Compile time only.
 SYSTEMPP_DETAIL_STAGE_TRAIT(on_init)
 SYSTEMPP_DETAIL_STAGE_TRAIT(on_reload)
 SYSTEMPP_DETAIL_STAGE_TRAIT(pre_startup)
@@ -95,11 +110,14 @@ SYSTEMPP_DETAIL_STAGE_TRAIT(post_shutdown)
 SYSTEMPP_DETAIL_STAGE_TRAIT(on_exit)
 #undef SYSTEMPP_DETAIL_STAGE_TRAIT
 
+/// Calls U's sync stage member through the type-erased pointer. Runs where the stage runs.
 template <class U, template <class> class Trait>
 void call_sync(void* self, context& ctx) {
   Trait<U>::call(*static_cast<U*>(self), ctx);
 }
 
+/// Calls U's async stage member as a coroutine: a plain `void` member is called and
+/// completes at once, a coroutine is awaited. Runs on the process's loop, where the stage runs.
 template <class U, template <class> class Trait>
 boost::asio::awaitable<void> call_async(void* self, context& ctx) {
   using result = decltype(Trait<U>::call(std::declval<U&>(), ctx));
@@ -111,6 +129,8 @@ boost::asio::awaitable<void> call_async(void* self, context& ctx) {
   }
 }
 
+/// Checks one stage member of U (static_assert) and stores its hook, if U has one.
+/// Compile-time check; the store runs where app_instance is constructed.
 template <class U, template <class> class Trait>
 void register_hook(unit_hooks& hooks) {
   using trait = Trait<U>;
@@ -124,7 +144,8 @@ void register_hook(unit_hooks& hooks) {
   }
 }
 
-/// Every stage hook of U, checked at compile time.
+/// Every stage hook of U, checked at compile time. Called by app_instance in the launching
+/// process (and in each exec'd worker image).
 template <class U>
 unit_hooks hooks_of() {
   unit_hooks h;
@@ -140,11 +161,13 @@ unit_hooks hooks_of() {
   return h;
 }
 
-/// Demangled type name without namespaces or template arguments.
+/// Demangled type name without namespaces or template arguments ("ns::cache<int>" gives
+/// "cache"). Any process.
 std::string short_type_name(const std::type_info& type);
 
 /// The unit's name in logs and status: `static constexpr std::string_view name` if the unit
-/// has one, otherwise its type name.
+/// has one, otherwise its type name. Logs show it whole; the control block (`app status`,
+/// metrics) keeps the first 31 bytes. Any process.
 template <class U>
 std::string unit_name() {
   if constexpr (requires { std::string_view{U::name}; })

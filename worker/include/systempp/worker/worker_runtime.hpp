@@ -13,6 +13,10 @@
 #include "systempp/listeners.hpp"
 #include "systempp/options.hpp"
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace systempp::worker {
 
 /// Bytes on the master <-> worker channel (a socketpair). State lives in the control block;
@@ -48,7 +52,8 @@ inline constexpr const char* exec_env_listeners = "SYSTEMPP_LISTENERS";  ///< "n
 bool is_exec_worker() noexcept;
 
 /// The exec'd worker image: on_init, the worker cycle, on_exit. Worker only.
-int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units) noexcept;
+int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units,
+                    boost::asio::io_context& io) noexcept;
 
 /// Runs the worker's cycle: pre_startup, loop with on_startup/post_startup, READY,
 /// serve until DRAIN/SIGTERM/master gone, pre_shutdown, on_shutdown, post_shutdown.
