@@ -36,6 +36,8 @@ int run_inline(const options& opts, std::vector<unit_entry>& units, asio::io_con
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   signals.add(SIGQUIT);
   signals.add(SIGUSR1);
+  // Pool-only signals: their default actions would stop (TTIN, TTOU) or kill (USR2) us.
+  for (int sig : {SIGTTIN, SIGTTOU, SIGUSR2}) signals.add(sig);
 
   std::shared_ptr<spdlog::logger> log;
   std::vector<listener> listeners;
@@ -70,6 +72,10 @@ int run_inline(const options& opts, std::vector<unit_entry>& units, asio::io_con
         auto [ec, sig] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
         if (ec) co_return;
         if (sig == SIGQUIT) exit_at_once(*log, sig);
+        if (sig == SIGTTIN || sig == SIGTTOU || sig == SIGUSR2) {
+          log->warn("signal {} ignored: scaling and upgrades need pool mode (--workers N)", sig);
+          continue;
+        }
         if (sig == SIGUSR1) {  // logrotate's postrotate: reopen the log file
           log = make_logger("inline", opts);
           ctx.set_logger(log);

@@ -159,12 +159,23 @@ asio::awaitable<stage_result> lifecycle::run_async(stage s, context& ctx) {
     bool config = false;
     try {
       asio::steady_timer timer(ctx.io(), timeout_);
-      // Whichever finishes first wins; the loser is cancelled. A unit stuck in a
-      // non-cancellable wait would hold the race open, so units await Asio operations.
-      auto winner = co_await (hook(units_[u].ref.object, ctx) || timer.async_wait(asio::use_awaitable));
+      // Whichever finishes first wins; the loser is cancelled. Asio's || waits for the
+      // first *successful* branch, so the stage's exception is carried out as a value:
+      // a throwing stage must end the race at once, not when the timer fires.
+      auto guarded = [](detail::async_hook h, void* self, context& c) -> asio::awaitable<std::exception_ptr> {
+        try {
+          co_await h(self, c);
+        } catch (...) {
+          co_return std::current_exception();
+        }
+        co_return nullptr;
+      };
+      auto winner = co_await (guarded(hook, units_[u].ref.object, ctx) || timer.async_wait(asio::use_awaitable));
       if (winner.index() == 1) {
         outcome = stage_outcome::timed_out;
         error = fmt::format("exceeded the stage timeout of {} ms", timeout_.count());
+      } else if (auto thrown = std::get<0>(winner)) {
+        std::rethrow_exception(thrown);
       }
     } catch (const config_error& e) {
       outcome = stage_outcome::failed, error = e.what(), config = true;

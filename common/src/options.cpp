@@ -80,7 +80,7 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
   cli.get_formatter()->column_width(34);
 
   cli.add_option("-w,--workers", opts.workers, "Worker processes; 0 runs every stage in one process")
-      ->check(CLI::Range(0, 4096))
+      ->check(CLI::Range(0, 2048))
       ->capture_default_str();
   std::vector<std::string> binds;
   cli.add_option("-b,--bind", binds, "[NAME=]HOST:PORT to listen on (repeatable; default http=127.0.0.1:8080)");

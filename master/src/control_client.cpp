@@ -105,6 +105,9 @@ int status(const pool_ref& p, bool json) {
     auto snap = read_slot(seg.slot(i));
     if (live(snap)) workers.emplace_back(i, snap);
   }
+  // Requests: what the master folded in from dead workers plus what the live ones served.
+  std::uint64_t requests_total = h.requests_total.load();
+  for (const auto& [index, w] : workers) requests_total += w.requests;
   const auto started = h.master_started_ms.load();
   const auto outcome = h.reload_outcome.load();
   const std::string message = read_reload_message(h);
@@ -116,7 +119,7 @@ int status(const pool_ref& p, bool json) {
         R"({{"name":"{}","master_pid":{},"master_state":"{}","uptime_s":{:.3f},"pool_generation":{},"target_workers":{},)"
         R"("requests_total":{},"restarts_total":{},"reload":{{"seq":{},"outcome":"{}","duration_ms":{},"message":"{}"}},"workers":[)",
         p.name, p.master, to_string(h.master_state.load()), started ? (now - started) / 1000.0 : 0.0,
-        h.pool_generation.load(), h.target_workers.load(), h.requests_total.load(), restarts,
+        h.pool_generation.load(), h.target_workers.load(), requests_total, restarts,
         h.reload_seq.load(), to_string(outcome), h.reload_duration_ms.load(), json_escape(message));
     for (std::size_t i = 0; i < workers.size(); ++i) {
       const auto& [index, w] = workers[i];
@@ -149,7 +152,7 @@ int status(const pool_ref& p, bool json) {
                            workers.size(), h.target_workers.load());
   std::cout << fmt::format("last reload: #{} {} in {} ms{}{}\n", h.reload_seq.load(), to_string(outcome),
                            h.reload_duration_ms.load(), message.empty() ? "" : ": ", message);
-  std::cout << fmt::format("requests {} (dead workers included)  restarts {}\n\n", h.requests_total.load(), restarts);
+  std::cout << fmt::format("requests {} (dead workers included)  restarts {}\n\n", requests_total, restarts);
   std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>9} {:>9} {:>8} {:>9} {:>8}\n", "SLOT", "PID", "GEN",
                            "STATE", "STAGE", "UPTIME", "REQUESTS", "INFLIGHT", "BEAT AGE", "RESTARTS");
   for (const auto& [index, w] : workers)
@@ -241,6 +244,11 @@ int stop(const pool_ref& p, const control_command& cmd) {
 int scale(const pool_ref& p, const control_command& cmd) {
   auto seg = attach_checked(p, access::read_write);
   control_header& h = seg.header();
+  // Two records per worker slot: the pool was sized for at most half the records.
+  const auto ceiling = seg.slot_count() / 2;
+  if (static_cast<std::uint32_t>(cmd.workers) > ceiling)
+    throw control_failure(fmt::format("scale {}: this pool can run at most {} workers (sized at start from --workers)",
+                                      cmd.workers, ceiling));
   h.scale_request.store(static_cast<std::uint32_t>(cmd.workers));
   if (::kill(p.master, SIGTTIN) != 0) throw control_failure(fmt::format("cannot signal master {}", p.master));
   if (!poll_until([&] { return h.target_workers.load() == static_cast<std::uint32_t>(cmd.workers); }, cmd.timeout)) {

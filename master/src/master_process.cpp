@@ -128,6 +128,7 @@ class master_process {
   bool finished_ = false;
   std::string last_start_failure_;
   std::string exec_path_;  ///< the binary, resolved at start; re-opened by every exec
+  std::map<pid_t, std::string> kill_reasons_;  ///< why we sent SIGABRT/SIGKILL, until reaped
 };
 
 std::string master_process::where(const worker_handle& w) {
@@ -288,6 +289,7 @@ void master_process::execute(std::vector<action> actions) {
             if (act.sig == SIGKILL || act.sig == SIGABRT) {
               log_->warn("{}: {}: sending {}", where(it->second), act.reason, ::sigabbrev_np(act.sig));
               if (act.reason == "graceful timeout" || act.reason == "fast stop deadline") unclean_ = true;
+              kill_reasons_[act.pid] = act.reason;
               if (act.reason == "ready timeout")
                 last_start_failure_ = fmt::format("{}: not READY within {} ms", where(it->second), opts_.ready_timeout.count());
             }
@@ -488,20 +490,20 @@ void master_process::reap() {
     }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
     auto actions = policy_->exited(pid, code, now_ms());
-    switch (policy_->last_exit_kind()) {
-      case exit_kind::crashed:
-        hdr.restarts[static_cast<std::size_t>(restart_reason::crash)].fetch_add(1);
-        r.restarts.fetch_add(1);
-        break;
-      case exit_kind::failed_start:
-      case exit_kind::config_error:
-        hdr.restarts[static_cast<std::size_t>(restart_reason::timeout_ready)].fetch_add(1);
-        r.restarts.fetch_add(1);
-        if (policy_->last_exit_kind() == exit_kind::config_error)
-          log_->error("{}: configuration error (exit 2): not respawning this slot for {} s", who, 30);
-        break;
-      case exit_kind::expected: break;
+    // Why it is being replaced: a timeout we enforced, or a crash of its own.
+    const auto killed_for = kill_reasons_.find(pid);
+    restart_reason reason = restart_reason::crash;
+    if (killed_for != kill_reasons_.end()) {
+      if (killed_for->second == "heartbeat timeout") reason = restart_reason::timeout_heartbeat;
+      if (killed_for->second == "ready timeout") reason = restart_reason::timeout_ready;
+      kill_reasons_.erase(killed_for);
     }
+    if (policy_->last_exit_kind() != exit_kind::expected) {
+      hdr.restarts[static_cast<std::size_t>(reason)].fetch_add(1);
+      r.restarts.fetch_add(1);
+    }
+    if (policy_->last_exit_kind() == exit_kind::config_error)
+      log_->error("{}: configuration error (exit 2): not respawning this slot for {} s", who, 30);
     execute(std::move(actions));
   }
 }
@@ -627,8 +629,11 @@ void master_process::on_signal(int sig) {
       const auto requested = hdr.scale_request.exchange(0);
       const int want = requested && sig == SIGTTIN ? static_cast<int>(requested)
                                                    : policy_->workers() + (sig == SIGTTIN ? 1 : -1);
+      const int before = policy_->workers();
       auto actions = policy_->scale(want, now_ms());
       hdr.target_workers.store(static_cast<std::uint32_t>(policy_->workers()));
+      hdr.restarts[static_cast<std::size_t>(restart_reason::scale)].fetch_add(
+          static_cast<std::uint64_t>(std::abs(policy_->workers() - before)));
       log_->info("{}: {} worker(s)", requested ? "scale" : sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", policy_->workers());
       execute(std::move(actions));
       break;

@@ -224,6 +224,7 @@ def herd_probe(s, n):
     m1 = B.cpu_sample(s.master_pid())
     vols = [b[p]["vol"] - a[p]["vol"] for p in pids if a[p] and b[p]]
     return {"connections": n, "workers": len(pids),
+            "listener_registrations": B.epoll_registrations(pids[0], s.port) if pids else None,
             "worker_wakeups_per_conn": round(sum(vols) / n, 3),
             "workers_woken_per_conn": round(sum(min(v, n) for v in vols) / n, 3),
             "per_worker_wakeups": vols,
@@ -242,6 +243,11 @@ def f4_throughput():
     try:
         for label, kind, n in configs:
             servers[label], _ = started(kind, n, label=label)
+        probe = subprocess.run([sys.executable, os.path.join(B.HERE, "epoll_probe.py"), "8", "100"],
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            out["epoll_probe"] = __import__("json").loads(probe.stdout)
+            B.log("epoll probe", out["epoll_probe"])
         out["herd"] = {}
         for label in ("systempp-8", "nginx-8", "gunicorn-8"):
             out["herd"][label] = herd_probe(servers[label], 200 if CTX.quick else 400)

@@ -175,6 +175,50 @@ def mem_sample(pid):
             "pss_kb": out.get("Pss", 0), "rss_kb": out.get("Rss", 0)}
 
 
+def listener_inode(port):
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            for line in read(path).splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                    return int(f[9])
+        except OSError:
+            pass
+    return None
+
+
+def epoll_registrations(pid, port):
+    """Where a process has the listening socket of `port` in its epoll instances, from
+    /proc/PID/fdinfo: [{epoll_fd, events (hex), exclusive, nested}], nested meaning the
+    epoll fd is itself registered in another epoll instance of the process."""
+    inode = listener_inode(port)
+    epolls = {}
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != "anon_inode:[eventpoll]":
+                continue
+            items = []
+            for line in read("/proc/%d/fdinfo/%s" % (pid, fd)).splitlines():
+                m = re.match(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+).*ino:([0-9a-f]+)", line)
+                if m:
+                    items.append((int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16)))
+            epolls[int(fd)] = items
+        except OSError:
+            continue
+    out = []
+    for epfd, items in sorted(epolls.items()):
+        for tfd, ev, ino in items:
+            if ino == inode:
+                nested = any(epfd in [t for t, _, _ in other] for e2, other in epolls.items() if e2 != epfd)
+                out.append({"epoll_fd": epfd, "events": "%x" % ev, "exclusive": bool(ev & 0x10000000),
+                            "nested": nested})
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # waiting on descriptors
 

@@ -437,10 +437,21 @@ def render(results, meta_path, out_md):
                 h = herd.get(key)
                 if h:
                     rows.append([label, num(h["worker_wakeups_per_conn"]), "%s of %d" % (num(h["workers_woken_per_conn"]), h["workers"]),
-                                 num(h["master_wakeups_per_conn"])])
+                                 num(h["master_wakeups_per_conn"]), describe_regs(h.get("listener_registrations"), key)])
             w(table(["8 workers", "worker wake-ups / connection", "workers woken / connection",
-                     "master wake-ups / connection"], rows))
+                     "master wake-ups / connection", "the listener in a worker's epoll instances (`/proc/PID/fdinfo`)"], rows))
             w("")
+            pr = f4.get("epoll_probe")
+            if pr:
+                w("Kernel check (`scripts/bench/epoll_probe.py`, this kernel): %d processes each add a listener to "
+                  "an epoll instance with `EPOLLEXCLUSIVE`; %d connections. Waiting directly on that instance: "
+                  "%s wake-ups per connection; waiting on an outer epoll that watches it (a nested epoll, as when "
+                  "the instance is handed to Asio's reactor): %s. The kernel counts an exclusive wake-up as "
+                  "delivered only when a task sleeps in `epoll_wait` on that very instance; a nested one has "
+                  "none, so the wake-up goes on to every waiter." %
+                  (pr["direct"]["children"], pr["direct"]["connections"], num(pr["direct"]["wakeups_per_conn"]),
+                   num(pr["nested"]["wakeups_per_conn"])))
+                w("")
 
         pin = f4.get("pinned") or {}
         if pin:
@@ -709,6 +720,18 @@ def render(results, meta_path, out_md):
         f.write("\n".join(doc))
 
 
+def describe_regs(regs, key):
+    if regs is None:
+        return "-"
+    if not regs:
+        return "none (sync workers block in `select()` on it)" if key.startswith("gunicorn") else "none"
+    parts = []
+    for r in regs:
+        parts.append("`%s`%s%s" % (r["events"], " exclusive" if r["exclusive"] else " not exclusive",
+                                   ", nested in another epoll" if r["nested"] else ""))
+    return "; ".join(parts)
+
+
 def analysis(f3, f4, f5, f7):
     """Explanations that depend on the measured numbers (each paragraph only when it applies)."""
     out = []
@@ -724,25 +747,37 @@ def analysis(f3, f4, f5, f7):
         sp_cpu, in_cpu, ng_cpu = (m("systempp-8/close", "server_cpu_us_per_req"), m("systempp-inline/close", "server_cpu_us_per_req"),
                                   m("nginx-8/close", "server_cpu_us_per_req"))
         if herd and herd["workers_woken_per_conn"] > 2.5:
+            regs = herd.get("listener_registrations") or []
+            plain = [r for r in regs if not r["exclusive"]]
+            nested = [r for r in regs if r["exclusive"] and r["nested"]]
+            pr = f4.get("epoll_probe")
+            why = []
+            if plain:
+                why.append("the listener is registered, not exclusive, in the worker's main epoll (events `%s`: "
+                           "EPOLLET|EPOLLIN|EPOLLPRI|EPOLLERR|EPOLLHUP, what Asio's reactor adds for every "
+                           "descriptor given to an Asio object, here the `tcp::acceptor` the app `assign()`s "
+                           "the listener to)" % plain[0]["events"])
+            if nested:
+                why.append("the exclusive registration (`%s`) is in a private epoll instance that is itself "
+                           "registered in Asio's epoll, and `EPOLLEXCLUSIVE` does not work through a nested "
+                           "epoll%s" % (nested[0]["events"], " (kernel check above: %s wake-ups per connection "
+                                                             "nested against %s direct)" %
+                                        (num(pr["nested"]["wakeups_per_conn"]), num(pr["direct"]["wakeups_per_conn"])) if pr else ""))
             out.append(
                 "**Thundering herd on every new connection (performance bug).** On an idle 8-worker pool each "
-                "connection woke %.1f of the 8 workers (%.1f worker wake-ups per connection; nginx, which "
-                "registers its listener with `EPOLLEXCLUSIVE`: %s; gunicorn's sync workers, all in `select()` "
-                "on the listener: %s). The app in this build gives each worker a private epoll instance that "
-                "watches the listener with `EPOLLEXCLUSIVE`, but it also `assign()`s the same descriptor to a "
-                "`tcp::acceptor`, and Asio's reactor registers every assigned descriptor in the worker's own "
-                "epoll at once, edge-triggered and not exclusive (`/proc/<worker>/fdinfo/<Asio's epoll fd>` "
-                "lists the listener with events `8000001b`: EPOLLET|EPOLLIN|EPOLLPRI|EPOLLERR|EPOLLHUP; the "
-                "private epoll lists it with `10000019`: EPOLLEXCLUSIVE|...). So every worker's loop still "
-                "wakes for every connection, finds nothing to accept and sleeps again. It costs CPU, not "
-                "correctness: in the connection-close runs the 8-worker pool spends %s µs of CPU per "
-                "request against %s µs for the same app in one process (%s wake-ups per request against %s). "
-                "The exclusive wake-up works only if Asio never sees the listener: keep the raw fd and call "
-                "`accept4` on it (as `accept_ready` already does), give Asio only the private epoll fd; "
-                "without a private epoll, `EPOLLEXCLUSIVE` is not available through Asio's reactor." %
+                "connection woke %.1f of the 8 workers (%.1f worker wake-ups per connection; nginx: %s; "
+                "gunicorn's sync workers, all in `select()` on the listener: %s). %s Every worker's loop thus "
+                "wakes for every connection, calls `accept4`, gets EAGAIN and sleeps again. It costs CPU, not "
+                "correctness: in the connection-close runs the 8-worker pool spends %s µs of CPU per request "
+                "against %s µs for the same app in one process (%s wake-ups per request against %s). Removing "
+                "only the first cause is not enough, by the kernel check: the exclusive wait has to be a direct one, e.g. a thread per worker blocked "
+                "in `epoll_wait` on the private instance that hands accepted sockets to the loop, or nginx's "
+                "way of a single epoll owned by the server code; alternatively `SO_REUSEPORT` listeners per "
+                "worker, at the price of connections queued on a draining worker's socket being reset." %
                 (herd["workers_woken_per_conn"], herd["worker_wakeups_per_conn"],
-                 "%.1f workers" % ngherd["workers_woken_per_conn"] if ngherd else "-",
+                 "%.1f workers, its listener is in its only epoll with `EPOLLEXCLUSIVE`" % ngherd["workers_woken_per_conn"] if ngherd else "-",
                  "%.1f workers" % guherd["workers_woken_per_conn"] if guherd else "-",
+                 ("Two causes, both visible in `/proc/<worker>/fdinfo`: " + "; and ".join(why) + ".") if why else "",
                  num(sp_cpu), num(in_cpu), num(m("systempp-8/close", "server_wakeups_per_req")),
                  num(m("systempp-inline/close", "server_wakeups_per_req"))))
         if sp_close and ng_close and sp_close / ng_close < 0.9:
@@ -814,16 +849,18 @@ def analysis(f3, f4, f5, f7):
                     "sequential (`--reload-surge 1`): each slot is a fork, the new worker's startup and READY, "
                     "a round trip through the master's loop, and the old worker's drain." % (small, big, "; ".join(parts)))
             if ca and cb:
-                text += (" The master's own CPU during the reload: %.3f ms per slot at %d workers, %.3f ms at %d. "
-                         % (ca / small, small, cb / big, big))
-                if cb / big > 1.5 * ca / small:
-                    text += ("It grows with the pool because the supervisor does O(N) work per slot on every "
-                             "event: `supervisor_policy::next_deadline()`, called by `schedule_tick()` after every "
-                             "event, loops over all slots and, for each, over all processes (`std::any_of`), and "
-                             "`fill_slots()` calls `serving(slot)` (a scan of all processes) for every slot on "
-                             "each exit. That is O(N^2) per event and O(N^3) per rollout: small at 256 workers, "
-                             "but it is the part that will not scale; an index of processes by slot and a "
-                             "deadline heap make both O(log N).")
+                text += (" The master's own CPU during the reload: %.3f ms per slot at %d workers, %.3f ms at %d (%s)."
+                         % (ca / small, small, cb / big, big, pct(cb / big / (ca / small) - 1)))
+            text += (" From the code, two costs per slot grow with N, which makes a sequential rollout O(N^2): "
+                     "in the master, `supervisor_policy::next_deadline()` (called by `schedule_tick()` after every "
+                     "event) loops over all slots and, for each, over all processes, and `fill_slots()` scans all "
+                     "processes for every slot on each exit; in each new worker, right after the fork, Asio's "
+                     "`notify_fork` re-adds every descriptor of the master's reactor (one per worker channel) to "
+                     "the child's new epoll, and the child then closes the other workers' channels: O(N) system "
+                     "calls before the new worker can start, on the critical path of the rollout. Both are small "
+                     "at 256 workers; an index of processes by slot, a deadline heap, and a worker that does not "
+                     "inherit the master's channels (or closes them with one `close_range`) would make each step "
+                     "O(1) or O(log N).")
             out.append(text)
     return out
 

@@ -483,9 +483,7 @@ TEST_CASE("chaos: a SIGSTOPped worker is killed after the heartbeat timeout and 
   const auto crash = static_cast<std::size_t>(systempp::restart_reason::crash);
   const auto heartbeat = static_cast<std::size_t>(systempp::restart_reason::timeout_heartbeat);
   CHECK(restarts_after[crash] + restarts_after[heartbeat] == restarts_before[crash] + restarts_before[heartbeat] + 1);
-  // Known defect (reported, not fixed here): the master files a heartbeat kill under
-  // restarts[crash]; control_block.hpp documents restarts[timeout_heartbeat] for it.
-  CHECK_NOFAIL(restarts_after[heartbeat] == restarts_before[heartbeat] + 1);
+  CHECK(restarts_after[heartbeat] == restarts_before[heartbeat] + 1);
   auto r = support::http_get("127.0.0.1", s.port, "/");
   REQUIRE(r);
   CHECK(r->status == 200);

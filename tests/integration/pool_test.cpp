@@ -174,7 +174,7 @@ TEST_CASE("pool: a worker whose loop blocks is killed after the heartbeat timeou
                      s.wait("killed by signal 6", 1s)->end_offset);
   REQUIRE(next);
   CHECK(next->groups.at(1) != pid);
-  CHECK(seg.header().restarts[static_cast<int>(systempp::restart_reason::crash)].load() >= 1);
+  CHECK(seg.header().restarts[static_cast<int>(systempp::restart_reason::timeout_heartbeat)].load() >= 1);
 }
 
 TEST_CASE("pool: a second pool with the same name refuses to start", "[pool][bad_input]") {

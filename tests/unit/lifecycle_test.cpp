@@ -1,5 +1,6 @@
 // The stage engine: order, failure rules, timeouts, composition, script runner.
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -292,4 +293,28 @@ TEST_CASE("units are named by their name member or their type", "[lifecycle][com
   REQUIRE(instance.entries().size() == 3);
   CHECK(instance.entries()[0].ref.name == "base_a");
   CHECK(instance.entries()[2].ref.name == "extra");
+}
+
+TEST_CASE("an async stage that throws fails at once with its message, not as a timeout",
+          "[lifecycle][failure]") {
+  reset();
+  lifecycle_fixture f;
+  REQUIRE(f.lc.run(stage::on_init, f.ctx).ok);
+  REQUIRE(f.lc.run(stage::pre_startup, f.ctx).ok);
+  f.lc.set_timeout(std::chrono::hours(1));  // a swallowed exception would hang here
+  inject = injection{"u2", stage::on_startup, fault::throws};
+  std::optional<systempp::stage_result> result;
+  boost::asio::co_spawn(f.io, f.lc.run_async(stage::on_startup, f.ctx),
+                        [&](std::exception_ptr, systempp::stage_result r) { result = r; });
+  f.io.run_for(std::chrono::seconds(10));
+  REQUIRE(result);
+  CHECK_FALSE(result->ok);
+  CHECK(result->error == "unit u2, stage on_startup: injected failure");
+  CHECK(f.lc.records().back().outcome == systempp::stage_outcome::failed);
+}
+
+TEST_CASE("a config_error thrown by an async startup stage exits with code 2", "[lifecycle][failure]") {
+  reset();
+  inject = injection{"u3", stage::post_startup, fault::config};
+  CHECK(run() == 2);
 }

@@ -140,6 +140,7 @@ int run(launch& l) noexcept {
         for (;;) {
           char byte = 0;
           auto [ec, n] = co_await channel.async_read_some(asio::buffer(&byte, 1), use_tuple);
+          if (ec == asio::error::operation_aborted) co_return;  // a signal came first
           if (ec || n == 0) {
             log->warn("the master is gone: draining");
             co_return;
