@@ -113,3 +113,48 @@ TEST_CASE("control: a pidfile naming a dead or foreign process is refused, nothi
   CHECK(support::pid_alive(bystander.pid()));
   std::filesystem::remove(pidfile);
 }
+
+TEST_CASE("control: status refuses a garbage, truncated or foreign control block with a clear error",
+          "[control][security]") {
+  pool_name name;
+  // The test process stands in for a live master, so the segment is found by name.
+  const std::string path = "/dev/shm/" + systempp::segment_name(name.value, ::getpid());
+  struct remove_at_end {
+    std::string p;
+    ~remove_at_end() { std::filesystem::remove(p); }
+  } cleanup{path};
+
+  SECTION("garbage") {
+    std::ofstream(path) << std::string(4096, 'x');
+    std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    auto [status, out] = run_app({"status", "--name", name.value});
+    INFO(out);
+    CHECK(support::child::exited_with(status, 1));
+    CHECK(out.find("wrong magic") != std::string::npos);
+  }
+  SECTION("truncated") {
+    std::ofstream(path) << "short";
+    auto [status, out] = run_app({"status", "--name", name.value});
+    INFO(out);
+    CHECK(support::child::exited_with(status, 1));
+    CHECK(out.find("truncated") != std::string::npos);
+  }
+  SECTION("owned by another user") {
+    std::vector<std::string> units{"u"};
+    auto seg = systempp::control_segment::create(name.value, ::getpid(), 2, units);
+    REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
+    auto [status, out] = run_app({"status", "--name", name.value});
+    INFO(out);
+    CHECK(support::child::exited_with(status, 1));
+    CHECK(out.find("owned by uid 65534") != std::string::npos);
+  }
+}
+
+TEST_CASE("control: the control block is created with mode 0600", "[control][security]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "1", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+  const auto perms = std::filesystem::status("/dev/shm/" + systempp::segment_name(name.value, s.proc.pid())).permissions();
+  CHECK(perms == (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+}
