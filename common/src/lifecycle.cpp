@@ -105,6 +105,33 @@ void lifecycle::record(std::size_t unit, stage s, clock_type::time_point t0,
   records_.push_back(stage_record{unit, s, took, outcome, std::move(error)});
 }
 
+namespace {
+
+// How one unit's run of a stage went.
+struct attempt {
+  stage_outcome outcome = stage_outcome::ok;
+  std::string error;
+  bool config = false;  ///< the unit threw config_error
+};
+
+attempt failure_of(std::exception_ptr thrown) {
+  try {
+    std::rethrow_exception(thrown);
+  } catch (const config_error& e) {
+    return {stage_outcome::failed, e.what(), true};
+  } catch (const std::exception& e) {
+    return {stage_outcome::failed, e.what(), false};
+  } catch (...) {
+    return {stage_outcome::failed, "unknown exception", false};
+  }
+}
+
+attempt timed_out(std::chrono::milliseconds limit) {
+  return {stage_outcome::timed_out, fmt::format("exceeded the stage timeout of {} ms", limit.count()), false};
+}
+
+}  // namespace
+
 stage_result lifecycle::run(stage s, context& ctx) {
   stage_result result;
   const auto index = static_cast<std::size_t>(s);
@@ -117,25 +144,16 @@ stage_result lifecycle::run(stage s, context& ctx) {
     }
     if (observer_) observer_->stage_begin(u, s);
     const auto t0 = clock_type::now();
-    stage_outcome outcome = stage_outcome::ok;
-    std::string error;
-    bool config = false;
+    attempt a;
     try {
       hook(units_[u].ref.object, ctx);
-      if (clock_type::now() - t0 > timeout_) {
-        outcome = stage_outcome::timed_out;
-        error = fmt::format("exceeded the stage timeout of {} ms", timeout_.count());
-      }
-    } catch (const config_error& e) {
-      outcome = stage_outcome::failed, error = e.what(), config = true;
-    } catch (const std::exception& e) {
-      outcome = stage_outcome::failed, error = e.what();
+      if (clock_type::now() - t0 > timeout_) a = timed_out(timeout_);
     } catch (...) {
-      outcome = stage_outcome::failed, error = "unknown exception";
+      a = failure_of(std::current_exception());
     }
-    if (outcome == stage_outcome::ok) mark_done(u, s);
-    record(u, s, t0, outcome, std::move(error), ctx, result, config);
-    if (outcome != stage_outcome::ok && !is_backward(s)) break;
+    if (a.outcome == stage_outcome::ok) mark_done(u, s);
+    record(u, s, t0, a.outcome, std::move(a.error), ctx, result, a.config);
+    if (a.outcome != stage_outcome::ok && !is_backward(s)) break;
   }
   after_stage(s);
   return result;
@@ -154,9 +172,7 @@ asio::awaitable<stage_result> lifecycle::run_async(stage s, context& ctx) {
     }
     if (observer_) observer_->stage_begin(u, s);
     const auto t0 = clock_type::now();
-    stage_outcome outcome = stage_outcome::ok;
-    std::string error;
-    bool config = false;
+    attempt a;
     try {
       asio::steady_timer timer(ctx.io(), timeout_);
       // Whichever finishes first wins; the loser is cancelled. Asio's || waits for the
@@ -171,22 +187,16 @@ asio::awaitable<stage_result> lifecycle::run_async(stage s, context& ctx) {
         co_return nullptr;
       };
       auto winner = co_await (guarded(hook, units_[u].ref.object, ctx) || timer.async_wait(asio::use_awaitable));
-      if (winner.index() == 1) {
-        outcome = stage_outcome::timed_out;
-        error = fmt::format("exceeded the stage timeout of {} ms", timeout_.count());
-      } else if (auto thrown = std::get<0>(winner)) {
-        std::rethrow_exception(thrown);
-      }
-    } catch (const config_error& e) {
-      outcome = stage_outcome::failed, error = e.what(), config = true;
-    } catch (const std::exception& e) {
-      outcome = stage_outcome::failed, error = e.what();
+      if (winner.index() == 1)
+        a = timed_out(timeout_);
+      else if (auto thrown = std::get<0>(winner))
+        a = failure_of(thrown);
     } catch (...) {
-      outcome = stage_outcome::failed, error = "unknown exception";
+      a = failure_of(std::current_exception());  // the race itself failed
     }
-    if (outcome == stage_outcome::ok) mark_done(u, s);
-    record(u, s, t0, outcome, std::move(error), ctx, result, config);
-    if (outcome != stage_outcome::ok && !is_backward(s)) break;
+    if (a.outcome == stage_outcome::ok) mark_done(u, s);
+    record(u, s, t0, a.outcome, std::move(a.error), ctx, result, a.config);
+    if (a.outcome != stage_outcome::ok && !is_backward(s)) break;
   }
   after_stage(s);
   co_return result;

@@ -35,39 +35,6 @@ long long ms_since(steady::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t).count();
 }
 
-// --- control block views (copied from reload_test.cpp, where they are file-local) --------
-
-std::vector<systempp::slot_snapshot> live_workers(const systempp::control_segment& seg) {
-  std::vector<systempp::slot_snapshot> out;
-  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
-    auto snap = systempp::read_slot(seg.slot(i));
-    if (snap.pid > 0 && (snap.state == systempp::worker_state::ready ||
-                         snap.state == systempp::worker_state::starting ||
-                         snap.state == systempp::worker_state::draining) &&
-        support::pid_alive(snap.pid))
-      out.push_back(snap);
-  }
-  return out;
-}
-
-// True when exactly n workers live, all READY and of generation `gen`.
-bool settled(const systempp::control_segment& seg, std::size_t n, std::uint32_t gen) {
-  auto live = live_workers(seg);
-  if (live.size() != n) return false;
-  for (const auto& w : live)
-    if (w.state != systempp::worker_state::ready || w.generation != gen) return false;
-  return true;
-}
-
-// Waits for the reload numbered `seq` to end; returns its outcome.
-systempp::reload_outcome wait_reload(const systempp::control_segment& seg, std::uint32_t seq,
-                                     std::chrono::milliseconds timeout = 20s) {
-  const auto& h = seg.header();
-  support::wait_until([&] {
-    return h.reload_seq.load() >= seq && h.reload_outcome.load() != systempp::reload_outcome::in_progress;
-  }, timeout);
-  return h.reload_outcome.load();
-}
 
 // The pids of READY workers that are really alive (a SIGKILLed worker stays READY in the
 // block until the master reaps it).

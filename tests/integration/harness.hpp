@@ -114,6 +114,39 @@ inline std::map<int, pid_t> wait_ready(const systempp::control_segment& seg, std
   return ready;
 }
 
+/// Workers that are alive (not zombies) and starting, READY or draining.
+inline std::vector<systempp::slot_snapshot> live_workers(const systempp::control_segment& seg) {
+  std::vector<systempp::slot_snapshot> out;
+  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+    auto snap = systempp::read_slot(seg.slot(i));
+    if (snap.pid > 0 && (snap.state == systempp::worker_state::ready ||
+                         snap.state == systempp::worker_state::starting ||
+                         snap.state == systempp::worker_state::draining) &&
+        support::pid_alive(snap.pid))
+      out.push_back(snap);
+  }
+  return out;
+}
+
+// True when exactly n workers live, all READY and of generation `gen`.
+inline bool settled(const systempp::control_segment& seg, std::size_t n, std::uint32_t gen) {
+  auto live = live_workers(seg);
+  if (live.size() != n) return false;
+  for (const auto& w : live)
+    if (w.state != systempp::worker_state::ready || w.generation != gen) return false;
+  return true;
+}
+
+// Waits for the reload numbered `seq` to end; returns its outcome.
+inline systempp::reload_outcome wait_reload(const systempp::control_segment& seg, std::uint32_t seq,
+                                     std::chrono::milliseconds timeout = 20s) {
+  const auto& h = seg.header();
+  support::wait_until([&] {
+    return h.reload_seq.load() >= seq && h.reload_outcome.load() != systempp::reload_outcome::in_progress;
+  }, timeout);
+  return h.reload_outcome.load();
+}
+
 /// Milliseconds since midnight of a log line's timestamp ("2026-11-24T20:26:11.024 ...").
 inline long long log_time_ms(const std::string& line) {
   const auto t = line.find('T');

@@ -10,37 +10,6 @@ using namespace harness;
 
 namespace {
 
-std::vector<systempp::slot_snapshot> live_workers(const systempp::control_segment& seg) {
-  std::vector<systempp::slot_snapshot> out;
-  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
-    auto snap = systempp::read_slot(seg.slot(i));
-    if (snap.pid > 0 && (snap.state == systempp::worker_state::ready ||
-                         snap.state == systempp::worker_state::starting ||
-                         snap.state == systempp::worker_state::draining) &&
-        support::pid_alive(snap.pid))
-      out.push_back(snap);
-  }
-  return out;
-}
-
-// True when exactly n workers live, all READY and of generation `gen`.
-bool settled(const systempp::control_segment& seg, std::size_t n, std::uint32_t gen) {
-  auto live = live_workers(seg);
-  if (live.size() != n) return false;
-  for (const auto& w : live)
-    if (w.state != systempp::worker_state::ready || w.generation != gen) return false;
-  return true;
-}
-
-// Waits for the reload numbered `seq` to end; returns its outcome.
-systempp::reload_outcome wait_reload(const systempp::control_segment& seg, std::uint32_t seq,
-                                     std::chrono::milliseconds timeout = 20s) {
-  const auto& h = seg.header();
-  support::wait_until([&] {
-    return h.reload_seq.load() >= seq && h.reload_outcome.load() != systempp::reload_outcome::in_progress;
-  }, timeout);
-  return h.reload_outcome.load();
-}
 
 struct config_file {
   std::filesystem::path path;
@@ -186,12 +155,12 @@ TEST_CASE("reload: SIGTTIN and SIGTTOU change the worker count, never below one"
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
   s.proc.signal(SIGTTIN);
-  REQUIRE(support::wait_until([&] { return settled(seg, 3, 1); }, 10s));
+  REQUIRE(support::wait_until([&] { return settled(seg, 3, 1); }, 20s));
   CHECK(seg.header().target_workers.load() == 3);
   for (int i = 0; i < 3; ++i) {
     s.proc.signal(SIGTTOU);
     const auto want = std::max(1, 2 - i);
-    REQUIRE(support::wait_until([&] { return settled(seg, static_cast<std::size_t>(want), 1); }, 10s));
+    REQUIRE(support::wait_until([&] { return settled(seg, static_cast<std::size_t>(want), 1); }, 20s));
   }
   CHECK(seg.header().target_workers.load() == 1);
 }
