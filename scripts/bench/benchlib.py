@@ -93,6 +93,7 @@ class Ctx:
             s.kill()
 
     def save(self, name, data):
+        data["loadavg_end"] = read("/proc/loadavg").split()[:3]
         path = os.path.join(self.results, name + ".json")
         with open(path, "w") as f:
             json.dump(data, f, indent=1)

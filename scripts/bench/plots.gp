@@ -13,7 +13,7 @@ set logscale xy
 set xrange [0.7:400]
 set xtics ("1" 1, "8" 8, "64" 64, "256" 256)
 set grid xtics ytics mytics lc rgb "#dddddd"
-set key top left
+set key bottom right Left reverse samplen 2 font ",10"
 set xlabel "workers"
 set ylabel "ms"
 do for [m in "start reload drain"] {

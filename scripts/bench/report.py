@@ -219,6 +219,16 @@ def render(results, meta_path, out_md):
       "tests) can disturb a run: the load average above says how busy it was; runs are interleaved "
       "(A B C A B C ...) so a disturbance hits every server alike, and medians are reported.")
     w("")
+    loads = []
+    for name, label in (("f1_coldstart", "1"), ("f2_reload", "2"), ("f3_failures", "3"), ("f4_throughput", "4"),
+                        ("f5_idle_memory", "5, 6"), ("f7_scale", "7"), ("f8_respawn", "8"), ("timeline", "latency plot")):
+        d = load(name)
+        if d and d.get("loadavg_end"):
+            loads.append("%s: %s" % (label, d["loadavg_end"][0]))
+    if loads:
+        w("Load average (1 min) at the end of each figure: %s. Anything well above 0 is other work on the "
+          "machine competing with the servers and the load generator." % "; ".join(loads))
+        w("")
     if failed_figs:
         w("**Figures that failed in this run:** %s (see the run's log)." % ", ".join(failed_figs))
         w("")
@@ -277,7 +287,7 @@ def render(results, meta_path, out_md):
         w("Launch (fork+exec of the server) to every worker up, and to the first `200`; %d runs each, "
           "interleaved." % s["systempp"]["serving_ms"]["n"])
         w("")
-        w(table(["server", "to all workers up", "to first 200 after that", "peer ÷ systempp"], rows))
+        w(table(["server", "launch to all workers up", "launch to first 200", "peer ÷ systempp (first 200)"], rows))
         w("")
         w("`app status --json` showed every worker `ready` right after each `READY=1`: %s." %
           ("yes" if f1.get("status_all_ready_after_READY") else "**no**"))
@@ -707,7 +717,7 @@ def render(results, meta_path, out_md):
     w("```sh")
     w("scripts/bench/run            # full run, about 20 minutes on 2 cores; rewrites this file and docs/bench/*.png")
     w("scripts/bench/run --quick    # a few minutes: short runs, few repetitions (development)")
-    w("scripts/bench/run --help     # options: --no-install, --no-build, --app PATH, --only FIGURES, --keep-tmp")
+    w("scripts/bench/run --help     # options: --no-install, --no-build, --app PATH, --only FIGURES, --out DIR, --keep-tmp")
     w("```")
     w("")
     w("The driver (`scripts/bench/run`, helpers in `scripts/bench/`) installs wrk, hyperfine, gunicorn, "
