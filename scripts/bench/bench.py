@@ -468,7 +468,41 @@ def timeline():
     CTX.save("timeline", out)
 
 
+def quiet():
+    """Waits (at most BENCH_QUIET_MAX s) until the machine is quiet: at least 85% of all
+    CPU time idle over 1 s, twice in a row, so that a figure does not start in the middle
+    of someone else's compile. Records what it saw in results/quiet.json."""
+    limit = float(os.environ.get("BENCH_QUIET_MAX", "0"))
+    fig = os.environ.get("BENCH_FIGURE", "?")
+
+    def idle_fraction():
+        def snap():
+            f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+            return f[3] + f[4], sum(f)
+        i0, t0 = snap()
+        time.sleep(1.0)
+        i1, t1 = snap()
+        return (i1 - i0) / max(1, t1 - t0)
+
+    start = time.monotonic()
+    seen = []
+    good = 0
+    while True:
+        frac = idle_fraction()
+        seen.append(round(frac, 3))
+        good = good + 1 if frac >= 0.85 else 0
+        if good >= 2 or time.monotonic() - start >= limit:
+            break
+    path = os.path.join(CTX.results, "quiet.json")
+    data = __import__("json").load(open(path)) if os.path.exists(path) else {}
+    data[fig] = {"waited_s": round(time.monotonic() - start, 1), "idle_last": seen[-1], "quiet": good >= 2}
+    with open(path, "w") as f:
+        __import__("json").dump(data, f, indent=1)
+    B.log("quiet check before", fig, data[fig])
+
+
 FIGURES = {
+    "quiet": quiet,
     "f1_coldstart": f1_coldstart,
     "f2_reload": f2_reload,
     "f3_failures": f3_failures,

@@ -129,3 +129,14 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   REQUIRE(status);
   CHECK(support::child::exited_with(*status, 0));
 }
+
+TEST_CASE("systemd: with WATCHDOG_USEC the master pings WATCHDOG=1 at half the interval",
+          "[systemd]") {
+  pool_name name;
+  notify_socket sd(name.value);
+  auto s = start(app_path, {"--workers", "1", "--name", name.value},
+                 {{"NOTIFY_SOCKET", sd.path}, {"WATCHDOG_USEC", "400000"}});
+  REQUIRE(sd.until("READY=1"));
+  // Pings keep coming while the master's loop runs (every 200 ms here).
+  for (int i = 0; i < 3; ++i) REQUIRE(sd.until("WATCHDOG=1", nullptr, 2s));
+}
