@@ -1,15 +1,11 @@
 #include "http_server.hpp"
 
 #include <fcntl.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -32,7 +28,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
-using namespace asio::experimental::awaitable_operators;
 using clock_type = std::chrono::steady_clock;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
@@ -44,11 +39,21 @@ constexpr std::uintmax_t max_static_size = 16 * 1024 * 1024;
 
 namespace {
 
+/// Identifies one idle wait of a connection, for the timer that may end it.
+struct wait_token {
+  tcp::socket* socket = nullptr;
+  std::uint64_t epoch = 0;
+};
+
 struct connection {
-  explicit connection(tcp::socket s) : stream(std::move(s)), wake(stream.get_executor()) {}
+  explicit connection(tcp::socket s)
+      : stream(std::move(s)), wake(stream.get_executor()), token(std::make_shared<wait_token>()) {
+    token->socket = &stream.socket();
+  }
   beast::tcp_stream stream;
-  asio::steady_timer wake;  ///< the idle wait; cancelled to re-read the drain deadline
-  bool idle = false;
+  asio::steady_timer wake;  ///< ends an idle wait at its deadline
+  std::shared_ptr<wait_token> token;
+  bool idle = false;  ///< waiting for the first byte of the next request
 };
 
 using request = http::request<http::string_body>;
@@ -58,12 +63,10 @@ using response = http::response<http::string_body>;
 
 struct http_server::impl {
   systempp::context* ctx = nullptr;
-  /// One per listener: our own copy of the socket, and (Linux) a private epoll instance
-  /// registered with EPOLLEXCLUSIVE, so one connection wakes one worker, not all of them.
+  /// One per listener: our own copy of the master's socket.
   struct port {
     explicit port(asio::io_context& io) : acceptor(io) {}
     tcp::acceptor acceptor;
-    std::optional<asio::posix::stream_descriptor> wake;
   };
   std::list<port> ports;
   std::unordered_set<connection*> connections;
@@ -74,7 +77,6 @@ struct http_server::impl {
   const config_values& config() const { return ctx->unit<settings>().values(); }
 
   asio::awaitable<void> accept_loop(port& p);
-  void accept_ready(port& p);
   asio::awaitable<void> serve(tcp::socket socket);
   asio::awaitable<bool> wait_for_request(connection& c);
   asio::awaitable<response> handle(const request& req);
@@ -113,13 +115,6 @@ asio::awaitable<void> http_server::on_startup(systempp::context& ctx) {
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "dup listener");
     impl::port& p = s.ports.emplace_back(ctx.io());
     p.acceptor.assign(l.family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
-    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-    if (ep >= 0 && ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0)
-      p.wake.emplace(ctx.io(), ep);
-    else if (ep >= 0)
-      ::close(ep);  // an old kernel: every worker is woken, Asio's accept sorts it out
   }
   for (auto& p : s.ports) s.spawn(s.accept_loop(p), "accept loop");
 }
@@ -130,16 +125,14 @@ void http_server::pre_shutdown(systempp::context&) {
   s.drain_started = clock_type::now();
   for (auto& p : s.ports) {
     boost::system::error_code ignored;
-    if (p.wake) {
-      // Leave the wake-up queue first, then take what is already queued: a wake-up this
-      // worker was given and did not act on must not strand a connection.
-      p.wake->close(ignored);
-      s.accept_ready(p);
-    }
     p.acceptor.close(ignored);
   }
+  // Idle connections re-read their deadline, now bounded by drain_grace_ms.
   for (connection* c : s.connections)
-    if (c->idle) c->wake.cancel();
+    if (c->idle) {
+      boost::system::error_code ignored;
+      c->stream.socket().cancel(ignored);
+    }
 }
 
 asio::awaitable<void> http_server::on_shutdown(systempp::context&) {
@@ -152,13 +145,6 @@ asio::awaitable<void> http_server::on_shutdown(systempp::context&) {
 }
 
 asio::awaitable<void> http_server::impl::accept_loop(port& p) {
-  if (p.wake) {
-    for (;;) {
-      auto [ec] = co_await p.wake->async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
-      if (ec || !p.acceptor.is_open()) co_return;
-      accept_ready(p);
-    }
-  }
   tcp::acceptor& acceptor = p.acceptor;
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
@@ -179,41 +165,40 @@ asio::awaitable<void> http_server::impl::accept_loop(port& p) {
   }
 }
 
-// Accepts every connection queued on the listener (non-blocking), until it is empty.
-void http_server::impl::accept_ready(port& p) {
-  if (!p.acceptor.is_open()) return;
-  const auto protocol = p.acceptor.local_endpoint().protocol();
-  for (;;) {
-    const int fd = ::accept4(p.acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      spawn(serve(tcp::socket(ctx->io(), protocol, fd)), "connection");
-      continue;
-    }
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) ctx->log().warn("accept: {}", std::strerror(errno));
-    return;
-  }
-}
-
 // Waits until the next request's first bytes arrive. Returns false when the connection
 // should close instead: idle past keepalive_timeout_ms, or past drain_grace_ms of a drain.
 asio::awaitable<bool> http_server::impl::wait_for_request(connection& c) {
   const auto idle_deadline = clock_type::now() + config().keepalive_timeout;
-  c.idle = true;
+  bool readable = false;
   for (;;) {
     auto deadline = idle_deadline;
     if (draining) deadline = std::min(deadline, drain_started + config().drain_grace);
     if (clock_type::now() >= deadline) break;
+    // One socket wait, and a timer whose plain callback cancels it: this runs before every
+    // keep-alive request, and racing two coroutines with || costs far more. The token
+    // guards the callback: a stale one (this wait already ended, or the connection is
+    // gone) must not cancel anything.
+    const auto epoch = ++c.token->epoch;
+    c.idle = true;
     c.wake.expires_at(deadline);
-    auto winner = co_await (c.stream.socket().async_wait(tcp::socket::wait_read, use_tuple) ||
-                            c.wake.async_wait(use_tuple));
-    if (winner.index() == 0) {
-      c.idle = false;
-      co_return !std::get<0>(std::get<0>(winner));
+    c.wake.async_wait([token = std::weak_ptr<wait_token>(c.token), epoch](boost::system::error_code ec) {
+      auto t = token.lock();
+      if (ec || !t || t->epoch != epoch) return;
+      boost::system::error_code ignored;
+      t->socket->cancel(ignored);
+    });
+    auto [ec] = co_await c.stream.socket().async_wait(tcp::socket::wait_read, use_tuple);
+    c.idle = false;
+    ++c.token->epoch;
+    c.wake.cancel();
+    if (!ec) {
+      readable = true;
+      break;
     }
+    if (ec != asio::error::operation_aborted) break;  // the connection failed
+    // Cancelled: the deadline passed, or a drain began and shortened it. Look again.
   }
-  c.idle = false;
-  co_return false;
+  co_return readable;
 }
 
 asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {

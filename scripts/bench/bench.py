@@ -526,11 +526,38 @@ def main():
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    stat0, t0 = machine_cpu(), time.monotonic()
     try:
         FIGURES[sys.argv[1]]()
     finally:
         CTX.cleanup()
+    if sys.argv[1] != "quiet":
+        record_interference(sys.argv[1], stat0, machine_cpu(), time.monotonic() - t0)
     return 0
+
+
+def machine_cpu():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    total = sum(f[:8])
+    return total - f[3] - f[4], total
+
+
+def record_interference(fig, a, b, seconds):
+    """How much of the machine other people's processes used while this figure ran: the
+    machine's busy CPU minus this process tree's own CPU (every server, worker, wrk and
+    client started here has been reaped by now, so os.times() includes them)."""
+    t = os.times()
+    own = (t.user + t.system + t.children_user + t.children_system) * B.CLK_TCK
+    busy, total = b[0] - a[0], b[1] - a[1]
+    foreign = max(0.0, (busy - own) / total) if total else 0.0
+    path = os.path.join(CTX.results, "interference.json")
+    data = __import__("json").load(open(path)) if os.path.exists(path) else {}
+    data[fig] = {"seconds": round(seconds, 1), "foreign_cpu": round(foreign, 3),
+                 "own_cpu": round(own / total, 3) if total else 0.0}
+    with open(path, "w") as f:
+        __import__("json").dump(data, f, indent=1)
+    B.log("interference during", fig, data[fig])
 
 
 if __name__ == "__main__":

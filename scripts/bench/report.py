@@ -227,14 +227,27 @@ def render(results, meta_path, out_md):
         if d and d.get("loadavg_end"):
             loads.append("%s: %s" % (label, d["loadavg_end"][0]))
     quiet_ = load("quiet") or {}
+    interf = load("interference") or {}
+    retried = []
+    try:
+        retried = [l.strip() for l in open(os.path.join(results, "RETRIED")) if l.strip()]
+    except OSError:
+        pass
     if loads:
         w("Load average (1 min) at the end of each figure: %s. Anything well above 0 is other work on the "
           "machine competing with the servers and the load generator." % "; ".join(loads))
         w("")
+    if interf:
+        w("Share of the machine's CPU used by other people's processes while each figure ran (machine busy "
+          "time minus this run's own process tree): %s.%s" %
+          ("; ".join("%s %.0f%%" % (k, v["foreign_cpu"] * 100) for k, v in interf.items()),
+           " Figures run a second time because the first try was disturbed (over 25%%): %s." % ", ".join(retried)
+           if retried else ""))
+        w("")
     if quiet_:
         noisy = ["%s (%.0f%% idle after %.0f s)" % (k, v["idle_last"] * 100, v["waited_s"]) for k, v in quiet_.items() if not v["quiet"]]
-        w("Before each figure the run waits, up to %s s, for the machine to be at least 85%% idle for two "
-          "seconds. %s" % (meta_.get("quiet_max", "90"),
+        w("Before each figure the run waits, up to %s s (%s s in all), for the machine to be at least 85%% "
+          "idle for two seconds. %s" % (meta_.get("quiet_max", "90"), "30" if quick else "240",
                            "Every figure started on a quiet machine." if not noisy else
                            "Figures that started on a busy machine anyway: %s." % ", ".join(noisy)))
         w("")

@@ -229,7 +229,8 @@ TEST_CASE("reload: in exec mode the binary replaced in place is what the new wor
   auto s = start(bin.path.string(), {"--workers", "2", "--name", name.value, "--reload-mode", "exec"});
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
-  CHECK(s.count(R"(\[worker\[\d\] g1\].*on_init settings .* ok)") == 2);  // on_init per image
+  // on_init runs in every exec'd image (the log may trail the control block: wait for it).
+  CHECK(support::wait_until([&] { return s.count(R"(\[worker\[\d\] g1\].*on_init settings .* ok)") == 2; }, 5s));
   CHECK(s.count("on_init alpha") == 0);
 
   auto load = keepalive_load(s.port, 8);
@@ -240,7 +241,7 @@ TEST_CASE("reload: in exec mode the binary replaced in place is what the new wor
   REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 10s));
   const auto stats = load.stop();
   CHECK(stats.failures() == 0);
-  CHECK(s.count(R"(\[worker\[\d\] g2\].*on_init alpha .* ok)") == 2);
+  CHECK(support::wait_until([&] { return s.count(R"(\[worker\[\d\] g2\].*on_init alpha .* ok)") == 2; }, 5s));
   auto r = support::http_get("127.0.0.1", s.port, "/");
   REQUIRE(r);
   CHECK(r->header("x-worker-generation") == "2");
