@@ -311,7 +311,8 @@ void master_process::execute(std::vector<action> actions) {
             if (!act.ok && !last_start_failure_.empty()) message += "; " + last_start_failure_;
             write_reload_message(hdr, message);
             hdr.reload_outcome.store(act.ok ? reload_outcome::succeeded : reload_outcome::failed);
-            if (!policy_->stopping()) hdr.master_state.store(master_state::running);
+            // A coalesced HUP starts the next rollout at once: stay "reloading" until then.
+            if (!policy_->stopping() && !pending_reload_) hdr.master_state.store(master_state::running);
             if (act.ok)
               log_->info("reload done in {} ms: {}", monotonic_ms() - started, message);
             else
