@@ -1,6 +1,7 @@
 #include "systempp/master/control_client.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -223,8 +224,16 @@ int reload(const pool_ref& p, const control_command& cmd) {
 // Gone, or a zombie waiting for its parent to reap it: either way it has stopped.
 bool process_gone(pid_t pid) {
   if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // read(), not ifstream: a process that exits meanwhile makes read() fail with ESRCH,
+  // which libstdc++'s filebuf throws as an exception.
+  std::string text;
+  if (const int fd = ::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    char buf[1024];
+    const auto n = ::read(fd, buf, sizeof buf);
+    if (n > 0) text.assign(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+  }
+  if (text.empty()) return true;  // gone while we looked
   const auto paren = text.rfind(')');
   return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
 }

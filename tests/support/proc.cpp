@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include "support/proc.hpp"
 
 #include <dirent.h>
@@ -68,10 +69,31 @@ void for_each_fd(pid_t pid, Fn fn) {
 
 }  // namespace
 
+// A /proc file of a process that may exit meanwhile: read() then fails with ESRCH, which
+// libstdc++'s filebuf would turn into an exception. Plain read() reports it as nullopt.
+std::optional<std::string> read_proc_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
 std::optional<proc_stat> read_stat(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  if (!in) return std::nullopt;
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto file = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!file) return std::nullopt;
+  const std::string& text = *file;
   // comm is free text in parentheses; the fields resume after the *last* ')'.
   const auto open = text.find('(');
   const auto close = text.rfind(')');
