@@ -495,7 +495,8 @@ def quiet():
             break
     path = os.path.join(CTX.results, "quiet.json")
     data = __import__("json").load(open(path)) if os.path.exists(path) else {}
-    data[fig] = {"waited_s": round(time.monotonic() - start, 1), "idle_last": seen[-1], "quiet": good >= 2}
+    data[fig] = {"waited_s": round(time.monotonic() - start, 1), "idle_last": seen[-1],
+                 "quiet": good >= 2 or seen[-1] >= 0.85}
     with open(path, "w") as f:
         __import__("json").dump(data, f, indent=1)
     B.log("quiet check before", fig, data[fig])

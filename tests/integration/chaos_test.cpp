@@ -310,12 +310,23 @@ TEST_CASE("chaos: a storm of 300 HUP/TTIN/TTOU/USR1 signals under load settles c
   const auto& h = seg.header();
   std::uint32_t gen = 0, target = 0;
   const auto settling = steady::now();
+  // The last signals may still be pending in the master when the test stops sending, so
+  // "settled" must hold for a whole second (and the same generation throughout), not for
+  // one sample.
+  std::optional<steady::time_point> calm_since;
+  std::uint32_t calm_gen = 0;
   const bool calm = support::wait_until([&] {
     gen = h.pool_generation.load();
     target = h.target_workers.load();
-    return h.master_state.load() == systempp::master_state::running &&
-           h.reload_outcome.load() != systempp::reload_outcome::in_progress && target >= 1 &&
-           settled(seg, target, gen);
+    const bool now_calm = h.master_state.load() == systempp::master_state::running &&
+                          h.reload_outcome.load() != systempp::reload_outcome::in_progress && target >= 1 &&
+                          settled(seg, target, gen);
+    if (!now_calm || (calm_since && calm_gen != gen)) {
+      calm_since.reset();
+      return false;
+    }
+    if (!calm_since) calm_since = steady::now(), calm_gen = gen;
+    return steady::now() - *calm_since >= std::chrono::seconds(1);
   }, 45s, 50ms);
   const auto settle_ms = ms_since(settling);
   const auto stats = load.stop();
