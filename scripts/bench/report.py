@@ -2,7 +2,8 @@
 """Machine facts and docs/BENCHMARKS.md for scripts/bench/run.
 
   report.py meta OUT.json ROOT APP_COPY BUILD_DIR -- COMMAND...   (before the figures)
-  report.py render RESULTS_DIR META.json OUT.md                   (after them)
+  report.py finish META.json                                      (right after them)
+  report.py render RESULTS_DIR META.json OUT.md                   (then)
 
 render also writes the gnuplot inputs scale_{start,reload,drain}.dat into RESULTS_DIR.
 Every number in the document comes from RESULTS_DIR; a figure that failed is reported as
@@ -158,8 +159,9 @@ NAMES = {"systempp": "systempp", "systempp-exec": "systempp, `--reload-mode exec
 
 def render(results, meta_path, out_md):
     meta_ = json.load(open(meta_path))
-    meta_["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-    meta_["elapsed_s"] = datetime.datetime.now().timestamp() - meta_["started_epoch"]
+    # the end of the measurements (written by `report.py finish`), so rendering again later changes nothing
+    meta_.setdefault("loadavg_end", open("/proc/loadavg").read().split()[:3])
+    meta_["elapsed_s"] = meta_.get("finished_epoch", datetime.datetime.now().timestamp()) - meta_["started_epoch"]
 
     def load(name):
         try:
@@ -432,6 +434,23 @@ def render(results, meta_path, out_md):
         w(table(["configuration", "requests/s", "p50", "p99", "server CPU / request", "server wake-ups / request",
                  "failed"], rows))
         w("")
+        # failed requests in the throughput runs: say when, and how the other servers fared in that round
+        for k, runs in f4["runs"].items():
+            for i, r in enumerate(runs):
+                if not r["failed"]:
+                    continue
+                others = [(k2, rs[i]["lat_max_us"]) for k2, rs in f4["runs"].items()
+                          if k2.split("/")[0] != k.split("/")[0] and i < len(rs)]
+                worst = max(others, key=lambda x: x[1]) if others else None
+                w("Run %d of `%s` had %d failed requests (%d connect, %d read, %d write, %d timeout, %d non-2xx) at "
+                  "%s requests/s against a median of %s.%s" %
+                  (i + 1, k, r["failed"], r["connect"], r["read"], r["write"], r["timeout"], r["status"],
+                   "{:,.0f}".format(r["rps"]), "{:,.0f}".format(statistics.median(x["rps"] for x in runs)),
+                   " In the same round every configuration saw its worst latency (e.g. `%s`: %s ms max), so the "
+                   "machine stalled then (other work on it); a single process (`--workers 0`) stalls as a whole, "
+                   "and wrk's 2 s timeout fired on its connections." % (worst[0], num(worst[1] / 1000.0))
+                   if worst and worst[1] > 100000 else ""))
+                w("")
         rr = {}
         for mode in ("keepalive", "close"):
             sp = med("systempp-8/%s" % mode, "rps")
@@ -806,17 +825,22 @@ def analysis(f3, f4, f5, f7):
                 "gunicorn's sync workers, all in `select()` on the listener: %s). %s Every worker's loop thus "
                 "wakes for every connection, calls `accept4`, gets EAGAIN and sleeps again. It costs CPU, not "
                 "correctness: in the connection-close runs the 8-worker pool spends %s µs of CPU per request "
-                "against %s µs for the same app in one process (%s wake-ups per request against %s). Removing "
-                "only the first cause is not enough, by the kernel check: the exclusive wait has to be a direct one, e.g. a thread per worker blocked "
-                "in `epoll_wait` on the private instance that hands accepted sockets to the loop, or nginx's "
-                "way of a single epoll owned by the server code; alternatively `SO_REUSEPORT` listeners per "
-                "worker, at the price of connections queued on a draining worker's socket being reset." %
+                "against %s µs for the same app in one process (%s wake-ups per request against %s). %s" %
                 (herd["workers_woken_per_conn"], herd["worker_wakeups_per_conn"],
                  "%.1f workers, its listener is in its only epoll with `EPOLLEXCLUSIVE`" % ngherd["workers_woken_per_conn"] if ngherd else "-",
                  "%.1f workers" % guherd["workers_woken_per_conn"] if guherd else "-",
-                 ("Two causes, both visible in `/proc/<worker>/fdinfo`: " + "; and ".join(why) + ".") if why else "",
+                 (("Two causes, both visible in `/proc/<worker>/fdinfo`: " if len(why) > 1 else
+                   "The cause is visible in `/proc/<worker>/fdinfo`: ") + "; and ".join(why) + ".") if why else "",
                  num(sp_cpu), num(in_cpu), num(m("systempp-8/close", "server_wakeups_per_req")),
-                 num(m("systempp-inline/close", "server_wakeups_per_req"))))
+                 num(m("systempp-inline/close", "server_wakeups_per_req")),
+                 "The wait for new connections has to be exclusive *and* direct: a private epoll instance "
+                 "with `EPOLLEXCLUSIVE` that is itself handed to Asio does not help (%s), so either a thread per "
+                 "worker blocks in `epoll_wait` on that instance and hands accepted sockets to the loop, or the "
+                 "listener goes into Asio's own epoll with `EPOLLEXCLUSIVE` (not possible through Asio's public "
+                 "API), or each worker gets its own `SO_REUSEPORT` listener, at the price of the connections "
+                 "queued on a draining worker's socket being reset." %
+                 ("kernel check above: %s wake-ups per connection nested, %s direct" %
+                  (num(pr["nested"]["wakeups_per_conn"]), num(pr["direct"]["wakeups_per_conn"])) if pr else "see the kernel check")))
         if sp_close and ng_close and sp_close / ng_close < 0.9:
             out.append(
                 "**Connection-close throughput: %.2fx nginx, target 0.9x.** Per request the 8-worker pool "
@@ -906,6 +930,7 @@ def analysis(f3, f4, f5, f7):
                 a, b = med("systempp", small, field), med("systempp", big, field)
                 if a and b:
                     ks.append(math.log(b / a) / math.log(big / small))
+            text += (" A drain is N exits in a row, each handled with the same per-event scans described next.")
             if ks and max(ks) <= 1.1:
                 text += (" In this run that is linear. Yet, from the code, two costs per slot grow with N, which "
                          "would make a sequential rollout O(N^2) for larger pools: ")
@@ -930,6 +955,13 @@ def main():
         out, root, app, build_dir = sys.argv[2:6]
         cmd = sys.argv[sys.argv.index("--") + 1:]
         meta(out, root, app, build_dir, " ".join(shlex.quote(c) for c in cmd))
+        return 0
+    if len(sys.argv) == 3 and sys.argv[1] == "finish":
+        m = json.load(open(sys.argv[2]))
+        m["finished_epoch"] = datetime.datetime.now().timestamp()
+        m["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        with open(sys.argv[2], "w") as f:
+            json.dump(m, f, indent=1)
         return 0
     if len(sys.argv) == 5 and sys.argv[1] == "render":
         render(sys.argv[2], sys.argv[3], sys.argv[4])
