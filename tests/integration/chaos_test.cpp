@@ -53,25 +53,6 @@ std::array<std::uint64_t, systempp::restart_reason_count> restarts(const systemp
 
 // --- load ------------------------------------------------------------------------------
 
-support::load_generator keepalive_load(std::uint16_t port, std::size_t threads,
-                                       std::chrono::milliseconds max_duration = 60s) {
-  support::load_options o;
-  o.port = port;
-  o.threads = threads;
-  o.max_duration = max_duration;
-  o.request_timeout = 5s;
-  return support::load_generator(o);
-}
-
-void wait_for_traffic(support::load_generator& load, std::size_t ok = 200) {
-  REQUIRE(support::wait_until([&] { return load.snapshot().ok >= ok; }, 15s));
-}
-
-std::string error_samples(const support::load_stats& stats) {
-  std::string out;
-  for (const auto& e : stats.error_samples) out += e + "; ";
-  return out;
-}
 
 // --- /proc -----------------------------------------------------------------------------
 

@@ -147,6 +147,29 @@ inline systempp::reload_outcome wait_reload(const systempp::control_segment& seg
   return h.reload_outcome.load();
 }
 
+/// Keep-alive load on 127.0.0.1:port, bounded by `max_duration` whatever the test does.
+inline support::load_generator keepalive_load(std::uint16_t port, std::size_t threads,
+                                              std::chrono::milliseconds max_duration = 90s) {
+  support::load_options o;
+  o.port = port;
+  o.threads = threads;
+  o.max_duration = max_duration;
+  o.request_timeout = 5s;
+  return support::load_generator(o);
+}
+
+/// Waits until the load has had `ok` successful requests (traffic is flowing).
+inline void wait_for_traffic(support::load_generator& load, std::size_t ok = 200) {
+  REQUIRE(support::wait_until([&] { return load.snapshot().ok >= ok; }, 15s));
+}
+
+/// The load's first few failure reasons, for a test's INFO.
+inline std::string error_samples(const support::load_stats& stats) {
+  std::string out;
+  for (const auto& e : stats.error_samples) out += e + "; ";
+  return out;
+}
+
 /// Milliseconds since midnight of a log line's timestamp ("2026-11-24T20:26:11.024 ...").
 inline long long log_time_ms(const std::string& line) {
   const auto t = line.find('T');

@@ -25,18 +25,6 @@ struct config_file {
   }
 };
 
-support::load_generator keepalive_load(std::uint16_t port, std::size_t threads = 32) {
-  support::load_options o;
-  o.port = port;
-  o.threads = threads;
-  o.max_duration = 90s;
-  o.request_timeout = 5s;
-  return support::load_generator(o);
-}
-
-void wait_for_traffic(support::load_generator& load, std::size_t ok = 200) {
-  REQUIRE(support::wait_until([&] { return load.snapshot().ok >= ok; }, 15s));
-}
 
 }  // namespace
 
@@ -48,7 +36,7 @@ TEST_CASE("reload: ten SIGHUPs under keep-alive load fail no request and replace
   const auto first = wait_ready(seg, 4);
   REQUIRE(first.size() == 4);
 
-  auto load = keepalive_load(s.port);
+  auto load = keepalive_load(s.port, 32);
   wait_for_traffic(load);
   for (std::uint32_t i = 1; i <= 10; ++i) {
     s.proc.signal(SIGHUP);
@@ -57,9 +45,7 @@ TEST_CASE("reload: ten SIGHUPs under keep-alive load fail no request and replace
   REQUIRE(support::wait_until([&] { return settled(seg, 4, 11); }, 20s));
   const auto stats = load.stop();
   INFO("requests " << stats.requests() << ", reconnects " << stats.reconnects);
-  std::string samples;
-  for (const auto& e : stats.error_samples) samples += e + "; ";
-  INFO("errors: " << samples);
+  INFO("errors: " << error_samples(stats));
   CHECK(stats.failures() == 0);
   CHECK(stats.ok > 1000);
   CHECK(seg.header().pool_generation.load() == 11);
@@ -179,9 +165,7 @@ TEST_CASE("reload: --max-requests recycles workers under load without failures",
   };
   REQUIRE(support::wait_until([&] { return recycled() >= 4; }, 30s));
   const auto stats = load.stop();
-  std::string samples;
-  for (const auto& e : stats.error_samples) samples += e + "; ";
-  INFO("errors: " << samples);
+  INFO("errors: " << error_samples(stats));
   CHECK(stats.failures() == 0);
   CHECK(stats.pids().size() >= 4);
   CHECK(support::pid_alive(s.proc.pid()));
@@ -285,9 +269,7 @@ TEST_CASE("upgrade: SIGUSR2 under load re-executes the master in place and rolls
   REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 10s));
   wait_for_traffic(load, load.snapshot().ok + 200);
   const auto stats = load.stop();
-  std::string samples;
-  for (const auto& e : stats.error_samples) samples += e + "; ";
-  INFO("requests " << stats.requests() << " errors: " << samples);
+  INFO("requests " << stats.requests() << " errors: " << error_samples(stats));
   CHECK(stats.failures() == 0);
   CHECK(support::pid_alive(s.proc.pid()));
   CHECK(seg.header().master_pid.load() == s.proc.pid());
