@@ -1,7 +1,5 @@
 #include "http_server.hpp"
 
-#include <fcntl.h>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -19,6 +17,8 @@
 #include <cstring>
 #include <list>
 #include <unordered_set>
+
+#include <systempp/acceptor.hpp>
 
 #include "settings.hpp"
 
@@ -65,7 +65,7 @@ struct http_server::impl {
   systempp::context* ctx = nullptr;
   /// One per listener: our own copy of the master's socket.
   struct port {
-    explicit port(asio::io_context& io) : acceptor(io) {}
+    explicit port(tcp::acceptor a) : acceptor(std::move(a)) {}
     tcp::acceptor acceptor;
   };
   std::list<port> ports;
@@ -109,13 +109,7 @@ asio::awaitable<void> http_server::on_startup(systempp::context& ctx) {
     co_await warmup.async_wait(asio::use_awaitable);
   }
   s.ports.clear();
-  for (const auto& l : ctx.listeners()) {
-    // Our own copy of the master's socket: closing it at drain leaves the master's open.
-    const int fd = ::fcntl(l.fd.get(), F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) throw std::system_error(errno, std::generic_category(), "dup listener");
-    impl::port& p = s.ports.emplace_back(ctx.io());
-    p.acceptor.assign(l.family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
-  }
+  for (const auto& l : ctx.listeners()) s.ports.emplace_back(systempp::make_acceptor(ctx.io(), l));
   for (auto& p : s.ports) s.spawn(s.accept_loop(p), "accept loop");
 }
 

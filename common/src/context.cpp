@@ -6,7 +6,11 @@
 #include <cstdlib>
 #include <memory>
 
+#include <spdlog/spdlog.h>
+
 #include "systempp/control_block.hpp"
+#include "systempp/errors.hpp"
+#include "systempp/log.hpp"
 #include "systempp/unit.hpp"
 
 namespace systempp {
@@ -31,6 +35,16 @@ context::context(process_role role, const options& opts, std::shared_ptr<spdlog:
       io_(&io),
       listeners_(&listeners),
       units_(units) {}
+
+std::shared_ptr<spdlog::logger> context::reopen_log() {
+  try {
+    log_ = make_logger(log_->name(), *opts_);
+    log_->info("SIGUSR1: log reopened");
+  } catch (const config_error& e) {
+    log_->error("SIGUSR1: {}; logging on with the old file", e.what());
+  }
+  return log_;
+}
 
 void context::set_process(process_role role, int slot, std::uint64_t generation,
                           pid_t pid) noexcept {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <exception>
 #include <numeric>
 
@@ -26,55 +27,63 @@ std::string_view to_string(stage_outcome o) noexcept {
   return "?";
 }
 
+namespace {
+
+static_assert(stage_count <= 32, "a unit's completed stages are one bit each");
+
+constexpr std::uint32_t bit(stage s) noexcept {
+  return std::uint32_t{1} << static_cast<unsigned>(s);
+}
+
+constexpr bool links_point_back() noexcept {
+  for (std::size_t i = 0; i < stage_count; ++i)
+    if (const auto link = stage_table[i].link; link && static_cast<std::size_t>(*link) >= i)
+      return false;
+  return true;
+}
+static_assert(links_point_back(), "a stage links to an earlier stage: resting_on needs one pass");
+
+// `s` and every stage that rests on it through links: undoing s voids their completion.
+constexpr std::uint32_t resting_on(stage s) noexcept {
+  std::uint32_t set = bit(s);
+  for (std::size_t i = 0; i < stage_count; ++i)
+    if (const auto link = stage_table[i].link; link && (set & bit(*link)))
+      set |= bit(static_cast<stage>(i));
+  return set;
+}
+
+// What the units forget once `s` ran: nothing, unless s is the last backward stage that
+// undoes its link (pre_shutdown leaves on_startup for on_shutdown). Forgotten for every
+// unit, whether its teardown hook succeeded or not: a failed stop is logged, not retried.
+constexpr std::uint32_t forgotten_after(stage s) noexcept {
+  const stage_row& row = stage_row_of(s);
+  if (row.direction != stage_direction::backward || !row.link) return 0;
+  for (auto i = static_cast<std::size_t>(s) + 1; i < stage_count; ++i)
+    if (stage_table[i].direction == stage_direction::backward && stage_table[i].link == row.link)
+      return 0;
+  return resting_on(*row.link);
+}
+static_assert(forgotten_after(stage::pre_shutdown) == 0);
+static_assert(forgotten_after(stage::on_shutdown) ==
+              (bit(stage::on_startup) | bit(stage::post_startup) | bit(stage::pre_shutdown) |
+               bit(stage::on_shutdown)));
+static_assert(forgotten_after(stage::on_exit) ==
+              (bit(stage::on_init) | bit(stage::on_reload) | bit(stage::on_exit)));
+
+// A unit takes a stage when it completed the stage's link (what a forward stage requires,
+// what a backward stage undoes) and, for a once-stage, has not completed the stage itself.
+constexpr bool eligible(std::uint32_t completed, stage s) noexcept {
+  const stage_row& row = stage_row_of(s);
+  if (row.link && !(completed & bit(*row.link))) return false;
+  return row.repeat == stage_repeat::repeatable || !(completed & bit(s));
+}
+
+}  // namespace
+
 lifecycle::lifecycle(std::vector<detail::unit_entry>& units)
-    : units_(units), progress_(units.size()) {
+    : units_(units), completed_(units.size()) {
   refs_.reserve(units.size());
   for (const auto& u : units) refs_.push_back(u.ref);
-}
-
-bool lifecycle::idle() const noexcept {
-  return std::none_of(progress_.begin(), progress_.end(),
-                      [](const progress& p) { return p.pre || p.started; });
-}
-
-bool lifecycle::eligible(std::size_t unit, stage s) const noexcept {
-  const progress& p = progress_[unit];
-  switch (s) {
-    case stage::on_init: return true;
-    case stage::on_reload: return p.init;
-    case stage::pre_startup: return !p.pre;
-    case stage::on_startup: return p.pre && !p.started;
-    case stage::post_startup: return p.started && !p.post;
-    case stage::pre_shutdown:
-    case stage::on_shutdown: return p.started;
-    case stage::post_shutdown: return p.pre;
-    case stage::on_exit: return p.init;
-  }
-  return false;
-}
-
-void lifecycle::mark_done(std::size_t unit, stage s) noexcept {
-  progress& p = progress_[unit];
-  switch (s) {
-    case stage::on_init: p.init = true; break;
-    case stage::pre_startup: p.pre = true; break;
-    case stage::on_startup: p.started = true; break;
-    case stage::post_startup: p.post = true; break;
-    default: break;
-  }
-}
-
-// Teardown clears the state it pairs with, for every unit that was eligible, whether the
-// unit's teardown hook succeeded or not: a failed stop is logged, not retried.
-void lifecycle::after_stage(stage s) noexcept {
-  for (progress& p : progress_) {
-    switch (s) {
-      case stage::on_shutdown: p.started = p.post = false; break;
-      case stage::post_shutdown: p.pre = false; break;
-      case stage::on_exit: p.init = false; break;
-      default: break;
-    }
-  }
 }
 
 std::vector<std::size_t> lifecycle::order(stage s) const {
@@ -84,121 +93,147 @@ std::vector<std::size_t> lifecycle::order(stage s) const {
   return idx;
 }
 
-void lifecycle::record(std::size_t unit, stage s, clock_type::time_point t0,
-                       stage_outcome outcome, std::string error, context& ctx,
-                       stage_result& result, bool config) {
-  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0);
-  const double ms = static_cast<double>(took.count()) / 1000.0;
-  if (observer_) observer_->stage_end(unit, s, took, outcome);
-  if (outcome == stage_outcome::ok) {
-    ctx.log().info("{} {} {:.1f} ms ok", to_string(s), refs_[unit].name, ms);
-  } else {
-    ctx.log().error("{} {} {:.1f} ms {}: {}", to_string(s), refs_[unit].name, ms,
-                    to_string(outcome), error);
-    if (result.ok) {
-      result.ok = false;
-      result.failed_unit = unit;
-      result.config_error = config;
-      result.error = fmt::format("unit {}, stage {}: {}", refs_[unit].name, to_string(s), error);
-    }
-  }
-  records_.push_back(stage_record{unit, s, took, outcome, std::move(error)});
+void lifecycle::forget_undone(stage s) noexcept {
+  for (stage_set& c : completed_) c &= ~forgotten_after(s);
 }
 
-namespace {
-
-// How one unit's run of a stage went.
-struct attempt {
+struct detail::stage_attempt {
   stage_outcome outcome = stage_outcome::ok;
   std::string error;
   bool config = false;  ///< the unit threw config_error
+  std::chrono::microseconds took{0};
 };
 
-attempt failure_of(std::exception_ptr thrown) {
+namespace {
+
+using detail::stage_attempt;
+
+stage_attempt failure_of(std::exception_ptr thrown) {
   try {
     std::rethrow_exception(thrown);
   } catch (const config_error& e) {
-    return {stage_outcome::failed, e.what(), true};
+    return {stage_outcome::failed, e.what(), true, {}};
   } catch (const std::exception& e) {
-    return {stage_outcome::failed, e.what(), false};
+    return {stage_outcome::failed, e.what(), false, {}};
   } catch (...) {
-    return {stage_outcome::failed, "unknown exception", false};
+    return {stage_outcome::failed, "unknown exception", false, {}};
   }
 }
 
-attempt timed_out(std::chrono::milliseconds limit) {
-  return {stage_outcome::timed_out, fmt::format("exceeded the stage timeout of {} ms", limit.count()), false};
+stage_attempt timed_out(std::chrono::milliseconds limit) {
+  return {stage_outcome::timed_out,
+          fmt::format("exceeded the stage timeout of {} ms", limit.count()), false, {}};
+}
+
+std::chrono::microseconds since(clock_type::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0);
+}
+
+// A sync stage cannot be interrupted: an overrun is only known when it returns.
+stage_attempt call_sync(detail::sync_hook hook, void* self, context& ctx,
+                        std::chrono::milliseconds limit) {
+  const auto t0 = clock_type::now();
+  stage_attempt a;
+  try {
+    hook(self, ctx);
+    if (clock_type::now() - t0 > limit) a = timed_out(limit);
+  } catch (...) {
+    a = failure_of(std::current_exception());
+  }
+  a.took = since(t0);
+  return a;
+}
+
+// Asio's || waits for the first *successful* branch, so the stage's exception is carried
+// out as a value: a throwing stage must end the race at once, not when the timer fires.
+asio::awaitable<std::exception_ptr> guarded(detail::async_hook hook, void* self, context& ctx) {
+  try {
+    co_await hook(self, ctx);
+  } catch (...) {
+    co_return std::current_exception();
+  }
+  co_return nullptr;
+}
+
+// Whichever finishes first wins and the loser is cancelled, so a unit awaiting Asio
+// operations stops at the deadline.
+asio::awaitable<stage_attempt> call_async(detail::async_hook hook, void* self, context& ctx,
+                                          std::chrono::milliseconds limit) {
+  using namespace asio::experimental::awaitable_operators;
+  const auto t0 = clock_type::now();
+  stage_attempt a;
+  try {
+    asio::steady_timer timer(ctx.io(), limit);
+    auto winner = co_await (guarded(hook, self, ctx) || timer.async_wait(asio::use_awaitable));
+    if (winner.index() == 1)
+      a = timed_out(limit);
+    else if (auto thrown = std::get<0>(winner))
+      a = failure_of(thrown);
+  } catch (...) {
+    a = failure_of(std::current_exception());  // the race itself failed
+  }
+  a.took = since(t0);
+  co_return a;
 }
 
 }  // namespace
 
+// Whether `unit` runs `s` now. A unit without the stage's member completes it at once.
+bool lifecycle::enter(std::size_t unit, stage s, bool has_hook) {
+  if (!eligible(completed_[unit], s)) return false;
+  if (!has_hook) {
+    completed_[unit] |= bit(s);
+    return false;
+  }
+  if (observer_) observer_->stage_begin(unit, s);
+  return true;
+}
+
+// Books one unit's run: completion, observer, log line, record, and the first failure in
+// `result`. Returns false when the stage must stop: a forward stage stops at a failure.
+bool lifecycle::leave(std::size_t unit, stage s, stage_attempt&& a, context& ctx,
+                      stage_result& result) {
+  const bool ok = a.outcome == stage_outcome::ok;
+  if (ok) completed_[unit] |= bit(s);
+  if (observer_) observer_->stage_end(unit, s, a.took, a.outcome);
+  const double ms = static_cast<double>(a.took.count()) / 1000.0;
+  const auto& name = refs_[unit].name;
+  if (ok) {
+    ctx.log().info("{} {} {:.1f} ms ok", to_string(s), name, ms);
+  } else {
+    ctx.log().error("{} {} {:.1f} ms {}: {}", to_string(s), name, ms, to_string(a.outcome),
+                    a.error);
+    if (result.ok) {
+      result.ok = false;
+      result.failed_unit = unit;
+      result.config_error = a.config;
+      result.error = fmt::format("unit {}, stage {}: {}", name, to_string(s), a.error);
+    }
+  }
+  records_.push_back(stage_record{unit, s, a.took, a.outcome, std::move(a.error)});
+  return ok || is_backward(s);
+}
+
 stage_result lifecycle::run(stage s, context& ctx) {
   stage_result result;
-  const auto index = static_cast<std::size_t>(s);
   for (std::size_t u : order(s)) {
-    if (!eligible(u, s)) continue;
-    auto hook = units_[u].hooks.sync[index];
-    if (!hook) {  // no hook: the stage trivially completes for this unit
-      mark_done(u, s);
-      continue;
-    }
-    if (observer_) observer_->stage_begin(u, s);
-    const auto t0 = clock_type::now();
-    attempt a;
-    try {
-      hook(units_[u].ref.object, ctx);
-      if (clock_type::now() - t0 > timeout_) a = timed_out(timeout_);
-    } catch (...) {
-      a = failure_of(std::current_exception());
-    }
-    if (a.outcome == stage_outcome::ok) mark_done(u, s);
-    record(u, s, t0, a.outcome, std::move(a.error), ctx, result, a.config);
-    if (a.outcome != stage_outcome::ok && !is_backward(s)) break;
+    const auto hook = units_[u].hooks.sync[static_cast<std::size_t>(s)];
+    if (!enter(u, s, hook != nullptr)) continue;
+    if (!leave(u, s, call_sync(hook, units_[u].ref.object, ctx, timeout_), ctx, result)) break;
   }
-  after_stage(s);
+  forget_undone(s);
   return result;
 }
 
 asio::awaitable<stage_result> lifecycle::run_async(stage s, context& ctx) {
-  using namespace asio::experimental::awaitable_operators;
   stage_result result;
-  const auto index = static_cast<std::size_t>(s);
   for (std::size_t u : order(s)) {
-    if (!eligible(u, s)) continue;
-    auto hook = units_[u].hooks.async[index];
-    if (!hook) {
-      mark_done(u, s);
-      continue;
-    }
-    if (observer_) observer_->stage_begin(u, s);
-    const auto t0 = clock_type::now();
-    attempt a;
-    try {
-      asio::steady_timer timer(ctx.io(), timeout_);
-      // Whichever finishes first wins; the loser is cancelled. Asio's || waits for the
-      // first *successful* branch, so the stage's exception is carried out as a value:
-      // a throwing stage must end the race at once, not when the timer fires.
-      auto guarded = [](detail::async_hook h, void* self, context& c) -> asio::awaitable<std::exception_ptr> {
-        try {
-          co_await h(self, c);
-        } catch (...) {
-          co_return std::current_exception();
-        }
-        co_return nullptr;
-      };
-      auto winner = co_await (guarded(hook, units_[u].ref.object, ctx) || timer.async_wait(asio::use_awaitable));
-      if (winner.index() == 1)
-        a = timed_out(timeout_);
-      else if (auto thrown = std::get<0>(winner))
-        a = failure_of(thrown);
-    } catch (...) {
-      a = failure_of(std::current_exception());  // the race itself failed
-    }
-    if (a.outcome == stage_outcome::ok) mark_done(u, s);
-    record(u, s, t0, a.outcome, std::move(a.error), ctx, result, a.config);
-    if (a.outcome != stage_outcome::ok && !is_backward(s)) break;
+    const auto hook = units_[u].hooks.async[static_cast<std::size_t>(s)];
+    if (!enter(u, s, hook != nullptr)) continue;
+    auto a = co_await call_async(hook, units_[u].ref.object, ctx, timeout_);
+    if (!leave(u, s, std::move(a), ctx, result)) break;
   }
-  after_stage(s);
+  forget_undone(s);
   co_return result;
 }
 

@@ -3,10 +3,13 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <iostream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace systempp {
 
@@ -53,7 +56,7 @@ constexpr const char* exit_codes_text = R"(Exit codes:
 
 // Seconds as a decimal number ("0.5", "30") -> milliseconds, strictly positive.
 CLI::Option* add_seconds(CLI::App& cli, const std::string& flag, std::chrono::milliseconds& out,
-                         const std::string& what) {  // NOLINT: also used for sub-commands
+                         const std::string& what) {
   auto* opt = cli.add_option_function<double>(
       flag,
       [&out, flag](double seconds) {
@@ -67,6 +70,123 @@ CLI::Option* add_seconds(CLI::App& cli, const std::string& flag, std::chrono::mi
   return opt;
 }
 
+// An option whose value is checked and whose default --help shows.
+template <class T, class Check>
+void add_checked(CLI::App& cli, const std::string& flag, T& out, const std::string& what,
+                 Check&& check) {
+  cli.add_option(flag, out, what)->check(std::forward<Check>(check))->capture_default_str();
+}
+
+std::string check_pool_name(const std::string& v) {
+  if (v.empty() || v.size() > 64) return "must be 1 to 64 characters";
+  for (char c : v)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_')
+      return "may only contain letters, digits, '-' and '_'";
+  return {};
+}
+
+// The timeouts, all given in seconds.
+struct seconds_option {
+  const char* flag;
+  std::chrono::milliseconds options::*field;
+  const char* what;
+};
+constexpr seconds_option seconds_options[] = {
+    {"--ready-timeout", &options::ready_timeout, "Seconds a new worker may take to become READY"},
+    {"--heartbeat-timeout", &options::heartbeat_timeout,
+     "Seconds without a heartbeat before a worker is killed"},
+    {"--graceful-timeout", &options::graceful_timeout,
+     "Seconds a draining worker may take before SIGKILL"},
+    {"--stage-timeout", &options::stage_timeout, "Seconds one unit may take in one stage"},
+    {"--restart-backoff-max", &options::restart_backoff_max,
+     "Longest wait before restarting a worker that keeps failing to start"},
+};
+
+// Option values that are words on the command line and enums in `options`.
+struct word_values {
+  std::vector<std::string> binds;
+  std::string reload_mode = "fork";
+  std::string log_format = "text";
+};
+
+void add_serve_options(CLI::App& cli, options& opts, word_values& words) {
+  add_checked(cli, "-w,--workers", opts.workers,
+              "Worker processes; 0 runs every stage in one process", CLI::Range(0, 2048));
+  cli.add_option("-b,--bind", words.binds,
+                 "[NAME=]HOST:PORT to listen on (repeatable; default http=127.0.0.1:8080)");
+  add_checked(cli, "--name", opts.name, "Pool name (control block and status look-ups)",
+              check_pool_name);
+  cli.add_option("--pidfile", opts.pidfile, "Write the master's pid here");
+  add_checked(cli, "--reload-mode", words.reload_mode,
+              "fork: reload re-forks the master image; exec: re-executes the binary",
+              CLI::IsMember({"fork", "exec"}));
+  add_checked(cli, "--reload-surge", opts.reload_surge,
+              "New workers started at once during a reload", CLI::Range(1, 4096));
+  for (const auto& s : seconds_options) add_seconds(cli, s.flag, opts.*s.field, s.what);
+  add_checked(cli, "--max-requests", opts.max_requests,
+              "Recycle a worker after this many requests (0: never)", CLI::NonNegativeNumber);
+  add_checked(cli, "--max-requests-jitter", opts.max_requests_jitter,
+              "Random extra requests per worker before recycling", CLI::NonNegativeNumber);
+  cli.add_option("-c,--config", opts.config, "Configuration file read by the app's units");
+  add_checked(cli, "--log-level", opts.log_level,
+              "trace, debug, info, warn, error, critical or off",
+              CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  cli.add_option("--log-file", opts.log_file, "Append logs to this file instead of stderr");
+  add_checked(cli, "--log-format", words.log_format, "text or json (one object a line)",
+              CLI::IsMember({"text", "json"}));
+  cli.add_option("--metrics", opts.metrics, "HOST:PORT for the master's Prometheus endpoint");
+}
+
+// The control sub-commands, one row each, in --help order.
+struct control_row {
+  control_kind kind;
+  const char* name;
+  const char* what;
+  const char* flag;  ///< the sub-command's own switch, or nullptr
+  bool control_command::*flag_field;
+  const char* flag_what;
+  bool waits;  ///< takes --timeout
+};
+constexpr control_row control_rows[] = {
+    {control_kind::status, "status", "Show the pool's master, workers and last reload", "--json",
+     &control_command::json, "One JSON document instead of a table", false},
+    {control_kind::reload, "reload", "Roll every worker to a new generation (SIGHUP)", "--wait",
+     &control_command::wait, "Wait for the rollout; exit 0 only if it succeeded", true},
+    {control_kind::stop, "stop", "Drain and stop the pool (SIGTERM)", "--fast",
+     &control_command::fast, "Fast stop (SIGINT): do not wait for requests", true},
+    {control_kind::scale, "scale", "Set the number of workers", nullptr, nullptr, nullptr, true},
+};
+
+// Adds the control sub-commands; they find a running pool by --name or --pidfile. Returns
+// them in control_rows order.
+std::vector<CLI::App*> add_control_commands(CLI::App& cli, control_command& ctl) {
+  std::vector<CLI::App*> subs;
+  for (const auto& row : control_rows) {
+    CLI::App* sub = cli.add_subcommand(row.name, row.what);
+    auto* name = sub->add_option("--name", ctl.name, "Pool name (default: app)");
+    name->excludes(sub->add_option("--pidfile", ctl.pidfile, "The master's pidfile"));
+    if (row.flag) sub->add_flag(row.flag, ctl.*row.flag_field, row.flag_what);
+    if (row.kind == control_kind::scale)
+      sub->add_option("workers", ctl.workers, "Worker count")->required()->check(CLI::Range(1, 2048));
+    if (row.waits) add_seconds(*sub, "--timeout", ctl.timeout, "Seconds to wait at most");
+    subs.push_back(sub);
+  }
+  return subs;
+}
+
+// The serve options from their words; throws CLI::ValidationError for a bad --bind.
+void finish_serve_options(options& opts, const word_values& words) {
+  for (const auto& b : words.binds) {
+    auto parsed = parse_bind(b);
+    if (auto* err = std::get_if<std::string>(&parsed))
+      throw CLI::ValidationError("--bind", fmt::format("'{}': {}", b, *err));
+    opts.binds.push_back(std::get<bind_spec>(parsed));
+  }
+  if (opts.binds.empty()) opts.binds.push_back(bind_spec{"http", "127.0.0.1", 8080});
+  opts.mode = words.reload_mode == "exec" ? reload_mode::exec : reload_mode::fork;
+  opts.format = words.log_format == "json" ? log_format::json : log_format::text;
+}
+
 }  // namespace
 
 command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
@@ -78,107 +198,24 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
   CLI::App cli{"A systempp service: a master process and a pool of worker processes."};
   cli.footer(exit_codes_text);
   cli.get_formatter()->column_width(34);
-
-  cli.add_option("-w,--workers", opts.workers, "Worker processes; 0 runs every stage in one process")
-      ->check(CLI::Range(0, 2048))
-      ->capture_default_str();
-  std::vector<std::string> binds;
-  cli.add_option("-b,--bind", binds, "[NAME=]HOST:PORT to listen on (repeatable; default http=127.0.0.1:8080)");
-  cli.add_option("--name", opts.name, "Pool name (control block and status look-ups)")
-      ->check([](const std::string& v) -> std::string {
-        if (v.empty() || v.size() > 64) return "must be 1 to 64 characters";
-        for (char c : v)
-          if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_')
-            return "may only contain letters, digits, '-' and '_'";
-        return {};
-      })
-      ->capture_default_str();
-  cli.add_option("--pidfile", opts.pidfile, "Write the master's pid here");
-  std::string reload_mode_text = "fork";
-  cli.add_option("--reload-mode", reload_mode_text, "fork: reload re-forks the master image; exec: re-executes the binary")
-      ->check(CLI::IsMember({"fork", "exec"}))
-      ->capture_default_str();
-  cli.add_option("--reload-surge", opts.reload_surge, "New workers started at once during a reload")
-      ->check(CLI::Range(1, 4096))
-      ->capture_default_str();
-  add_seconds(cli, "--ready-timeout", opts.ready_timeout, "Seconds a new worker may take to become READY");
-  add_seconds(cli, "--heartbeat-timeout", opts.heartbeat_timeout, "Seconds without a heartbeat before a worker is killed");
-  add_seconds(cli, "--graceful-timeout", opts.graceful_timeout, "Seconds a draining worker may take before SIGKILL");
-  add_seconds(cli, "--stage-timeout", opts.stage_timeout, "Seconds one unit may take in one stage");
-  add_seconds(cli, "--restart-backoff-max", opts.restart_backoff_max,
-              "Longest wait before restarting a worker that keeps failing to start");
-  cli.add_option("--max-requests", opts.max_requests, "Recycle a worker after this many requests (0: never)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  cli.add_option("--max-requests-jitter", opts.max_requests_jitter, "Random extra requests per worker before recycling")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  cli.add_option("-c,--config", opts.config, "Configuration file read by the app's units");
-  cli.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error, critical or off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
-      ->capture_default_str();
-  cli.add_option("--log-file", opts.log_file, "Append logs to this file instead of stderr");
-  std::string format = "text";
-  cli.add_option("--log-format", format, "text or json (one object a line)")
-      ->check(CLI::IsMember({"text", "json"}))
-      ->capture_default_str();
-  cli.add_option("--metrics", opts.metrics, "HOST:PORT for the master's Prometheus endpoint");
-
+  word_values words;
+  add_serve_options(cli, opts, words);
   if (mode == parse_mode::script) cli.allow_extras(true);
-
-  // Control sub-commands: they find a running pool by --name or --pidfile.
   control_command ctl;
   ctl.program = opts.program;
-  auto add_selector = [&](CLI::App* sub) {
-    auto* n = sub->add_option("--name", ctl.name, "Pool name (default: app)");
-    auto* p = sub->add_option("--pidfile", ctl.pidfile, "The master's pidfile");
-    n->excludes(p);
-  };
-  auto add_timeout = [&](CLI::App* sub) {
-    add_seconds(*sub, "--timeout", ctl.timeout, "Seconds to wait at most");
-  };
-  CLI::App* status = nullptr;
-  CLI::App* reload = nullptr;
-  CLI::App* stop = nullptr;
-  CLI::App* scale = nullptr;
-  if (mode == parse_mode::serve) {
-    status = cli.add_subcommand("status", "Show the pool's master, workers and last reload");
-    add_selector(status);
-    status->add_flag("--json", ctl.json, "One JSON document instead of a table");
-    reload = cli.add_subcommand("reload", "Roll every worker to a new generation (SIGHUP)");
-    add_selector(reload);
-    reload->add_flag("--wait", ctl.wait, "Wait for the rollout; exit 0 only if it succeeded");
-    add_timeout(reload);
-    stop = cli.add_subcommand("stop", "Drain and stop the pool (SIGTERM)");
-    add_selector(stop);
-    stop->add_flag("--fast", ctl.fast, "Fast stop (SIGINT): do not wait for requests");
-    add_timeout(stop);
-    scale = cli.add_subcommand("scale", "Set the number of workers");
-    add_selector(scale);
-    scale->add_option("workers", ctl.workers, "Worker count")->required()->check(CLI::Range(1, 2048));
-    add_timeout(scale);
-  }
+  const auto subs = mode == parse_mode::serve ? add_control_commands(cli, ctl)
+                                              : std::vector<CLI::App*>{};
 
   try {
     cli.parse(argc, argv);
     if (mode == parse_mode::script) opts.args = cli.remaining();
-    for (const auto& b : binds) {
-      auto parsed = parse_bind(b);
-      if (auto* err = std::get_if<std::string>(&parsed))
-        throw CLI::ValidationError("--bind", fmt::format("'{}': {}", b, *err));
-      opts.binds.push_back(std::get<bind_spec>(parsed));
-    }
-    if (opts.binds.empty()) opts.binds.push_back(bind_spec{"http", "127.0.0.1", 8080});
-    if (status && (status->parsed() || reload->parsed() || stop->parsed() || scale->parsed())) {
-      ctl.kind = status->parsed()   ? control_kind::status
-                 : reload->parsed() ? control_kind::reload
-                 : stop->parsed()   ? control_kind::stop
-                                    : control_kind::scale;
+    finish_serve_options(opts, words);
+    for (std::size_t i = 0; i < subs.size(); ++i) {
+      if (!subs[i]->parsed()) continue;
+      ctl.kind = control_rows[i].kind;
       if (ctl.name.empty() && ctl.pidfile.empty()) ctl.name = "app";
       return ctl;
     }
-    opts.mode = reload_mode_text == "exec" ? reload_mode::exec : reload_mode::fork;
-    opts.format = format == "json" ? log_format::json : log_format::text;
   } catch (const CLI::CallForHelp&) {
     std::cout << cli.help();
     return exit_now{0};

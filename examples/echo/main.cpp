@@ -15,11 +15,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
 
 #include <list>
 #include <optional>
+#include <systempp/acceptor.hpp>
 #include <systempp/config_file.hpp>
 #include <systempp/systempp.hpp>
 
@@ -63,8 +63,8 @@ class echo_server {
   asio::awaitable<void> on_startup(systempp::context& ctx) {
     ctx_ = &ctx;
     for (const auto& l : ctx.listeners()) {
-      auto& a = acceptors_.emplace_back(ctx.io());
-      a.assign(l.family == AF_INET6 ? tcp::v6() : tcp::v4(), ::fcntl(l.fd.get(), F_DUPFD_CLOEXEC, 0));
+      // Our own copy of the socket: closing it at drain leaves the master's open.
+      auto& a = acceptors_.emplace_back(systempp::make_acceptor(ctx.io(), l));
       asio::co_spawn(ctx.io(), accept_loop(a), asio::detached);
     }
     co_return;

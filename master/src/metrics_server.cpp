@@ -15,6 +15,7 @@
 
 #include <charconv>
 
+#include "systempp/acceptor.hpp"
 #include "systempp/errors.hpp"
 
 namespace systempp::master {
@@ -82,7 +83,8 @@ metrics_server::metrics_server(asio::io_context& io, listener l, std::function<s
 metrics_server::~metrics_server() = default;
 
 void metrics_server::start() {
-  impl_->acceptor.assign(impl_->where.family == AF_INET6 ? tcp::v6() : tcp::v4(), impl_->where.fd.release());
+  // The acceptor takes the socket over: nobody else accepts on the metrics listener.
+  impl_->acceptor = make_acceptor(impl_->io, std::move(impl_->where.fd), impl_->where.family);
   asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
 }
 

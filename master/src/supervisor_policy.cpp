@@ -7,6 +7,18 @@
 
 namespace systempp::master {
 
+std::string_view to_string(kill_reason r) noexcept {
+  switch (r) {
+    case kill_reason::ready_timeout: return "ready timeout";
+    case kill_reason::heartbeat_timeout: return "heartbeat timeout";
+    case kill_reason::graceful_timeout: return "graceful timeout";
+    case kill_reason::fast_stop: return "fast stop";
+    case kill_reason::fast_stop_deadline: return "fast stop deadline";
+    case kill_reason::reload_aborted: return "reload aborted";
+  }
+  return "?";
+}
+
 supervisor_policy::supervisor_policy(policy_config cfg) : cfg_(cfg) {
   cfg_.max_workers = std::max(cfg_.max_workers, cfg_.workers);
   slots_.resize(static_cast<std::size_t>(cfg_.max_workers));
@@ -32,6 +44,22 @@ int supervisor_policy::free_lane(int slot) const {
   return -1;
 }
 
+// Consecutive failed starts of a slot: backoff_initial, doubling, capped at backoff_max.
+ms supervisor_policy::backoff(unsigned failures) const noexcept {
+  return std::min(cfg_.backoff_max, cfg_.backoff_initial * (1 << std::min(failures - 1, 16u)));
+}
+
+// Every SIGABRT/SIGKILL/SIGQUIT goes out here, so the reason stays with the process until
+// it is reaped (restart counters) and a kill at a stop deadline marks the stop unclean.
+void supervisor_policy::send(proc& p, int sig, kill_reason why, std::vector<action>& out) {
+  if (sig == SIGKILL || sig == SIGABRT) {
+    p.killed_for = why;
+    if (why == kill_reason::graceful_timeout || why == kill_reason::fast_stop_deadline) unclean_ = true;
+  }
+  if (sig == SIGKILL) p.kill_sent = true;
+  out.push_back(signal_action{p.pid, sig, why});
+}
+
 int supervisor_policy::ready_count() const {
   return static_cast<int>(std::count_if(procs_.begin(), procs_.end(), [](const proc& p) {
     return p.state == proc_state::ready;
@@ -44,7 +72,7 @@ void supervisor_policy::spawn_into(int slot, std::uint32_t gen, time_point now,
                                    std::vector<action>& out) {
   const int lane = free_lane(slot);
   if (lane < 0) return;  // both lanes busy: the drain in progress must finish first
-  procs_.push_back(proc{0, slot, lane, gen, proc_state::starting, now, time_point{0}, time_point{0}, false});
+  procs_.push_back(proc{0, slot, lane, gen, proc_state::starting, now, time_point{0}, time_point{0}, false, {}});
   out.push_back(spawn_action{slot, lane, gen});
 }
 
@@ -62,9 +90,7 @@ std::vector<action> supervisor_policy::spawn_failed(const spawn_action& a, time_
   std::vector<action> out;
   slot_info& s = slots_[static_cast<std::size_t>(a.slot)];
   ++s.failures;
-  // Same delay as a failed start in exited(): the first failure waits backoff_initial
-  // (the exponent was `failures`, which made a first fork failure wait twice as long).
-  s.next_spawn = now + std::min(cfg_.backoff_max, cfg_.backoff_initial * (1 << std::min(s.failures - 1, 16u)));
+  s.next_spawn = now + backoff(s.failures);  // the same delay as a failed start
   if (rollout_ && a.generation == rollout_->generation)
     abort_rollout(fmt::format("could not start a worker for slot {}", a.slot), now, out);
   return out;
@@ -79,8 +105,9 @@ void supervisor_policy::drain(proc& p, time_point now, std::vector<action>& out)
 
 void supervisor_policy::adopt(pid_t pid, int slot, int lane, std::uint32_t generation, time_point now) {
   if (slot < 0 || slot >= cfg_.max_workers || lane < 0 || lane > 1) return;
-  procs_.push_back(proc{pid, slot, lane, generation, proc_state::ready, now, time_point{0}, time_point{0}, false});
+  procs_.push_back(proc{pid, slot, lane, generation, proc_state::ready, now, time_point{0}, time_point{0}, false, {}});
   generation_ = std::max(generation_, generation);
+  announced_ready_ = true;  // the previous image told systemd already
 }
 
 std::vector<action> supervisor_policy::start(time_point now) {
@@ -97,7 +124,7 @@ std::vector<action> supervisor_policy::ready(pid_t pid, time_point now) {
   slots_[static_cast<std::size_t>(p->slot)].failures = 0;
   if (stopping_) {  // it raced the stop: drain it like the others
     if (*stopping_ == stop_mode::graceful) drain(*p, now, out);
-    else out.push_back(signal_action{pid, SIGQUIT, "fast stop"});
+    else send(*p, SIGQUIT, kill_reason::fast_stop, out);
     return out;
   }
   // The new process takes over its slot: whoever served it before drains now.
@@ -115,47 +142,63 @@ std::vector<action> supervisor_policy::ready(pid_t pid, time_point now) {
     if (gen == rollout_->generation) std::erase(rollout_->in_progress, slot);
     advance_rollout(now, out);
   }
+  check_pool_ready(out);
   return out;
 }
 
-std::vector<action> supervisor_policy::exited(pid_t pid, int code, time_point now) {
-  std::vector<action> out;
+void supervisor_policy::check_pool_ready(std::vector<action>& out) {
+  if (announced_ready_ || rollout_ || stopping_ || ready_count() < cfg_.workers) return;
+  announced_ready_ = true;
+  out.push_back(pool_ready_action{ready_count()});
+}
+
+exit_result supervisor_policy::exited(pid_t pid, int code, time_point now, std::string_view description) {
+  exit_result r;
   proc* found = find(pid);
-  if (!found) return out;
+  if (!found) return r;
   const proc p = *found;
   std::erase_if(procs_, [&](const proc& q) { return q.pid == pid; });
 
   slot_info& s = slots_[static_cast<std::size_t>(p.slot)];
   if (p.state == proc_state::draining || stopping_) {
-    last_exit_ = exit_kind::expected;
+    r.kind = exit_kind::expected;
   } else if (code == 2) {
     // A configuration error will not fix itself by retrying: wait long.
-    last_exit_ = exit_kind::config_error;
+    r.kind = exit_kind::config_error;
     ++s.failures;
     s.next_spawn = now + cfg_.config_error_backoff;
   } else if (p.state == proc_state::starting) {
-    last_exit_ = exit_kind::failed_start;
+    r.kind = exit_kind::failed_start;
     ++s.failures;
-    s.next_spawn = now + std::min(cfg_.backoff_max, cfg_.backoff_initial * (1 << std::min(s.failures - 1, 16u)));
+    s.next_spawn = now + backoff(s.failures);
   } else {
-    last_exit_ = exit_kind::crashed;  // served, then died: replace at once
+    r.kind = exit_kind::crashed;  // served, then died: replace at once
     s.next_spawn = now;
   }
+  if (r.kind != exit_kind::expected) {
+    // A timeout we enforced, or a crash of its own.
+    r.restart = restart_reason::crash;
+    if (p.killed_for == kill_reason::heartbeat_timeout) r.restart = restart_reason::timeout_heartbeat;
+    if (p.killed_for == kill_reason::ready_timeout) r.restart = restart_reason::timeout_ready;
+  }
+  r.unclean = p.state == proc_state::draining && code != 0;
+  if (r.unclean) unclean_ = true;
+  if (p.state == proc_state::starting && !description.empty()) start_failure_ = std::string(description);
 
   if (rollout_ && p.generation == rollout_->generation && p.state == proc_state::starting &&
       !stopping_) {
     abort_rollout(fmt::format("new worker in slot {} (pid {}) {} before READY", p.slot, p.pid,
                               code >= 0 ? fmt::format("exited with code {}", code)
                                         : fmt::format("was killed by signal {}", -code)),
-                  now, out);
+                  now, r.actions);
   }
   if (stopping_) {
-    check_finished(out);
-    return out;
+    check_finished(r.actions);
+    return r;
   }
-  fill_slots(now, out);
-  advance_rollout(now, out);
-  return out;
+  fill_slots(now, r.actions);
+  advance_rollout(now, r.actions);
+  return r;
 }
 
 void supervisor_policy::fill_slots(time_point now, std::vector<action>& out) {
@@ -182,10 +225,19 @@ void supervisor_policy::advance_rollout(time_point now, std::vector<action>& out
     }
     r.in_progress.push_back(slot);
   }
-  if (r.pending.empty() && r.in_progress.empty()) {
-    out.push_back(reload_done_action{true, fmt::format("generation {} serving", r.generation)});
-    rollout_.reset();
-  }
+  if (r.pending.empty() && r.in_progress.empty())
+    finish_rollout(reload_result::succeeded, fmt::format("generation {} serving", r.generation), out);
+}
+
+// The one place a rollout ends: the failure text names the worker that failed to start,
+// and a SIGHUP that came meanwhile is handed back as the next reload.
+void supervisor_policy::finish_rollout(reload_result result, std::string message, std::vector<action>& out) {
+  if (result != reload_result::succeeded && !start_failure_.empty()) message += "; " + start_failure_;
+  const bool next = reload_queued_ && !stopping_;
+  reload_queued_ = false;
+  out.push_back(reload_done_action{result, std::move(message), next});
+  rollout_.reset();
+  check_pool_ready(out);
 }
 
 void supervisor_policy::abort_rollout(const std::string& why, time_point, std::vector<action>& out) {
@@ -193,18 +245,27 @@ void supervisor_policy::abort_rollout(const std::string& why, time_point, std::v
   // New-generation processes still starting are stopped; every slot that was not
   // switched keeps its old worker, which was never drained.
   for (proc& p : procs_)
-    if (p.generation == rollout_->generation && p.state == proc_state::starting && !p.kill_sent) {
-      p.kill_sent = true;
-      out.push_back(signal_action{p.pid, SIGKILL, "reload aborted"});
-    }
-  out.push_back(reload_done_action{false, why});
-  rollout_.reset();
+    if (p.generation == rollout_->generation && p.state == proc_state::starting && !p.kill_sent)
+      send(p, SIGKILL, kill_reason::reload_aborted, out);
+  finish_rollout(reload_result::failed, why, out);
+}
+
+reload_request supervisor_policy::request_reload() {
+  if (stopping_) return reload_request::ignored;
+  if (!rollout_) return reload_request::begin;
+  reload_queued_ = true;
+  return reload_request::coalesced;
+}
+
+reload_done_action supervisor_policy::reject_reload(std::string why) const {
+  return reload_done_action{reload_result::rejected, std::move(why), false};
 }
 
 std::vector<action> supervisor_policy::reload(time_point now) {
   std::vector<action> out;
   if (stopping_ || rollout_) return out;
   ++generation_;
+  start_failure_.clear();
   rollout r;
   r.generation = generation_;
   r.started = now;
@@ -248,10 +309,7 @@ std::vector<action> supervisor_policy::stop(stop_mode mode, time_point now) {
   std::vector<action> out;
   if (stopping_ && (*stopping_ == stop_mode::fast || mode == stop_mode::graceful)) return out;
   stopping_ = mode;
-  if (rollout_) {
-    out.push_back(reload_done_action{false, "stopped during the rollout"});
-    rollout_.reset();
-  }
+  if (rollout_) finish_rollout(reload_result::failed, "stopped during the rollout", out);
   if (mode == stop_mode::graceful) {
     for (proc& p : procs_) drain(p, now, out);
   } else {
@@ -259,7 +317,7 @@ std::vector<action> supervisor_policy::stop(stop_mode mode, time_point now) {
     for (proc& p : procs_) {
       p.state = proc_state::draining;
       p.drain_deadline = stop_deadline_;
-      out.push_back(signal_action{p.pid, SIGQUIT, "fast stop"});
+      send(p, SIGQUIT, kill_reason::fast_stop, out);
     }
   }
   check_finished(out);
@@ -276,16 +334,14 @@ void supervisor_policy::check_finished(std::vector<action>& out) {
 void supervisor_policy::check_timeouts(time_point now, std::vector<action>& out) {
   for (proc& p : procs_) {
     if (p.kill_sent || p.pid == 0) continue;
-    const char* reason = nullptr;
+    std::optional<kill_reason> reason;
     if (p.state == proc_state::starting && now - p.started > cfg_.ready_timeout)
-      reason = "ready timeout";
+      reason = kill_reason::ready_timeout;
     else if (p.abort_sent.count() != 0 && now - p.abort_sent > cfg_.abort_grace)
-      reason = "heartbeat timeout";
+      reason = kill_reason::heartbeat_timeout;
     else if (p.state == proc_state::draining && now > p.drain_deadline)
-      reason = stopping_ == stop_mode::fast ? "fast stop deadline" : "graceful timeout";
-    if (!reason) continue;
-    p.kill_sent = true;
-    out.push_back(signal_action{p.pid, SIGKILL, reason});
+      reason = stopping_ == stop_mode::fast ? kill_reason::fast_stop_deadline : kill_reason::graceful_timeout;
+    if (reason) send(p, SIGKILL, *reason, out);
   }
 }
 

@@ -6,10 +6,14 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <charconv>
 #include <cstdlib>
 #include <thread>
+
+#include "systempp/master/supervisor.hpp"
+#include "systempp/master/system_calls.hpp"
 
 extern char** environ;
 
@@ -121,6 +125,42 @@ std::string check_binary(const std::string& path, std::chrono::milliseconds time
     }
     std::this_thread::sleep_for(step);
   }
+}
+
+handover describe_pool(int control_fd, const std::vector<listener>& listeners, const supervisor& sup) {
+  handover h;
+  h.control_fd = control_fd;
+  for (const auto& l : listeners) h.listeners.push_back({l.name, l.fd.get()});
+  for (const auto& [pid, w] : sup.table().workers())
+    if (w.channel_fd() >= 0) h.workers.push_back({pid, w.slot, w.lane, w.generation, w.channel_fd()});
+  return h;
+}
+
+std::string exec_upgrade(const handover& h, const std::string& path, const std::vector<std::string>& argv,
+                         system_calls& sys) {
+  std::vector<int> fds{h.control_fd};
+  for (const auto& l : h.listeners) fds.push_back(l.fd);
+  for (const auto& w : h.workers) fds.push_back(w.channel);
+  for (int fd : fds) ::fcntl(fd, F_SETFD, 0);
+  ::setenv(upgrade_env, encode(h).c_str(), 1);
+  sigset_t all, previous;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &previous);
+
+  const int err = sys.exec(path, argv);
+  // Still the old image: undo and keep serving.
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  ::unsetenv(upgrade_env);
+  for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fmt::format("exec {} failed: {}", path, std::strerror(err));
+}
+
+void adopt_workers(const handover& h, supervisor& sup) {
+  for (const auto& w : h.workers) {
+    sup.policy().adopt(w.pid, w.slot, w.lane, w.generation, now_ms());
+    sup.table().adopt(w.pid, w.slot, w.lane, w.generation, w.channel);
+  }
+  sup.reap();  // a worker that exited while the images changed is reaped now
 }
 
 }  // namespace systempp::master

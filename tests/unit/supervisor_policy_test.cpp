@@ -1,6 +1,6 @@
 // The supervisor policy, driven without processes or real time: pids are invented, time is
 // a number the test moves forward, and every action is checked against what a master
-// would see (DESIGN.md sections 4 and 5).
+// would see (docs/ARCHITECTURE.md, "Supervision").
 
 #include <catch2/catch.hpp>
 
@@ -24,7 +24,9 @@ using namespace std::chrono_literals;
 using systempp::master::action;
 using systempp::master::drain_action;
 using systempp::master::exit_kind;
+using systempp::master::exit_result;
 using systempp::master::finished_action;
+using systempp::master::kill_reason;
 using systempp::master::ms;
 using systempp::master::policy_config;
 using systempp::master::proc;
@@ -72,6 +74,7 @@ struct driver {
   std::map<pid_t, time_point> beats;  ///< last heartbeat per pid (absent: none yet)
   std::vector<action> last;           ///< the actions of the last step
   std::vector<fake_worker> last_spawned;
+  exit_result last_exit;              ///< what the last exits() was classified as
 
   explicit driver(policy_config cfg) : policy(cfg) {}
 
@@ -84,7 +87,9 @@ struct driver {
   void exits(pid_t pid, int code) {
     live.erase(pid);
     beats.erase(pid);
-    step(policy.exited(pid, code, now));
+    auto r = policy.exited(pid, code, now);
+    step(std::move(r.actions));
+    last_exit = std::move(r);
   }
   void tick() {
     step(policy.tick(now, [this](const proc& p) {
@@ -214,7 +219,7 @@ struct driver {
         ++live[d->pid].drains;
         ever_drained.insert(d->pid);
       } else if (const auto* g = std::get_if<signal_action>(&a)) {
-        INFO("signal " << g->sig << " for pid " << g->pid << " (" << g->reason << ")");
+        INFO("signal " << g->sig << " for pid " << g->pid << " (" << to_string(g->reason) << ")");
         REQUIRE(live.count(g->pid) == 1);
         if (g->sig == SIGQUIT) live[g->pid].quit = true;
         if (g->sig == SIGKILL) {
@@ -267,7 +272,7 @@ TEST_CASE("a READY worker that crashes is respawned at once in its slot, the oth
   d.exits(w[1], -SIGSEGV);
   CHECK(d.spawns() == placements{{1, 0, 1}});
   CHECK(d.last.size() == 1);  // no drain or signal for anyone else
-  CHECK(d.policy.last_exit_kind() == exit_kind::crashed);
+  CHECK(d.last_exit.kind == exit_kind::crashed);
 
   d.ready(d.only_spawned());
   CHECK(d.nothing());
@@ -290,7 +295,7 @@ TEST_CASE("a worker that keeps failing before READY is respawned after delays th
     d.after(1'000ms);
     d.exits(current, 1);
     CHECK(d.nothing());  // no respawn straight away
-    CHECK(d.policy.last_exit_kind() == exit_kind::failed_start);
+    CHECK(d.last_exit.kind == exit_kind::failed_start);
     const time_point when = d.now + expected;
     CHECK(d.deadline() == when);
 
@@ -338,7 +343,7 @@ TEST_CASE("a worker that exits with code 2 before READY waits config_error_backo
 
   d.exits(w, 2);
   CHECK(d.nothing());
-  CHECK(d.policy.last_exit_kind() == exit_kind::config_error);
+  CHECK(d.last_exit.kind == exit_kind::config_error);
   const time_point when = d.now + 30'000ms;
   CHECK(d.deadline() == when);
 
@@ -388,7 +393,7 @@ TEST_CASE("a worker not READY within ready_timeout gets SIGKILL and then counts 
   REQUIRE(d.signals().size() == 1);
   CHECK(d.signals()[0].pid == w[0]);
   CHECK(d.signals()[0].sig == SIGKILL);
-  CHECK(d.signals()[0].reason == "ready timeout");
+  CHECK(d.signals()[0].reason == kill_reason::ready_timeout);
   CHECK(d.last.size() == 1);
 
   d.after(1'000ms);
@@ -397,7 +402,7 @@ TEST_CASE("a worker not READY within ready_timeout gets SIGKILL and then counts 
 
   d.exits(w[0], -SIGKILL);
   CHECK(d.nothing());  // backoff, not an instant respawn
-  CHECK(d.policy.last_exit_kind() == exit_kind::failed_start);
+  CHECK(d.last_exit.kind == exit_kind::failed_start);
   CHECK(d.deadline() == d.now + 100ms);
   d.at(d.deadline());
   d.tick();
@@ -427,7 +432,7 @@ TEST_CASE("a READY worker with a stale heartbeat gets SIGABRT, then SIGKILL afte
   REQUIRE(d.signals().size() == 1);
   CHECK(d.signals()[0].pid == hung);
   CHECK(d.signals()[0].sig == SIGABRT);
-  CHECK(d.signals()[0].reason == "heartbeat timeout");
+  CHECK(d.signals()[0].reason == kill_reason::heartbeat_timeout);
   const time_point aborted = d.now;
 
   // It has abort_grace to write its core and die; then SIGKILL.
@@ -494,7 +499,7 @@ TEST_CASE("a graceful stop drains every worker with the graceful deadline and fi
   d.after(100ms);
   d.exits(w[0], 0);
   CHECK(d.nothing());
-  CHECK(d.policy.last_exit_kind() == exit_kind::expected);
+  CHECK(d.last_exit.kind == exit_kind::expected);
   d.exits(w[2], 0);
   CHECK(d.nothing());
   d.exits(w[1], 0);
@@ -519,7 +524,7 @@ TEST_CASE("a worker still draining at the graceful deadline gets SIGKILL", "[pol
   REQUIRE(d.signals().size() == 1);
   CHECK(d.signals()[0].pid == w[1]);
   CHECK(d.signals()[0].sig == SIGKILL);
-  CHECK(d.signals()[0].reason == "graceful timeout");
+  CHECK(d.signals()[0].reason == kill_reason::graceful_timeout);
 
   d.exits(w[1], -SIGKILL);
   CHECK(d.finished());
@@ -609,7 +614,7 @@ TEST_CASE("a fast stop sends SIGQUIT to every worker, then SIGKILL at the fast-s
   d.after(1ms);
   d.tick();
   CHECK(d.signalled(SIGKILL) == pids{w[1], w[2]});
-  for (const auto& s : d.signals()) CHECK(s.reason == "fast stop deadline");
+  for (const auto& s : d.signals()) CHECK(s.reason == kill_reason::fast_stop_deadline);
 
   d.exits(w[1], -SIGKILL);
   CHECK(d.nothing());
@@ -674,7 +679,7 @@ TEST_CASE("a reload with surge 1 replaces one slot at a time and never dips belo
   d.ready(new2);
   CHECK(d.drained_pids() == pids{old[2]});
   REQUIRE(d.reload_done());
-  CHECK(d.reload_done()->ok);
+  CHECK(d.reload_done()->ok());
   CHECK(d.last.size() == 2);
   CHECK_FALSE(d.policy.reloading());
   CHECK(d.serving_generations(3) == std::vector<std::uint32_t>{2, 2, 2});
@@ -683,7 +688,7 @@ TEST_CASE("a reload with surge 1 replaces one slot at a time and never dips belo
   CHECK(d.nothing());
   d.exits(old[2], 0);
   CHECK(d.nothing());
-  CHECK(d.policy.last_exit_kind() == exit_kind::expected);
+  CHECK(d.last_exit.kind == exit_kind::expected);
 }
 
 TEST_CASE("a reload with surge 2 starts two replacements at once", "[policy]") {
@@ -712,7 +717,7 @@ TEST_CASE("a reload with surge 2 starts two replacements at once", "[policy]") {
   e.ready(new2);
   CHECK(e.drained_pids() == pids{old[2]});
   REQUIRE(e.reload_done());
-  CHECK(e.reload_done()->ok);
+  CHECK(e.reload_done()->ok());
   CHECK(e.serving_generations(3) == std::vector<std::uint32_t>{2, 2, 2});
 }
 
@@ -733,9 +738,9 @@ TEST_CASE("a new-generation worker that exits before READY aborts the rollout an
   d.exits(fresh[0], 1);  // slot 0's replacement fails in pre_startup
   CHECK(d.signalled(SIGKILL) == pids{fresh[1]});
   CHECK(d.signals().size() == 1);
-  CHECK(d.signals()[0].reason == "reload aborted");
+  CHECK(d.signals()[0].reason == kill_reason::reload_aborted);
   REQUIRE(d.reload_done());
-  CHECK_FALSE(d.reload_done()->ok);
+  CHECK_FALSE(d.reload_done()->ok());
   CHECK_THAT(d.reload_done()->message, Catch::Contains("slot 0"));
   CHECK(d.spawns().empty());  // the old slot-0 worker still serves
   CHECK(d.drains().empty());
@@ -770,10 +775,10 @@ TEST_CASE("a rollout aborted by a ready timeout leaves the old workers of unswit
   d.at(spawned1 + 5'001ms);  // slot 1's replacement never says READY
   d.tick();
   CHECK(d.signalled(SIGKILL) == pids{new1});
-  CHECK(d.signals()[0].reason == "ready timeout");
+  CHECK(d.signals()[0].reason == kill_reason::ready_timeout);
   d.exits(new1, -SIGKILL);
   REQUIRE(d.reload_done());
-  CHECK_FALSE(d.reload_done()->ok);
+  CHECK_FALSE(d.reload_done()->ok());
   CHECK(d.spawns().empty());
   CHECK(d.drains().empty());
 
@@ -802,7 +807,7 @@ TEST_CASE("a reload during a rollout returns no actions", "[policy]") {
   CHECK(d.nothing());
   d.ready(new1);
   REQUIRE(d.reload_done());
-  CHECK(d.reload_done()->ok);
+  CHECK(d.reload_done()->ok());
   CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 2});
 }
 
@@ -827,7 +832,7 @@ TEST_CASE("a reload into a slot whose old worker is still draining waits for tha
   d.ready(g3);
   CHECK(d.drained_pids() == pids{g2});
   REQUIRE(d.reload_done());
-  CHECK(d.reload_done()->ok);
+  CHECK(d.reload_done()->ok());
 }
 
 TEST_CASE("a reload while an old worker is still starting ends with the new generation in every "
@@ -854,7 +859,7 @@ TEST_CASE("a reload while an old worker is still starting ends with the new gene
   d.ready(d.only_spawned());
   CHECK(d.drained_pids() == pids{old[1]});
   REQUIRE(d.reload_done());
-  CHECK(d.reload_done()->ok);
+  CHECK(d.reload_done()->ok());
   CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 2});
 }
 

@@ -90,7 +90,8 @@ class context {
 
   /// Listening sockets bound by the master (inline: by this process; under systemd socket
   /// activation: passed by systemd), in --bind order. Workers inherit the fds, units never
-  /// bind. Empty in a script. Do not close these fds: accept on a dup() of them.
+  /// bind. Empty in a script. Do not close these fds: accept on a dup() of them
+  /// (make_acceptor in acceptor.hpp).
   const std::vector<listener>& listeners() const noexcept { return *listeners_; }
   /// The listener with this name ("http" unless --bind NAME=... says otherwise); throws
   /// std::out_of_range when there is none. Any process.
@@ -121,8 +122,12 @@ class context {
   // Runtime-side setters: called by the runners only.
   /// Sets role, slot, generation and pid. Runners only (worker start).
   void set_process(process_role role, int slot, std::uint64_t generation, pid_t pid) noexcept;
-  /// Replaces the logger (SIGUSR1 log reopen). Runners only.
+  /// Replaces the logger. Runners only.
   void set_logger(std::shared_ptr<spdlog::logger> log) noexcept { log_ = std::move(log); }
+  /// SIGUSR1 (logrotate's postrotate): a fresh logger of the same name, so --log-file is
+  /// opened again, installed here and returned. If the file cannot be opened the old
+  /// logger stays and the error is logged. Runners only, on the loop's thread.
+  std::shared_ptr<spdlog::logger> reopen_log();
   /// Set by run_cycle just before pre_shutdown, cleared after post_shutdown. Runners only.
   void set_draining(bool d) noexcept { draining_ = d; }
   /// Connects request_begin/request_end to this worker's record. Runners only (worker).

@@ -1,6 +1,6 @@
 #pragma once
 /// The control block: one shared-memory segment per pool that the master, its workers and
-/// `app status` share (DESIGN.md section 3).
+/// `app status` share (docs/ARCHITECTURE.md, "The control block").
 ///
 /// Layout rules, and why:
 /// - No locks. A process-shared mutex stays locked forever when its owner is SIGKILLed, so
@@ -30,107 +30,10 @@
 
 #include <boost/interprocess/mapped_region.hpp>
 
+#include "systempp/control_states.hpp"
 #include "systempp/stage.hpp"
 
 namespace systempp {
-
-// ---------------------------------------------------------------------------------------------
-// States and commands stored in the block
-// ---------------------------------------------------------------------------------------------
-
-/// A worker slot's life (DESIGN.md section 4). Stored in shared memory: keep the numbers.
-enum class worker_state : std::uint32_t {
-  free,      ///< no process; the slot may be reused
-  spawned,   ///< master forked it; the worker has not started its stages yet
-  starting,  ///< running pre_startup..post_startup
-  ready,     ///< serving
-  draining,  ///< told to drain: pre_shutdown..post_shutdown
-  exited,    ///< ended cleanly (written by the worker, or by the master after a clean reap)
-  crashed,   ///< died without writing EXITED (written by the master)
-};
-
-/// The master's own state, for `app status` and the workers.
-enum class master_state : std::uint32_t { starting, running, reloading, draining, stopped };
-
-/// What the master asks a worker to do; the wake-up itself travels through the worker's fd.
-enum class worker_command : std::uint32_t { none, drain, stop_fast };
-
-/// The result of the latest rolling reload.
-enum class reload_outcome : std::uint32_t { none, in_progress, succeeded, failed, rejected };
-
-/// Why the master respawned a worker; indexes `control_header::restarts`.
-enum class restart_reason : std::uint32_t {
-  crash,              ///< the worker died without writing EXITED
-  timeout_ready,      ///< STARTING past --ready-timeout
-  timeout_heartbeat,  ///< READY without a heartbeat past --heartbeat-timeout
-  recycle,            ///< --max-requests reached
-  scale,              ///< SIGTTIN/SIGTTOU changed the target
-};
-/// Number of restart_reason values: the size of control_header::restarts.
-inline constexpr std::size_t restart_reason_count = 5;
-
-// Values read from shared memory may be garbage (a foreign or broken segment), so every
-// to_string has a fallback instead of indexing a table.
-
-/// Lower-case name, e.g. "ready"; "unknown" for a value outside the enum.
-constexpr std::string_view to_string(worker_state s) noexcept {
-  switch (s) {
-    case worker_state::free: return "free";
-    case worker_state::spawned: return "spawned";
-    case worker_state::starting: return "starting";
-    case worker_state::ready: return "ready";
-    case worker_state::draining: return "draining";
-    case worker_state::exited: return "exited";
-    case worker_state::crashed: return "crashed";
-  }
-  return "unknown";
-}
-
-/// Lower-case name, e.g. "reloading"; "unknown" for a value outside the enum.
-constexpr std::string_view to_string(master_state s) noexcept {
-  switch (s) {
-    case master_state::starting: return "starting";
-    case master_state::running: return "running";
-    case master_state::reloading: return "reloading";
-    case master_state::draining: return "draining";
-    case master_state::stopped: return "stopped";
-  }
-  return "unknown";
-}
-
-/// Lower-case name, e.g. "stop_fast"; "unknown" for a value outside the enum.
-constexpr std::string_view to_string(worker_command c) noexcept {
-  switch (c) {
-    case worker_command::none: return "none";
-    case worker_command::drain: return "drain";
-    case worker_command::stop_fast: return "stop_fast";
-  }
-  return "unknown";
-}
-
-/// Lower-case name, e.g. "in_progress"; "unknown" for a value outside the enum.
-constexpr std::string_view to_string(reload_outcome o) noexcept {
-  switch (o) {
-    case reload_outcome::none: return "none";
-    case reload_outcome::in_progress: return "in_progress";
-    case reload_outcome::succeeded: return "succeeded";
-    case reload_outcome::failed: return "failed";
-    case reload_outcome::rejected: return "rejected";
-  }
-  return "unknown";
-}
-
-/// Lower-case name, e.g. "timeout_ready"; "unknown" for a value outside the enum.
-constexpr std::string_view to_string(restart_reason r) noexcept {
-  switch (r) {
-    case restart_reason::crash: return "crash";
-    case restart_reason::timeout_ready: return "timeout_ready";
-    case restart_reason::timeout_heartbeat: return "timeout_heartbeat";
-    case restart_reason::recycle: return "recycle";
-    case restart_reason::scale: return "scale";
-  }
-  return "unknown";
-}
 
 // ---------------------------------------------------------------------------------------------
 // The layout
@@ -250,7 +153,8 @@ static_assert(std::atomic<reload_outcome>::is_always_lock_free);
 static_assert(std::atomic_ref<char>::is_always_lock_free);  // reload_message bytes
 
 static_assert(sizeof(pid_t) == sizeof(std::int32_t), "pids are stored as int32");
-static_assert(stage_count == 9, "a new stage changes worker_slot::stage_us: bump the version");
+static_assert(stage_count == 9, "a new stage changes worker_slot::stage_us: bump the version "
+                                "(see \"to add a stage\" in stage.hpp)");
 static_assert(std::is_standard_layout_v<control_header> && std::is_standard_layout_v<worker_slot>,
               "offsetof is pinned in tests");
 // Nobody runs destructors on a segment (another process may still use it).
@@ -344,6 +248,20 @@ std::string segment_name(std::string_view pool, pid_t master_pid);
 /// workers and `app scale` (which writes scale_request) map it read_write.
 enum class access { read_only, read_write };
 
+/// Lanes per logical slot: a slot holds at most two processes at once (the serving one and
+/// its replacement, or the one draining after a switch), each with its own record.
+inline constexpr int lanes_per_slot = 2;
+
+/// The most logical slots a pool can have (--workers, SIGTTIN, `app scale`): the block is
+/// sized at start for max(16, 2 * --workers) slots, capped here.
+inline constexpr int max_pool_workers = 2048;
+
+/// The record of logical slot `slot`, lane `lane` (0 or 1): the one place that knows the
+/// layout of records. Any process.
+constexpr std::uint32_t record_index(int slot, int lane) noexcept {
+  return static_cast<std::uint32_t>(slot * lanes_per_slot + lane);
+}
+
 /// Owns a mapping of the control block and the shm fd behind it. Move-only. The creator
 /// also owns the segment's name and removes it on destruction, unless disowned.
 class control_segment {
@@ -388,10 +306,13 @@ class control_segment {
   /// Any process that attached; who may write which field is noted next to the field.
   control_header& header() noexcept { return *header_; }
   const control_header& header() const noexcept { return *header_; }
-  /// Record i (the master uses slot * 2 + lane). Throws std::out_of_range for
-  /// i >= slot_count(). Any process that attached.
+  /// Record i (see record_index). Throws std::out_of_range for i >= slot_count(). Any
+  /// process that attached.
   worker_slot& slot(std::uint32_t i);
   const worker_slot& slot(std::uint32_t i) const;
+  /// The record of logical slot `slot`, lane `lane`. Throws like slot(i).
+  worker_slot& record(int slot, int lane) { return this->slot(record_index(slot, lane)); }
+  const worker_slot& record(int slot, int lane) const { return this->slot(record_index(slot, lane)); }
   /// Every record, FREE ones included. Any process that attached.
   std::span<worker_slot> slots() noexcept { return {slots_, slot_count_}; }
   std::span<const worker_slot> slots() const noexcept { return {slots_, slot_count_}; }

@@ -1,7 +1,9 @@
 #pragma once
-/// A move-only owner of a file descriptor.
+/// A move-only owner of a file descriptor, and the one place that exec()s an image.
 
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace systempp {
 
@@ -34,5 +36,10 @@ class unique_fd {
  private:
   int fd_ = -1;
 };
+
+/// Replaces this process image with `path`, run with `argv` (argv[0] included) and the
+/// current environment. Returns only when execv failed, with its errno. Used by exec-mode
+/// workers (in the forked child) and by the master's in-place upgrade.
+int exec_image(const std::string& path, const std::vector<std::string>& argv) noexcept;
 
 }  // namespace systempp

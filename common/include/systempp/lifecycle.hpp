@@ -1,16 +1,17 @@
 #pragma once
-/// Runs the stages of an app's units with the ordering and failure rules of DESIGN.md
-/// section 1, and records duration and outcome per unit and stage.
+/// Runs the stages of an app's units with the ordering and failure rules of the stage table
+/// (stage.hpp), and records duration and outcome per unit and stage.
 ///
-/// Teardown pairs with startup, unit by unit (our reading of the design's failure rule,
-/// see docs/ARCHITECTURE.md): pre_shutdown and on_shutdown go to the units whose
-/// on_startup completed, post_shutdown to those whose pre_startup completed, on_exit to
-/// those whose on_init completed. So a unit that started something is always asked to stop
-/// it, and a unit that never started is never asked.
+/// Teardown pairs with startup, unit by unit (our reading of the reference design's
+/// failure rule, see docs/ARCHITECTURE.md "Units and stages"): pre_shutdown and
+/// on_shutdown go to the units whose on_startup completed, post_shutdown to those whose
+/// pre_startup completed, on_exit to those whose on_init completed. So a unit that started
+/// something is always asked to stop it, and a unit that never started is never asked.
 
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <span>
@@ -64,6 +65,11 @@ struct stage_observer {
                          stage_outcome outcome) = 0;
 };
 
+namespace detail {
+/// How one unit's run of one stage went; defined in lifecycle.cpp.
+struct stage_attempt;
+}  // namespace detail
+
 /// The stage engine of one process. Not thread-safe; lives on the loop's thread.
 /// Each process (master, every worker, inline, script) has its own, so "which units
 /// completed which stage" is per process.
@@ -96,28 +102,19 @@ class lifecycle {
   /// Who is told about stage begin/end (the worker's control-slot publisher); may be null.
   void set_observer(stage_observer* o) noexcept { observer_ = o; }
 
-  /// True when no unit holds started state (nothing left to tear down in this cycle).
-  bool idle() const noexcept;
-
  private:
-  struct progress {
-    bool init = false;
-    bool pre = false;
-    bool started = false;
-    bool post = false;
-  };
+  /// Bit i set: the unit completed stage i, and no stage has undone it since.
+  using stage_set = std::uint32_t;
 
-  bool eligible(std::size_t unit, stage s) const noexcept;
-  void mark_done(std::size_t unit, stage s) noexcept;
-  void after_stage(stage s) noexcept;
   std::vector<std::size_t> order(stage s) const;
-  void record(std::size_t unit, stage s, std::chrono::steady_clock::time_point t0,
-              stage_outcome outcome, std::string error, context& ctx, stage_result& result,
-              bool config);
+  bool enter(std::size_t unit, stage s, bool has_hook);
+  bool leave(std::size_t unit, stage s, detail::stage_attempt&& a, context& ctx,
+             stage_result& result);
+  void forget_undone(stage s) noexcept;
 
   std::vector<detail::unit_entry>& units_;
   std::vector<detail::unit_ref> refs_;
-  std::vector<progress> progress_;
+  std::vector<stage_set> completed_;  ///< per unit
   std::vector<stage_record> records_;
   std::chrono::milliseconds timeout_{30'000};
   stage_observer* observer_ = nullptr;

@@ -18,7 +18,8 @@ struct listener {
   std::string name;     ///< from `--bind NAME=...` (default "http") or LISTEN_FDNAMES
   std::string address;  ///< numeric host as bound, e.g. "127.0.0.1" or "::1"
   std::uint16_t port = 0;  ///< the real port, also when 0 was asked for
-  /// The listening socket (close-on-exec, non-blocking). Accept on a dup() of it.
+  /// The listening socket (close-on-exec, non-blocking). Accept on a dup() of it:
+  /// make_acceptor in acceptor.hpp.
   unique_fd fd;
   int family = 0;  ///< AF_INET or AF_INET6
 

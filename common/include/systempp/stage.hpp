@@ -1,56 +1,111 @@
 #pragma once
-/// The lifecycle stages, their direction and whether they run inside the event loop.
+/// The lifecycle stages: one table that says, per stage, where it runs, in which order
+/// units take it, what it depends on or undoes, and the exit code of its failure. The
+/// enum, the names, the lifecycle's eligibility rules and the member checks in unit.hpp
+/// are all generated from it.
+///
+/// To add a stage: add its row to SYSTEMPP_STAGES and call it where it belongs in the
+/// runners (run_cycle in lifecycle.cpp, or the inline/master runner). A row anywhere but at
+/// the end renumbers the stages stored in shared memory, and any new row resizes
+/// worker_slot::stage_us: bump control_block_layout_version, the stage_count assert and
+/// the pinned sizes in tests/unit/control_block_test.cpp. A new startup stage also wants
+/// its own exit_code (errors.hpp, `app --help` in options.cpp, docs/guide.md).
 
-#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
+#include <optional>
 #include <string_view>
+
+#include "systempp/errors.hpp"
+
+/// The stage table, one row per stage, in the order of a full life (on_init first, on_exit
+/// last). The row's position is the stage's value, stored in the control block: append
+/// only. Columns:
+///   name       the member a unit writes, and the word in logs
+///   loop       sync: called outside the event loop; async: inside it, may be a coroutine
+///   direction  forward: units in declaration order, stopping at the first failure;
+///              backward: units in reverse order, every one runs even after a failure
+///   link       forward: the stage a unit must have completed first; backward: the stage
+///              it undoes, so it runs for exactly the units that completed that one
+///   repeat     once: a unit that completed it does not run it again until the stage is
+///              undone; repeatable: it runs whenever its link allows (on_reload)
+///   failure    the exit code when a unit fails it (errors.hpp)
+// clang-format off
+#define SYSTEMPP_STAGES(X)                                                                  \
+  X(on_init,       sync,  forward,  std::nullopt,        once,       init_failed)            \
+  X(on_reload,     sync,  forward,  stage::on_init,      repeatable, unclean_shutdown)       \
+  X(pre_startup,   sync,  forward,  std::nullopt,        once,       pre_startup_failed)     \
+  X(on_startup,    async, forward,  stage::pre_startup,  once,       on_startup_failed)      \
+  X(post_startup,  async, forward,  stage::on_startup,   once,       post_startup_failed)    \
+  X(pre_shutdown,  async, backward, stage::on_startup,   once,       unclean_shutdown)       \
+  X(on_shutdown,   async, backward, stage::on_startup,   once,       unclean_shutdown)       \
+  X(post_shutdown, sync,  backward, stage::pre_startup,  once,       unclean_shutdown)       \
+  X(on_exit,       sync,  backward, stage::on_init,      once,       unclean_shutdown)
+// clang-format on
 
 namespace systempp {
 
-/// A lifecycle stage (DESIGN.md section 1). The enumerator order is the order of a full
-/// life: on_init first, on_exit last. Stored as an index in the control block, so keep it.
-/// Which process runs which stage in pool, inline and script mode: docs/guide.md.
+/// A lifecycle stage, one enumerator per row of SYSTEMPP_STAGES. Stored as an index in the
+/// control block. Which process runs which stage in pool, inline and script mode:
+/// docs/guide.md, "The stage table".
 enum class stage : std::uint8_t {
-  on_init,
-  on_reload,
-  pre_startup,
-  on_startup,
-  post_startup,
-  pre_shutdown,
-  on_shutdown,
-  post_shutdown,
-  on_exit,
+#define SYSTEMPP_DETAIL_STAGE_ENUMERATOR(name, ...) name,
+  SYSTEMPP_STAGES(SYSTEMPP_DETAIL_STAGE_ENUMERATOR)
+#undef SYSTEMPP_DETAIL_STAGE_ENUMERATOR
+};
+static_assert(static_cast<int>(stage::on_exit) == 8, "stage values are stored in shared memory");
+
+/// Where a stage runs: outside the event loop, or inside it.
+enum class stage_loop { sync, async };
+/// Which way a stage walks the units (see SYSTEMPP_STAGES).
+enum class stage_direction { forward, backward };
+/// Whether a completed stage may run again for the same unit (see SYSTEMPP_STAGES).
+enum class stage_repeat { once, repeatable };
+
+/// One row of the stage table.
+struct stage_row {
+  std::string_view name;
+  stage_loop loop;
+  stage_direction direction;
+  std::optional<stage> link;  ///< forward: required before; backward: undone
+  stage_repeat repeat;
+  exit_code failure;
+};
+
+/// The rows of SYSTEMPP_STAGES, indexed by stage. Compile time / any process.
+inline constexpr stage_row stage_table[] = {
+#define SYSTEMPP_DETAIL_STAGE_ROW(name, loop, direction, link, repeat, failure)           \
+  stage_row{#name, stage_loop::loop, stage_direction::direction, link, stage_repeat::repeat, \
+            exit_code::failure},
+    SYSTEMPP_STAGES(SYSTEMPP_DETAIL_STAGE_ROW)
+#undef SYSTEMPP_DETAIL_STAGE_ROW
 };
 
 /// Number of stages; sizes the per-stage tables (and the control block's stage_us).
-inline constexpr std::size_t stage_count = 9;
+inline constexpr std::size_t stage_count = std::size(stage_table);
 
-/// Every stage in enumerator order. Compile time / any process.
-inline constexpr std::array<stage, stage_count> all_stages{
-    stage::on_init,      stage::on_reload,    stage::pre_startup,
-    stage::on_startup,   stage::post_startup, stage::pre_shutdown,
-    stage::on_shutdown,  stage::post_shutdown, stage::on_exit};
-
-/// The stage's name as written in unit classes and logs. Any process; s must be a valid
-/// enumerator (a value read from shared memory is checked against stage_count first).
-constexpr std::string_view to_string(stage s) noexcept {
-  constexpr std::array<std::string_view, stage_count> names{
-      "on_init",      "on_reload",   "pre_startup",   "on_startup", "post_startup",
-      "pre_shutdown", "on_shutdown", "post_shutdown", "on_exit"};
-  return names[static_cast<std::size_t>(s)];
+/// The table row of `s`. Any process; s must be a valid enumerator (a value read from
+/// shared memory is checked against stage_count first).
+constexpr const stage_row& stage_row_of(stage s) noexcept {
+  return stage_table[static_cast<std::size_t>(s)];
 }
+
+/// The stage's name as written in unit classes and logs. Any process; s must be valid, as
+/// for stage_row_of.
+constexpr std::string_view to_string(stage s) noexcept { return stage_row_of(s).name; }
 
 /// Async stages run inside the process's io_context and may be coroutines. Any process.
-constexpr bool is_async(stage s) noexcept {
-  return s == stage::on_startup || s == stage::post_startup || s == stage::pre_shutdown ||
-         s == stage::on_shutdown;
-}
+constexpr bool is_async(stage s) noexcept { return stage_row_of(s).loop == stage_loop::async; }
 
 /// Backward stages run units in reverse declaration order and never stop early. Any
 /// process.
 constexpr bool is_backward(stage s) noexcept {
-  return s == stage::pre_shutdown || s == stage::on_shutdown || s == stage::post_shutdown ||
-         s == stage::on_exit;
+  return stage_row_of(s).direction == stage_direction::backward;
 }
+
+/// The exit code for a failed stage: 3 to 6 for on_init and the startup stages, 7 for
+/// on_reload and the backward stages. Any process.
+constexpr exit_code failed_stage_code(stage s) noexcept { return stage_row_of(s).failure; }
 
 }  // namespace systempp

@@ -57,7 +57,7 @@ struct unit_hooks {
 // One trait per stage name: whether a unit declares the member at all (any shape), and
 // how to call it. `&U::name` catches a member whose parameters are wrong; the call checks
 // catch overloads and templates.
-#define SYSTEMPP_DETAIL_STAGE_TRAIT(NAME)                                                  \
+#define SYSTEMPP_DETAIL_STAGE_TRAIT(NAME, ...)                                             \
   template <class U>                                                                       \
   struct NAME##_trait {                                                                    \
     static constexpr stage id = stage::NAME;                                               \
@@ -96,18 +96,10 @@ struct unit_hooks {
     }                                                                                      \
   };
 
-/// on_init_trait<U> ... on_exit_trait<U>: whether U declares that stage, how to call it, and
-/// check() with the static_asserts behind the compile errors quoted in docs/guide.md.
-/// Compile time only.
-SYSTEMPP_DETAIL_STAGE_TRAIT(on_init)
-SYSTEMPP_DETAIL_STAGE_TRAIT(on_reload)
-SYSTEMPP_DETAIL_STAGE_TRAIT(pre_startup)
-SYSTEMPP_DETAIL_STAGE_TRAIT(on_startup)
-SYSTEMPP_DETAIL_STAGE_TRAIT(post_startup)
-SYSTEMPP_DETAIL_STAGE_TRAIT(pre_shutdown)
-SYSTEMPP_DETAIL_STAGE_TRAIT(on_shutdown)
-SYSTEMPP_DETAIL_STAGE_TRAIT(post_shutdown)
-SYSTEMPP_DETAIL_STAGE_TRAIT(on_exit)
+/// on_init_trait<U> ... on_exit_trait<U>, one per row of SYSTEMPP_STAGES: whether U
+/// declares that stage, how to call it, and check() with the static_asserts behind the
+/// compile errors quoted in docs/guide.md. Compile time only.
+SYSTEMPP_STAGES(SYSTEMPP_DETAIL_STAGE_TRAIT)
 #undef SYSTEMPP_DETAIL_STAGE_TRAIT
 
 /// Calls U's sync stage member through the type-erased pointer. Runs where the stage runs.
@@ -149,15 +141,9 @@ void register_hook(unit_hooks& hooks) {
 template <class U>
 unit_hooks hooks_of() {
   unit_hooks h;
-  register_hook<U, on_init_trait>(h);
-  register_hook<U, on_reload_trait>(h);
-  register_hook<U, pre_startup_trait>(h);
-  register_hook<U, on_startup_trait>(h);
-  register_hook<U, post_startup_trait>(h);
-  register_hook<U, pre_shutdown_trait>(h);
-  register_hook<U, on_shutdown_trait>(h);
-  register_hook<U, post_shutdown_trait>(h);
-  register_hook<U, on_exit_trait>(h);
+#define SYSTEMPP_DETAIL_REGISTER_HOOK(NAME, ...) register_hook<U, NAME##_trait>(h);
+  SYSTEMPP_STAGES(SYSTEMPP_DETAIL_REGISTER_HOOK)
+#undef SYSTEMPP_DETAIL_REGISTER_HOOK
   return h;
 }
 

@@ -17,16 +17,21 @@ class logger;
 
 namespace systempp::master {
 
+/// Serves GET /metrics on its own listener. Master only; not thread-safe, lives on the
+/// master's loop thread.
 class metrics_server {
  public:
   /// Master only. `render` produces the exposition text; it runs on the loop's thread.
   metrics_server(boost::asio::io_context& io, listener l, std::function<std::string()> render,
                  std::shared_ptr<spdlog::logger> log);
+  /// Master only: closes the socket (through the acceptor, once started).
   ~metrics_server();
-  /// Starts accepting; connections are served one request each.
+  /// Starts accepting; connections are served one request each. The acceptor takes the
+  /// listener's socket over, so where().fd is empty afterwards. Master only, once.
   void start();
   /// In a forked child: drop the socket without touching the loop (no Asio calls).
   void close_in_child() noexcept;
+  /// The listener as bound (address and real port, for the log). Master only.
   const listener& where() const noexcept;
 
  private:

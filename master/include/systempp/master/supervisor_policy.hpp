@@ -1,12 +1,13 @@
 #pragma once
 /// The supervisor's decisions, kept pure: it takes events (a worker became READY, a
 /// process exited, time passed, an operator asked for a stop, reload or scale) and returns
-/// actions (spawn, drain, signal). It never forks or signals; master.cpp carries the
-/// actions out. Unit tests drive it without processes.
+/// actions (spawn, drain, signal, reload done). It never forks or signals; the supervisor
+/// (master/src/supervisor.cpp) carries the actions out. Unit tests drive it without
+/// processes (tests/unit/supervisor_policy_test.cpp).
 ///
 /// Slots and lanes: a logical worker slot holds at most two processes at once, the serving
 /// one and its replacement (or the one draining after a switch). Each takes one of the
-/// slot's two lanes, and each lane has its own control-block record (index slot*2+lane).
+/// slot's two lanes, and each lane has its own control-block record (record_index()).
 
 #include <sys/types.h>
 
@@ -14,16 +15,50 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
+
+#include "systempp/control_block.hpp"
 
 namespace systempp::master {
 
 using ms = std::chrono::milliseconds;
 using time_point = std::chrono::milliseconds;  ///< monotonic time in ms (monotonic_ms())
 
+/// A live process as the policy sees it. The control block's record states map onto it
+/// through policy_state_of().
 enum class proc_state { starting, ready, draining };
 enum class stop_mode { graceful, fast };
+
+/// The explicit mapping from a record's worker_state (written by the worker and the master)
+/// to the policy's state: spawned and starting are both "starting" (not READY yet); free,
+/// exited and crashed are no live process (nullopt). Any process.
+constexpr std::optional<proc_state> policy_state_of(worker_state s) noexcept {
+  switch (s) {
+    case worker_state::spawned:
+    case worker_state::starting: return proc_state::starting;
+    case worker_state::ready: return proc_state::ready;
+    case worker_state::draining: return proc_state::draining;
+    case worker_state::free:
+    case worker_state::exited:
+    case worker_state::crashed: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+/// Why the policy sends SIGQUIT, SIGABRT or SIGKILL.
+enum class kill_reason {
+  ready_timeout,       ///< STARTING past ready_timeout: SIGKILL
+  heartbeat_timeout,   ///< READY without a beat: SIGABRT, then SIGKILL after abort_grace
+  graceful_timeout,    ///< DRAINING past graceful_timeout: SIGKILL (the stop is unclean)
+  fast_stop,           ///< SIGINT/SIGQUIT to the master: SIGQUIT
+  fast_stop_deadline,  ///< still alive after fast_stop_timeout: SIGKILL (unclean)
+  reload_aborted,      ///< a new-generation worker still starting when its rollout failed
+};
+
+/// "ready timeout", "heartbeat timeout", ... as in the master's log. Any process.
+std::string_view to_string(kill_reason r) noexcept;
 
 /// Start a worker of `generation` in `slot`/`lane`.
 struct spawn_action {
@@ -40,17 +75,26 @@ struct drain_action {
 struct signal_action {
   pid_t pid = 0;
   int sig = 0;
-  std::string reason;  ///< for the log: "ready timeout", "heartbeat timeout", ...
+  kill_reason reason = kill_reason::fast_stop;
 };
 /// Every worker is gone after a stop: run on_exit and leave.
 struct finished_action {};
-/// A rollout ended (for the log, the control block and systemd).
+/// How a reload ended: every slot switched, a new worker failed (rolled back), or
+/// on_reload refused the configuration (nothing was touched).
+enum class reload_result { succeeded, failed, rejected };
+/// A reload ended (for the log, the control block and systemd).
 struct reload_done_action {
-  bool ok = false;
-  std::string message;
+  reload_result result = reload_result::failed;
+  std::string message;  ///< what serves now, or why it failed (with the failed start)
+  bool next_queued = false;  ///< a coalesced SIGHUP: begin the next reload at once
+  bool ok() const noexcept { return result == reload_result::succeeded; }
+};
+/// The first full pool is READY: tell systemd READY=1 (once per master life).
+struct pool_ready_action {
+  int ready = 0;
 };
 using action = std::variant<spawn_action, drain_action, signal_action, finished_action,
-                            reload_done_action>;
+                            reload_done_action, pool_ready_action>;
 
 /// A live process the policy knows about.
 struct proc {
@@ -63,6 +107,7 @@ struct proc {
   time_point drain_deadline{0};
   time_point abort_sent{0};  ///< when SIGABRT went out for a missed heartbeat (0: not yet)
   bool kill_sent = false;
+  std::optional<kill_reason> killed_for;  ///< the last SIGABRT/SIGKILL's reason
 };
 
 struct policy_config {
@@ -82,6 +127,22 @@ struct policy_config {
 /// Why a worker is being replaced, for counters and logs.
 enum class exit_kind { expected, crashed, failed_start, config_error };
 
+/// What an exit means: the actions, how it is classified, which restart counter it adds
+/// to (none for an expected exit) and whether it makes the master's own exit unclean.
+struct exit_result {
+  std::vector<action> actions;
+  exit_kind kind = exit_kind::expected;
+  std::optional<restart_reason> restart;
+  bool unclean = false;  ///< it was draining and did not exit 0
+};
+
+/// What to do with a SIGHUP.
+enum class reload_request {
+  begin,      ///< run on_reload now, then reload() (or reject_reload())
+  coalesced,  ///< a rollout is running: one more follows it (reload_done_action::next_queued)
+  ignored,    ///< the pool is stopping
+};
+
 class supervisor_policy {
  public:
   explicit supervisor_policy(policy_config cfg);
@@ -97,14 +158,21 @@ class supervisor_policy {
   /// The worker reported READY.
   std::vector<action> ready(pid_t pid, time_point now);
   /// The worker is gone; `code` is its exit code, or -signal when killed by one.
-  std::vector<action> exited(pid_t pid, int code, time_point now);
+  /// `description` ("worker[0] pid 12 g2 (in pre_startup of unit db) exited with code 3")
+  /// becomes the failed reload's explanation when a worker dies before READY.
+  exit_result exited(pid_t pid, int code, time_point now, std::string_view description = {});
   /// Time passed: timeouts, heartbeats, backoffs. `heartbeat(const proc&)` gives the last
   /// beat as a time_point (0: none yet).
   template <class Heartbeat>
   std::vector<action> tick(time_point now, Heartbeat heartbeat);
   /// SIGTERM (graceful) or SIGINT/SIGQUIT (fast).
   std::vector<action> stop(stop_mode mode, time_point now);
-  /// SIGHUP after on_reload succeeded: roll every slot to a new generation.
+  /// SIGHUP arrived: begin, coalesce or ignore it.
+  reload_request request_reload();
+  /// on_reload refused the new configuration: the workers keep running untouched.
+  reload_done_action reject_reload(std::string why) const;
+  /// SIGHUP after on_reload succeeded (or a master upgrade): roll every slot to a new
+  /// generation.
   std::vector<action> reload(time_point now);
   /// SIGTTIN/SIGTTOU/`app scale N`: the wanted number of workers.
   std::vector<action> scale(int workers, time_point now);
@@ -117,10 +185,12 @@ class supervisor_policy {
   const std::vector<proc>& procs() const noexcept { return procs_; }
   std::uint32_t generation() const noexcept { return generation_; }
   int workers() const noexcept { return cfg_.workers; }
+  const policy_config& config() const noexcept { return cfg_; }
   bool stopping() const noexcept { return stopping_.has_value(); }
   bool reloading() const noexcept { return rollout_.has_value(); }
-  /// What the last exit was classified as (for restart counters).
-  exit_kind last_exit_kind() const noexcept { return last_exit_; }
+  /// True once a worker had to be killed at a drain deadline or drained uncleanly: the
+  /// master exits 1 rather than 0.
+  bool unclean() const noexcept { return unclean_; }
   /// READY processes of the current generation.
   int ready_count() const;
 
@@ -139,6 +209,10 @@ class supervisor_policy {
   proc* find(pid_t pid);
   proc* serving(int slot);  ///< the starting/ready process of a slot that is not draining
   int free_lane(int slot) const;
+  ms backoff(unsigned failures) const noexcept;
+  void send(proc& p, int sig, kill_reason why, std::vector<action>& out);
+  void finish_rollout(reload_result result, std::string message, std::vector<action>& out);
+  void check_pool_ready(std::vector<action>& out);
   void spawn_into(int slot, std::uint32_t gen, time_point now, std::vector<action>& out);
   void drain(proc& p, time_point now, std::vector<action>& out);
   void fill_slots(time_point now, std::vector<action>& out);
@@ -155,7 +229,10 @@ class supervisor_policy {
   std::optional<stop_mode> stopping_;
   time_point stop_deadline_{0};
   bool finished_ = false;
-  exit_kind last_exit_ = exit_kind::expected;
+  bool unclean_ = false;
+  bool reload_queued_ = false;   ///< a SIGHUP came during the rollout
+  bool announced_ready_ = false;  ///< pool_ready_action went out (or an upgrade adopted)
+  std::string start_failure_;    ///< the last worker that died before READY in this rollout
 };
 
 template <class Heartbeat>
@@ -166,7 +243,7 @@ std::vector<action> supervisor_policy::tick(time_point now, Heartbeat heartbeat)
     const time_point beat = heartbeat(p);
     if (beat.count() != 0 && now - beat > cfg_.heartbeat_timeout) {
       p.abort_sent = now;
-      out.push_back(signal_action{p.pid, 6 /* SIGABRT */, "heartbeat timeout"});
+      send(p, 6 /* SIGABRT */, kill_reason::heartbeat_timeout, out);
     }
   }
   check_timeouts(now, out);

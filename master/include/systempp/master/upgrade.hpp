@@ -12,7 +12,12 @@
 #include <string_view>
 #include <vector>
 
+#include "systempp/listeners.hpp"
+
 namespace systempp::master {
+
+class supervisor;
+class system_calls;
 
 inline constexpr const char* upgrade_env = "SYSTEMPP_UPGRADE";
 
@@ -45,5 +50,20 @@ std::optional<handover> take_handover();
 /// Runs `path --help` and waits up to `timeout`: a binary that cannot even print its help
 /// must not replace a running master. Returns an empty string when it passed, else why not.
 std::string check_binary(const std::string& path, std::chrono::milliseconds timeout);
+
+/// What this master hands over: the control block's fd, the listeners and every worker
+/// in the table with its channel. Master only.
+handover describe_pool(int control_fd, const std::vector<listener>& listeners, const supervisor& sup);
+
+/// Re-executes `path` in place with `argv`, handing `h` over: clears close-on-exec on its
+/// fds, describes them in SYSTEMPP_UPGRADE and blocks every signal (exec keeps the mask and
+/// the pending signals, so none is handled between here and the new image's handlers).
+/// Returns only when exec failed, after undoing all of that, with the reason. Master only.
+std::string exec_upgrade(const handover& h, const std::string& path, const std::vector<std::string>& argv,
+                         system_calls& sys);
+
+/// The new image: takes the handed-over workers into the worker table and the policy as
+/// READY, then reaps any that exited while the images changed. Master only.
+void adopt_workers(const handover& h, supervisor& sup);
 
 }  // namespace systempp::master

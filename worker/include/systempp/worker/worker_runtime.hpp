@@ -12,6 +12,7 @@
 #include "systempp/fd.hpp"
 #include "systempp/listeners.hpp"
 #include "systempp/options.hpp"
+#include "systempp/worker/exec_layout.hpp"  // callers of run_exec_worker also ask is_exec_worker
 
 namespace boost::asio {
 class io_context;
@@ -20,13 +21,15 @@ class io_context;
 namespace systempp::worker {
 
 /// Bytes on the master <-> worker channel (a socketpair). State lives in the control block;
-/// the channel only wakes the other side.
+/// the channel only wakes the other side. Any process (the master writes some, the worker
+/// others).
 inline constexpr char msg_ready = 'R';  ///< worker -> master: READY (see the slot)
 inline constexpr char msg_drain = 'D';  ///< master -> worker: drain now (see the slot's command)
 inline constexpr char msg_quit = 'Q';   ///< master -> worker: fast stop
 inline constexpr char msg_recycle = 'X';  ///< worker -> master: served --max-requests, replace me
 
-/// Everything a worker needs, handed over by the spawner.
+/// Everything a worker needs. Filled by the master's spawner in the forked child, or by
+/// run_exec_worker in an exec'd image; read by run() in that worker only.
 struct launch {
   const options* opts = nullptr;
   std::vector<detail::unit_entry>* units = nullptr;
@@ -38,18 +41,6 @@ struct launch {
   unique_fd channel;              ///< the worker's end of the socketpair
   sigset_t restore_mask;          ///< the signal mask to restore once handlers are set
 };
-
-/// Exec mode: the fds and environment a worker image is started with. The spawner puts the
-/// control block at fd 3, the channel at fd 4 and the listeners from fd 5 on, and describes
-/// the rest in the environment.
-inline constexpr int exec_control_fd = 3;
-inline constexpr int exec_channel_fd = 4;
-inline constexpr int exec_first_listener_fd = 5;
-inline constexpr const char* exec_env_worker = "SYSTEMPP_WORKER";        ///< "slot:lane:gen:master_pid"
-inline constexpr const char* exec_env_listeners = "SYSTEMPP_LISTENERS";  ///< "name,name,..."
-
-/// True when this process image was exec'd as a pool worker.
-bool is_exec_worker() noexcept;
 
 /// The exec'd worker image: on_init, the worker cycle, on_exit. Worker only.
 int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units,

@@ -1,0 +1,171 @@
+// The master's table of worker processes: spawn, channel, reap. Decisions are elsewhere
+// (supervisor_policy); this file only carries them out on processes and records.
+
+#include "systempp/master/worker_table.hpp"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <fmt/format.h>
+
+#include "systempp/stage.hpp"
+
+namespace systempp::master {
+
+namespace asio = boost::asio;
+
+struct worker_channel {
+  asio::posix::stream_descriptor descriptor;
+};
+
+worker_handle::worker_handle() noexcept = default;
+worker_handle::worker_handle(pid_t p, int s, int l, std::uint32_t g, std::unique_ptr<worker_channel> c) noexcept
+    : pid(p), slot(s), lane(l), generation(g), channel(std::move(c)) {}
+worker_handle::worker_handle(worker_handle&&) noexcept = default;
+worker_handle& worker_handle::operator=(worker_handle&&) noexcept = default;
+worker_handle::~worker_handle() = default;
+int worker_handle::channel_fd() const noexcept { return channel ? channel->descriptor.native_handle() : -1; }
+
+std::unique_ptr<worker_channel> worker_table::open_channel(int fd) {
+  return std::make_unique<worker_channel>(worker_channel{asio::posix::stream_descriptor(io_, fd)});
+}
+
+bool reaped_worker::clean() const noexcept { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+int reaped_worker::code() const noexcept { return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status); }
+
+std::string reaped_worker::describe() const {
+  if (WIFEXITED(status)) return fmt::format("exited with code {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const char* abbrev = ::sigabbrev_np(WTERMSIG(status));
+    return fmt::format("killed by signal {} ({}){}", WTERMSIG(status), abbrev ? abbrev : "?",
+                       WCOREDUMP(status) ? " (core dumped)" : "");
+  }
+  return fmt::format("ended with status {}", status);
+}
+
+worker_table::worker_table(asio::io_context& io, control_segment& segment, system_calls& sys,
+                           message_handler on_message)
+    : io_(io), segment_(segment), sys_(sys), on_message_(std::move(on_message)) {}
+
+const worker_handle* worker_table::find(pid_t pid) const {
+  auto it = workers_.find(pid);
+  return it == workers_.end() ? nullptr : &it->second;
+}
+
+std::string worker_table::where(const worker_handle& w) const {
+  const worker_slot& r = segment_.record(w.slot, w.lane);
+  const auto st = r.stage.load(std::memory_order_relaxed);
+  const auto un = r.unit.load(std::memory_order_relaxed);
+  std::string text = fmt::format("worker[{}] pid {} g{}", w.slot, w.pid, w.generation);
+  if (st < stage_count && un < segment_.header().unit_count.load() && un < worker_slot::max_units)
+    text += fmt::format(" (in {} of unit {})", to_string(static_cast<stage>(st)), unit_name(segment_.header(), un));
+  return text;
+}
+
+pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& drop_parent_state,
+                          const child_main& body) {
+  worker_slot& r = segment_.record(a.slot, a.lane);
+  r.epoch.fetch_add(1);
+  {
+    slot_update u(r);
+    r.pid.store(0);
+    r.generation.store(a.generation);
+    r.state.store(worker_state::spawned);
+    r.command.store(worker_command::none);
+    r.stage.store(no_stage);
+    r.unit.store(no_unit);
+    r.in_flight.store(0);
+    r.requests.store(0);
+    r.errors.store(0);
+    r.heartbeat_ms.store(0);
+    r.ready_ms.store(0);
+    r.started_ms.store(monotonic_ms());
+  }
+  unique_fd master_end, worker_end;
+  if (const int err = sys_.channel_pair(master_end, worker_end); err != 0) return -err;
+
+  const pid_t pid = sys_.fork(
+      [&] {
+        // The child keeps only its own channel and its own record.
+        drop_parent_state();
+        for (auto& [p, w] : workers_)
+          if (w.channel) ::close(w.channel_fd());
+        master_end.reset();
+      },
+      [&](const sigset_t& mask) {
+        r.pid.store(::getpid());
+        return body(a, r, std::move(worker_end), mask);
+      });
+  if (pid < 0) return -errno;
+  r.pid.store(pid);
+  worker_end.reset();
+  worker_handle h(pid, a.slot, a.lane, a.generation, open_channel(master_end.release()));
+  auto& channel = *h.channel;
+  workers_.emplace(pid, std::move(h));
+  watch(pid, channel);
+  return pid;
+}
+
+void worker_table::adopt(pid_t pid, int slot, int lane, std::uint32_t generation, int channel_fd) {
+  worker_handle h(pid, slot, lane, generation, open_channel(channel_fd));
+  auto& channel = *h.channel;
+  workers_.emplace(pid, std::move(h));
+  watch(pid, channel);
+}
+
+// One byte at a time until EOF: the worker is gone then, and SIGCHLD reaps it. The buffer is
+// shared with the handler, so a channel destroyed by the reap leaves nothing dangling.
+void worker_table::watch(pid_t pid, worker_channel& channel) {
+  auto byte = std::make_shared<char>(0);
+  channel.descriptor.async_read_some(asio::buffer(byte.get(), 1),
+                          [this, pid, &channel, byte](boost::system::error_code ec, std::size_t n) {
+                            if (ec || n == 0) return;
+                            // Read on first: the handler may reap (and destroy) this channel.
+                            watch(pid, channel);
+                            on_message_(pid, *byte);
+                          });
+}
+
+void worker_table::command(pid_t pid, worker_command c, char byte, std::uint64_t drain_deadline_ms) {
+  auto it = workers_.find(pid);
+  if (it == workers_.end()) return;
+  worker_slot& r = record(it->second);
+  if (drain_deadline_ms) r.drain_deadline_ms.store(drain_deadline_ms);
+  r.command.store(c);
+  if (const int fd = it->second.channel_fd(); fd >= 0)
+    [[maybe_unused]] auto n = ::send(fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+int worker_table::signal(pid_t pid, int sig) {
+  if (!workers_.count(pid)) return ESRCH;
+  return sys_.kill(pid, sig);
+}
+
+std::optional<reaped_worker> worker_table::reap() {
+  for (;;) {
+    int status = 0;
+    const pid_t pid = sys_.reap_any(status);
+    if (pid <= 0) return std::nullopt;
+    auto it = workers_.find(pid);
+    if (it == workers_.end()) continue;  // not one of ours (e.g. a unit's helper)
+    reaped_worker out{std::move(it->second), status};
+    workers_.erase(it);
+    worker_slot& r = record(out.handle);
+    const bool draining = r.command.load() != worker_command::none;
+    control_header& hdr = segment_.header();
+    hdr.requests_total.fetch_add(r.requests.load());
+    hdr.errors_total.fetch_add(r.errors.load());
+    r.exit_status.store(status);
+    slot_update u(r);
+    r.state.store(out.clean() || draining ? worker_state::exited : worker_state::crashed);
+    return out;
+  }
+}
+
+}  // namespace systempp::master

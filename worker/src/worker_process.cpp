@@ -1,0 +1,236 @@
+// The worker process: one cycle of stages, READY and heartbeat in its control-block
+// record, and a drain on DRAIN, SIGTERM or the master's death.
+
+#include "worker_process.hpp"
+
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+
+#include "systempp/log.hpp"
+#include "systempp/worker/worker_signals.hpp"
+
+namespace systempp::worker {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+void set_state(worker_slot& r, worker_state s) {
+  slot_update u(r);
+  r.state.store(s, std::memory_order_release);
+}
+
+// Four beats per --heartbeat-timeout, so one late beat is not yet a missed heartbeat.
+std::chrono::milliseconds beat_interval(const options& opts) {
+  return std::clamp(opts.heartbeat_timeout / 4, std::chrono::milliseconds(50),
+                    std::chrono::milliseconds(1000));
+}
+
+// --max-requests with jitter: this worker's share, so the pool does not recycle in step.
+std::uint64_t request_limit(const options& opts) {
+  if (opts.max_requests == 0) return 0;
+  std::uint64_t limit = opts.max_requests;
+  if (opts.max_requests_jitter > 0)
+    limit += static_cast<std::uint64_t>(::getpid()) * 2654435761u % (opts.max_requests_jitter + 1);
+  return limit;
+}
+
+}  // namespace
+
+void slot_observer::stage_begin(std::size_t unit, stage s) {
+  if (failed_) return;  // keep naming the stage that failed, for the master's log
+  slot_update u(r_);
+  r_.unit.store(static_cast<std::uint32_t>(unit), std::memory_order_relaxed);
+  r_.stage.store(static_cast<std::uint32_t>(s), std::memory_order_relaxed);
+}
+
+void slot_observer::stage_end(std::size_t unit, stage s, std::chrono::microseconds took,
+                              stage_outcome outcome) {
+  if (unit < worker_slot::max_units) {
+    const auto us = std::min<std::int64_t>(took.count(), UINT32_MAX);
+    r_.stage_us[unit][static_cast<std::size_t>(s)].store(static_cast<std::uint32_t>(us),
+                                                        std::memory_order_relaxed);
+  }
+  if (outcome != stage_outcome::ok && !is_backward(s)) failed_ = true;
+}
+
+bool worker_process::guard_parent(pid_t master_pid) noexcept {
+  // The kernel sends SIGTERM when the parent goes, and a master that died before prctl
+  // took effect is caught by the getppid() check.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  return ::getppid() == master_pid;
+}
+
+void worker_process::ignore_pool_signals() noexcept { ignore(worker_signals); }
+
+worker_process::worker_process(launch& l)
+    : opts_(*l.opts),
+      record_(*l.record),
+      signals_(io_),
+      channel_(io_, l.channel.release()),
+      lifecycle_(*l.units),
+      observer_(record_),
+      ctx_(process_role::worker, opts_,
+           make_logger(fmt::format("worker[{}] g{}", l.slot, l.generation), opts_), io_,
+           *l.listeners, lifecycle_.refs()),
+      beat_(io_),
+      beat_every_(beat_interval(opts_)),
+      request_limit_(request_limit(opts_)) {
+  listen(signals_, worker_signals);
+  // Only now: a signal that came since fork stayed pending and reaches the set.
+  ::pthread_sigmask(SIG_SETMASK, &l.restore_mask, nullptr);
+  lifecycle_.set_timeout(opts_.stage_timeout);
+  lifecycle_.set_observer(&observer_);
+  ctx_.set_process(process_role::worker, l.slot, l.generation, ::getpid());
+  ctx_.set_slot_record(&record_);
+  set_state(record_, worker_state::starting);
+}
+
+int worker_process::run() {
+  cycle_hooks hooks;
+  hooks.on_ready = [this] { report_ready(); };
+  hooks.serve = [this] { return serve(); };
+  hooks.on_drain = [this] { begin_drain(); };
+  hooks.on_loop_stopped = [this] { beat_.cancel(); };
+  start_heartbeat();
+  return publish_exit(run_cycle(lifecycle_, ctx_, hooks));
+}
+
+// On the loop, so a blocked loop stops beating and the master notices.
+void worker_process::start_heartbeat() { asio::co_spawn(io_, heartbeat(), asio::detached); }
+
+asio::awaitable<void> worker_process::heartbeat() {
+  for (;;) {
+    record_.heartbeat_ms.store(monotonic_ms(), std::memory_order_relaxed);
+    ask_recycle_if_due();
+    beat_.expires_after(beat_every_);
+    auto [ec] = co_await beat_.async_wait(use_tuple);
+    if (ec) co_return;
+  }
+}
+
+void worker_process::ask_recycle_if_due() {
+  if (!request_limit_ || recycle_asked_ || ctx_.draining() ||
+      record_.requests.load(std::memory_order_relaxed) < request_limit_)
+    return;
+  recycle_asked_ = true;  // the master starts a replacement, then drains this one
+  send(msg_recycle);
+  ctx_.log().info("served {} requests: asking to be recycled", request_limit_);
+}
+
+void worker_process::report_ready() {
+  record_.ready_ms.store(monotonic_ms(), std::memory_order_relaxed);
+  {
+    slot_update u(record_);  // serving: no unit is inside a stage
+    record_.stage.store(no_stage, std::memory_order_relaxed);
+    record_.unit.store(no_unit, std::memory_order_relaxed);
+    record_.state.store(worker_state::ready, std::memory_order_release);
+  }
+  send(msg_ready);
+  ctx_.log().info("ready");
+}
+
+// Until the master says drain (or dies: EOF on the channel), or a drain/fast-stop signal.
+asio::awaitable<void> worker_process::serve() {
+  using namespace asio::experimental::awaitable_operators;
+  co_await (read_master() || read_signals());
+  if (fast_) {
+    ctx_.log().info("fast stop");
+    ctx_.log().flush();
+    ::_exit(0);
+  }
+}
+
+asio::awaitable<void> worker_process::read_master() {
+  for (;;) {
+    char byte = 0;
+    auto [ec, n] = co_await channel_.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    if (ec == asio::error::operation_aborted) co_return;  // a signal came first
+    if (ec || n == 0) {
+      ctx_.log().warn("the master is gone: draining");
+      co_return;
+    }
+    if (byte == msg_drain) co_return;
+    if (byte == msg_quit) {
+      fast_ = true;
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> worker_process::read_signals() {
+  for (;;) {
+    auto [ec, sig] = co_await signals_.async_wait(use_tuple);
+    if (ec) co_return;
+    const auto action = action_of(worker_signals, sig);
+    if (action == worker_signal::reopen_logs) {
+      ctx_.reopen_log();
+      continue;
+    }
+    fast_ = action == worker_signal::fast_stop;
+    co_return;
+  }
+}
+
+void worker_process::begin_drain() {
+  set_state(record_, worker_state::draining);
+  // While draining, a fast stop (SIGQUIT or the master's QUIT) still ends it at once.
+  asio::co_spawn(io_, exit_on_fast_stop_signal(), asio::detached);
+  asio::co_spawn(io_, exit_on_fast_stop_message(), asio::detached);
+  // A kernel-enforced deadline: even a wedged loop cannot outlive the drain for long.
+  ::alarm(static_cast<unsigned>(std::ceil(opts_.graceful_timeout.count() / 1000.0)) + 1);
+  ctx_.log().info("draining");
+}
+
+asio::awaitable<void> worker_process::exit_on_fast_stop_signal() {
+  for (;;) {
+    auto [ec, sig] = co_await signals_.async_wait(use_tuple);
+    if (ec) co_return;
+    if (action_of(worker_signals, sig) == worker_signal::fast_stop) ::_exit(0);
+  }
+}
+
+asio::awaitable<void> worker_process::exit_on_fast_stop_message() {
+  for (;;) {
+    char byte = 0;
+    auto [ec, n] = co_await channel_.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    if (ec || n == 0) co_return;
+    if (byte == msg_quit) ::_exit(0);
+  }
+}
+
+int worker_process::publish_exit(const cycle_result& result) {
+  {
+    slot_update u(record_);
+    if (result.code == exit_code::ok) {  // a failure keeps its unit and stage for the master
+      record_.stage.store(no_stage, std::memory_order_relaxed);
+      record_.unit.store(no_unit, std::memory_order_relaxed);
+    }
+    record_.state.store(worker_state::exited, std::memory_order_release);
+  }
+  if (result.code != exit_code::ok) ctx_.log().error("worker failed: {}", result.error);
+  ctx_.log().info("exit {}", to_int(result.code));
+  ctx_.log().flush();
+  return to_int(result.code);
+}
+
+// The byte only wakes the master; a full or closed channel loses nothing the record lacks.
+void worker_process::send(char byte) noexcept {
+  [[maybe_unused]] auto n = ::write(channel_.native_handle(), &byte, 1);
+}
+
+}  // namespace systempp::worker
