@@ -13,46 +13,23 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <array>
-#include <filesystem>
 #include <iostream>
 
 #include "systempp/lifecycle.hpp"
 #include "systempp/log.hpp"
 #include "systempp/master/master_process.hpp"
+#include "systempp/master/master_signals.hpp"
 #include "systempp/master/metrics_server.hpp"
 #include "systempp/master/metrics_text.hpp"
 #include "systempp/master/pool_setup.hpp"
 #include "systempp/master/reload_report.hpp"
 #include "systempp/master/supervisor.hpp"
 #include "systempp/master/systemd.hpp"
-#include "systempp/signal_table.hpp"
-#include "systempp/worker/exec_layout.hpp"
-#include "systempp/worker/worker_runtime.hpp"
+#include "systempp/master/worker_launch.hpp"
 
 namespace systempp::master {
 
 namespace asio = boost::asio;
-
-namespace {
-
-/// What each signal does to the master. The workers' table is in worker/, the inline
-/// process's in common/src/inline_runner.cpp.
-enum class master_signal { reap, drain, fast_stop, reload, scale_up, scale_down, reopen_logs, upgrade };
-constexpr auto handle = signal_disposition::handle;
-constexpr std::array<signal_row<master_signal>, 9> master_signals{{
-    {SIGCHLD, handle, master_signal::reap, "reap exited workers, replace them"},
-    {SIGTERM, handle, master_signal::drain, "graceful stop: drain every worker, exit 0"},
-    {SIGINT, handle, master_signal::fast_stop, "fast stop: QUIT to every worker, KILL after 2 s"},
-    {SIGQUIT, handle, master_signal::fast_stop, "fast stop, as SIGINT"},
-    {SIGHUP, handle, master_signal::reload, "on_reload, then a rolling reload"},
-    {SIGTTIN, handle, master_signal::scale_up, "one more worker (or `app scale N`)"},
-    {SIGTTOU, handle, master_signal::scale_down, "one worker fewer"},
-    {SIGUSR1, handle, master_signal::reopen_logs, "reopen the log file, here and in every worker"},
-    {SIGUSR2, handle, master_signal::upgrade, "re-execute the binary in place, keep the workers"},
-}};
-
-}  // namespace
 
 class master_process {
  public:
@@ -64,13 +41,12 @@ class master_process {
  private:
   int open(const std::optional<handover>& h);
   void start_supervisor(int workers, int max_workers);
-  int child(const spawn_action& a, worker_slot& record, unique_fd channel, const sigset_t& mask);
+  void wait_signal();
   void on_signal(int sig);
   void stop(stop_mode mode, int sig);
   void scale(int sig);
   void begin_reload();
   void begin_rollout(std::string_view why);
-  void upgrade();
   void start_watchdog();
   void schedule_tick();
   void finish();
@@ -93,7 +69,6 @@ class master_process {
   std::optional<supervisor> sup_;
   std::optional<reload_report> report_;
   bool finished_ = false;
-  std::string exec_path_;  ///< the binary, resolved at start; re-opened by every exec
 };
 
 int master_process::run() {
@@ -109,10 +84,6 @@ int master_process::run() {
   ::sigemptyset(&none);
   ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
 
-  std::error_code ec;
-  exec_path_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-  if (ec) exec_path_ = opts_.program;
-  if (opts_.mode == reload_mode::exec) log_->info("exec mode: workers run {}", exec_path_);
   lc_.set_timeout(opts_.stage_timeout);
   ctx_.emplace(process_role::master, opts_, log_, io_, pool_.listeners, lc_.refs());
   const auto init = lc_.run(stage::on_init, *ctx_);
@@ -129,9 +100,7 @@ int master_process::run() {
 
   start_supervisor(handover ? static_cast<int>(hdr.target_workers.load()) : opts_.workers, pool_.max_workers);
   hdr.master_state.store(master_state::running);
-  signals_.async_wait([this](boost::system::error_code e, int sig) {
-    if (!e) on_signal(sig);
-  });
+  wait_signal();
   start_watchdog();
   if (handover) {
     notify_.main_pid(::getpid());
@@ -175,13 +144,6 @@ int master_process::open(const std::optional<handover>& h) {
   }
   // Logged once the control block exists, so whoever reads the port can also attach.
   for (const auto& l : pool_.listeners) log_->info("listening on {} ({})", l.endpoint(), l.name);
-  if (!h) {
-    control_header& hdr = pool_.segment->header();
-    hdr.master_state.store(master_state::starting);
-    hdr.pool_generation.store(1);
-    hdr.target_workers.store(static_cast<std::uint32_t>(opts_.workers));
-    hdr.master_started_ms.store(monotonic_ms());
-  }
   return 0;
 }
 
@@ -204,28 +166,10 @@ void master_process::start_supervisor(int workers, int max_workers) {
         signals_.clear();
         if (metrics_) metrics_->close_in_child();
       },
-      [this](const spawn_action& a, worker_slot& record, unique_fd channel, const sigset_t& mask) {
-        return child(a, record, std::move(channel), mask);
+      [this, launch = worker_launch{&opts_, &units_, &pool_.listeners, pool_.segment->fd(), pool_.exec_path, ::getpid()}](
+          const spawn_action& a, worker_slot& record, unique_fd channel, const sigset_t& mask) {
+        return run_worker_child(launch, a, record, std::move(channel), mask);
       });
-}
-
-// The forked child: exec a fresh image (exec mode) or run the worker in this one.
-int master_process::child(const spawn_action& a, worker_slot& record, unique_fd channel, const sigset_t& mask) {
-  const pid_t master_pid = pool_.segment->header().master_pid.load();  // not getppid(): the master may be gone
-  if (opts_.mode == reload_mode::exec)
-    return worker::exec_worker_image(exec_path_, opts_.argv, pool_.segment->fd(), channel.get(), pool_.listeners,
-                                     worker::exec_identity{a.slot, a.lane, a.generation, master_pid});
-  worker::launch l;
-  l.opts = &opts_;
-  l.units = &units_;
-  l.listeners = &pool_.listeners;
-  l.record = &record;
-  l.slot = a.slot;
-  l.generation = a.generation;
-  l.master_pid = master_pid;
-  l.channel = std::move(channel);
-  l.restore_mask = mask;
-  return worker::run(l);
 }
 
 void master_process::on_signal(int sig) {
@@ -241,15 +185,21 @@ void master_process::on_signal(int sig) {
         log_ = ctx_->reopen_log();
         for (const auto& [pid, w] : table_->workers()) table_->signal(pid, SIGUSR1);
         break;
-      case master_signal::upgrade: upgrade(); break;
+      case master_signal::upgrade:
+        upgrade_master(pool_.segment->fd(), pool_.listeners, pool_.exec_path, opts_.argv, *sup_, sys_, *log_);
+        break;
     }
   } catch (const std::exception& e) {
     log_->critical("handling signal {}: {}", sig, e.what());
   }
-  if (!finished_)
-    signals_.async_wait([this](boost::system::error_code e, int next) {
-      if (!e) on_signal(next);
-    });
+  wait_signal();
+}
+
+void master_process::wait_signal() {
+  if (finished_) return;
+  signals_.async_wait([this](boost::system::error_code e, int sig) {
+    if (!e) on_signal(sig);
+  });
 }
 
 void master_process::stop(stop_mode mode, int sig) {
@@ -267,17 +217,10 @@ void master_process::stop(stop_mode mode, int sig) {
 
 // `app scale N` leaves N in the block; a bare signal means one more or one fewer.
 void master_process::scale(int sig) {
-  control_header& hdr = pool_.segment->header();
-  auto& policy = sup_->policy();
-  const auto requested = hdr.scale_request.exchange(0);
-  const int want = requested && sig == SIGTTIN ? static_cast<int>(requested) : policy.workers() + (sig == SIGTTIN ? 1 : -1);
-  const int before = policy.workers();
-  auto actions = policy.scale(want, now_ms());
-  hdr.target_workers.store(static_cast<std::uint32_t>(policy.workers()));
-  hdr.restarts[static_cast<std::size_t>(restart_reason::scale)].fetch_add(
-      static_cast<std::uint64_t>(std::abs(policy.workers() - before)));
-  log_->info("{}: {} worker(s)", requested ? "scale" : sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", policy.workers());
-  sup_->execute(std::move(actions));
+  const auto requested = pool_.segment->header().scale_request.exchange(0);
+  const int now = sup_->policy().workers();
+  const int n = sup_->scale(requested && sig == SIGTTIN ? static_cast<int>(requested) : now + (sig == SIGTTIN ? 1 : -1));
+  log_->info("{}: {} worker(s)", requested ? "scale" : sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", n);
 }
 
 void master_process::begin_reload() {
@@ -295,23 +238,6 @@ void master_process::begin_rollout(std::string_view why) {
   auto actions = policy.reload(now_ms());
   report_->rolling(why, policy.generation(), policy.workers());
   sup_->execute(std::move(actions));
-}
-
-// SIGUSR2: re-execute this binary in place. Listeners, the control block and the workers'
-// channels stay open across exec; the new image adopts them (upgrade.hpp).
-void master_process::upgrade() {
-  if (sup_->policy().stopping() || sup_->policy().reloading()) {
-    log_->warn("SIGUSR2: a {} is in progress; upgrade not started", sup_->policy().stopping() ? "stop" : "rollout");
-    return;
-  }
-  if (auto why = check_binary(exec_path_, std::chrono::seconds(5)); !why.empty()) {
-    log_->error("SIGUSR2: upgrade refused: {}", why);
-    return;
-  }
-  log_->info("SIGUSR2: upgrading the master in place ({})", exec_path_);
-  log_->flush();
-  const auto why = exec_upgrade(describe_pool(pool_.segment->fd(), pool_.listeners, *sup_), exec_path_, opts_.argv, sys_);
-  log_->error("SIGUSR2: {}; the current master keeps running", why);
 }
 
 // WATCHDOG=1 from the master's loop: if the loop wedges, systemd notices.
@@ -352,8 +278,7 @@ void master_process::finish() {
 }
 
 std::string master_process::metrics_text() const {
-  metrics_input in;
-  in.header = &pool_.segment->header();
+  metrics_input in{&pool_.segment->header(), {}, {}};
   if (table_)
     for (const auto& [pid, w] : table_->workers()) in.live.push_back(read_slot(pool_.segment->record(w.slot, w.lane)));
   for (const auto& rec : lc_.records())

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "systempp/errors.hpp"
@@ -40,6 +41,11 @@ void remove_pidfile(const std::string& path, pid_t pid) {
 pool_setup open_pool(const options& opts, const std::optional<handover>& h, const std::vector<std::string>& units,
                      spdlog::logger& log) {
   pool_setup out;
+  // Resolved once: a binary renamed over this path later is what exec mode and upgrades run.
+  std::error_code ec;
+  out.exec_path = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) out.exec_path = opts.program;
+  if (opts.mode == reload_mode::exec) log.info("exec mode: workers run {}", out.exec_path);
   if (h) {
     for (const auto& l : h->listeners) out.listeners.push_back(adopt_listener(unique_fd(l.fd), l.name));
     out.segment.emplace(control_segment::attach_fd(h->control_fd, access::read_write));
@@ -62,6 +68,11 @@ pool_setup open_pool(const options& opts, const std::optional<handover>& h, cons
   out.segment.emplace(control_segment::create(opts.name, ::getpid(),
                                               static_cast<std::uint32_t>(out.max_workers * lanes_per_slot), units));
   if (!opts.pidfile.empty()) write_pidfile(opts.pidfile, ::getpid());
+  control_header& hdr = out.segment->header();
+  hdr.master_state.store(master_state::starting);
+  hdr.pool_generation.store(1);
+  hdr.target_workers.store(static_cast<std::uint32_t>(opts.workers));
+  hdr.master_started_ms.store(monotonic_ms());
   return out;
 }
 

@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include <cstdlib>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -95,6 +97,17 @@ void supervisor::exited(reaped_worker w) {
     log().error("{}: configuration error (exit 2): not respawning this slot for {} s", who,
                 std::chrono::duration_cast<std::chrono::seconds>(policy_.config().config_error_backoff).count());
   execute(std::move(result.actions));
+}
+
+int supervisor::scale(int workers) {
+  const int before = policy_.workers();
+  auto actions = policy_.scale(workers, now_ms());
+  const int after = policy_.workers();
+  header_.target_workers.store(static_cast<std::uint32_t>(after));
+  header_.restarts[static_cast<std::size_t>(restart_reason::scale)].fetch_add(
+      static_cast<std::uint64_t>(std::abs(after - before)));
+  execute(std::move(actions));
+  return after;
 }
 
 void supervisor::tick() {

@@ -155,6 +155,22 @@ std::string exec_upgrade(const handover& h, const std::string& path, const std::
   return fmt::format("exec {} failed: {}", path, std::strerror(err));
 }
 
+void upgrade_master(int control_fd, const std::vector<listener>& listeners, const std::string& path,
+                    const std::vector<std::string>& argv, supervisor& sup, system_calls& sys, spdlog::logger& log) {
+  if (sup.policy().stopping() || sup.policy().reloading()) {
+    log.warn("SIGUSR2: a {} is in progress; upgrade not started", sup.policy().stopping() ? "stop" : "rollout");
+    return;
+  }
+  if (auto why = check_binary(path, std::chrono::seconds(5)); !why.empty()) {
+    log.error("SIGUSR2: upgrade refused: {}", why);
+    return;
+  }
+  log.info("SIGUSR2: upgrading the master in place ({})", path);
+  log.flush();
+  const auto why = exec_upgrade(describe_pool(control_fd, listeners, sup), path, argv, sys);
+  log.error("SIGUSR2: {}; the current master keeps running", why);
+}
+
 void adopt_workers(const handover& h, supervisor& sup) {
   for (const auto& w : h.workers) {
     sup.policy().adopt(w.pid, w.slot, w.lane, w.generation, now_ms());

@@ -23,6 +23,7 @@ struct pool_setup {
   std::vector<listener> listeners;
   std::optional<control_segment> segment;
   int max_workers = 0;  ///< logical slots the block has records for
+  std::string exec_path;  ///< this binary, resolved at start: what exec mode and upgrades run
 };
 
 /// Fresh: refuses a second pool of the same name, removes stale blocks, takes systemd's

@@ -48,6 +48,9 @@ class supervisor {
   void message(pid_t pid, char byte);
   /// SIGCHLD: reaps every exited worker and hands each exit to the policy.
   void reap();
+  /// SIGTTIN/SIGTTOU/`app scale`: resizes the pool (within 1..max_workers), counts the
+  /// workers started or stopped for it, and returns the new size.
+  int scale(int workers);
   /// The periodic check: heartbeats (read from the records), deadlines, backoffs.
   void tick();
 

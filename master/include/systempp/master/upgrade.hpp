@@ -14,6 +14,10 @@
 
 #include "systempp/listeners.hpp"
 
+namespace spdlog {
+class logger;
+}
+
 namespace systempp::master {
 
 class supervisor;
@@ -61,6 +65,11 @@ handover describe_pool(int control_fd, const std::vector<listener>& listeners, c
 /// Returns only when exec failed, after undoing all of that, with the reason. Master only.
 std::string exec_upgrade(const handover& h, const std::string& path, const std::vector<std::string>& argv,
                          system_calls& sys);
+
+/// SIGUSR2: re-executes the master in place, unless a stop or a rollout is in progress or
+/// `path --help` fails (then nothing changes). Returns only when it did not exec. Master only.
+void upgrade_master(int control_fd, const std::vector<listener>& listeners, const std::string& path,
+                    const std::vector<std::string>& argv, supervisor& sup, system_calls& sys, spdlog::logger& log);
 
 /// The new image: takes the handed-over workers into the worker table and the policy as
 /// READY, then reaps any that exited while the images changed. Master only.

@@ -1,0 +1,26 @@
+#include "systempp/master/worker_launch.hpp"
+
+#include "systempp/worker/exec_layout.hpp"
+#include "systempp/worker/worker_runtime.hpp"
+
+namespace systempp::master {
+
+int run_worker_child(const worker_launch& w, const spawn_action& a, worker_slot& record, unique_fd channel,
+                     const sigset_t& mask) {
+  if (w.opts->mode == reload_mode::exec)
+    return worker::exec_worker_image(w.exec_path, w.opts->argv, w.control_fd, channel.get(), *w.listeners,
+                                     worker::exec_identity{a.slot, a.lane, a.generation, w.master_pid});
+  worker::launch l;
+  l.opts = w.opts;
+  l.units = w.units;
+  l.listeners = w.listeners;
+  l.record = &record;
+  l.slot = a.slot;
+  l.generation = a.generation;
+  l.master_pid = w.master_pid;
+  l.channel = std::move(channel);
+  l.restore_mask = mask;
+  return worker::run(l);
+}
+
+}  // namespace systempp::master
