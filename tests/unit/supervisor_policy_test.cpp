@@ -29,7 +29,10 @@ using systempp::master::finished_action;
 using systempp::master::kill_reason;
 using systempp::master::ms;
 using systempp::master::policy_config;
+using systempp::master::pool_ready_action;
 using systempp::master::proc;
+using systempp::master::reload_request;
+using systempp::master::reload_result;
 using systempp::master::reload_done_action;
 using systempp::master::signal_action;
 using systempp::master::spawn_action;
@@ -162,6 +165,7 @@ struct driver {
     return r.front();
   }
   bool nothing() const { return last.empty(); }
+  std::vector<pool_ready_action> of_ready() const { return of<pool_ready_action>(); }
 
   // --- the workers as the test sees them ------------------------------------------------
   int serving_count() const {
@@ -965,4 +969,124 @@ TEST_CASE("a recycle replacement that fails leaves the recycled worker serving",
   CHECK(d.nothing());
   CHECK(d.live.at(w).serving());
   CHECK(d.ever_drained.empty());
+}
+
+// --- the master's bookkeeping, decided here ----------------------------------------------
+
+TEST_CASE("READY=1 is due once, when the first full pool is READY, not after later READYs",
+          "[policy]") {
+  driver d(config(2));
+  d.start();
+  const pids w = d.spawned_pids();
+  d.ready(w[0]);
+  CHECK(d.of_ready().empty());
+  d.ready(w[1]);
+  REQUIRE(d.of_ready().size() == 1);
+  CHECK(d.of_ready()[0].ready == 2);
+  d.exits(w[0], 1);  // crash and replacement: no second READY=1
+  d.ready(d.only_spawned());
+  CHECK(d.of_ready().empty());
+}
+
+TEST_CASE("a HUP during a rollout is coalesced into one more reload, handed back when it ends",
+          "[policy]") {
+  driver d(config(1));
+  const pids old = d.start_ready();
+  REQUIRE(d.policy.request_reload() == reload_request::begin);
+  d.reload();
+  const pid_t fresh = d.only_spawned();
+  CHECK(d.policy.request_reload() == reload_request::coalesced);
+  CHECK(d.policy.request_reload() == reload_request::coalesced);  // still one more, not two
+  d.ready(fresh);
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->ok());
+  CHECK(d.reload_done()->next_queued);
+  d.exits(old[0], 0);  // the drained worker frees its lane
+  // The queued reload is the only one: the next rollout ends without another.
+  REQUIRE(d.policy.request_reload() == reload_request::begin);
+  d.reload();
+  d.ready(d.only_spawned());
+  REQUIRE(d.reload_done());
+  CHECK_FALSE(d.reload_done()->next_queued);
+}
+
+TEST_CASE("a HUP during a stop is ignored, and a rejected reload touches nothing", "[policy]") {
+  driver d(config(1));
+  d.start_ready();
+  const auto rejected = d.policy.reject_reload("unit settings, stage on_reload: bad port");
+  CHECK(rejected.result == reload_result::rejected);
+  CHECK(rejected.message == "unit settings, stage on_reload: bad port");
+  CHECK(d.policy.generation() == 1);
+  CHECK_FALSE(d.policy.reloading());
+  d.stop(stop_mode::graceful);
+  CHECK(d.policy.request_reload() == reload_request::ignored);
+}
+
+TEST_CASE("a failed reload's message names the worker that failed to start and how", "[policy]") {
+  driver d(config(1));
+  d.start_ready();
+  d.reload();
+  const pid_t fresh = d.only_spawned();
+  d.live.erase(fresh);
+  auto r = d.policy.exited(fresh, 4, d.now, "worker[0] pid 7 g2 (in pre_startup of unit db) exited with code 4");
+  const auto done = std::find_if(r.actions.begin(), r.actions.end(),
+                                 [](const action& a) { return std::holds_alternative<reload_done_action>(a); });
+  REQUIRE(done != r.actions.end());
+  const auto& msg = std::get<reload_done_action>(*done).message;
+  CHECK_THAT(msg, Catch::StartsWith("new worker in slot 0"));
+  CHECK_THAT(msg, Catch::EndsWith("; worker[0] pid 7 g2 (in pre_startup of unit db) exited with code 4"));
+}
+
+TEST_CASE("exits are counted by the reason the policy killed for", "[policy]") {
+  driver d(config(1));
+  d.start();
+  const pid_t slow = d.only_spawned();
+  d.after(5'001ms);
+  d.tick();  // ready timeout: SIGKILL
+  d.exits(slow, -SIGKILL);
+  CHECK(d.last_exit.restart == systempp::restart_reason::timeout_ready);
+  d.at(d.deadline());
+  d.tick();
+  const pid_t next = d.only_spawned();
+  d.ready(next);
+  d.exits(next, -SIGSEGV);
+  CHECK(d.last_exit.restart == systempp::restart_reason::crash);
+  CHECK_FALSE(d.last_exit.unclean);
+  CHECK_FALSE(d.policy.unclean());
+}
+
+TEST_CASE("a stop is unclean when a worker is killed at the deadline or drains with an error",
+          "[policy]") {
+  SECTION("killed at the graceful deadline") {
+    driver d(config(1));
+    d.start_ready();
+    d.stop(stop_mode::graceful);
+    d.after(30'001ms);
+    d.tick();
+    CHECK(d.policy.unclean());
+  }
+  SECTION("drained, then exited 7") {
+    driver d(config(1));
+    const pids w = d.start_ready();
+    d.stop(stop_mode::graceful);
+    CHECK_FALSE(d.policy.unclean());
+    d.exits(w[0], 7);
+    CHECK(d.last_exit.unclean);
+    CHECK(d.last_exit.kind == exit_kind::expected);
+    CHECK_FALSE(d.last_exit.restart.has_value());
+    CHECK(d.policy.unclean());
+  }
+}
+
+TEST_CASE("the control block's worker states map onto the policy's process states", "[policy]") {
+  using systempp::worker_state;
+  using systempp::master::policy_state_of;
+  using systempp::master::proc_state;
+  CHECK(policy_state_of(worker_state::spawned) == proc_state::starting);
+  CHECK(policy_state_of(worker_state::starting) == proc_state::starting);
+  CHECK(policy_state_of(worker_state::ready) == proc_state::ready);
+  CHECK(policy_state_of(worker_state::draining) == proc_state::draining);
+  CHECK_FALSE(policy_state_of(worker_state::free));
+  CHECK_FALSE(policy_state_of(worker_state::exited));
+  CHECK_FALSE(policy_state_of(worker_state::crashed));
 }

@@ -26,12 +26,12 @@
 ///   loop       sync: called outside the event loop; async: inside it, may be a coroutine
 ///   direction  forward: units in declaration order, stopping at the first failure;
 ///              backward: units in reverse order, every one runs even after a failure
-///   link       forward: the stage a unit must have completed first; backward: the stage
-///              it undoes, so it runs for exactly the units that completed that one
+///   link       forward: the stage a unit must have completed first (std::nullopt: none);
+///              backward: the stage it undoes, so it runs for exactly the units that
+///              completed that one
 ///   repeat     once: a unit that completed it does not run it again until the stage is
 ///              undone; repeatable: it runs whenever its link allows (on_reload)
 ///   failure    the exit code when a unit fails it (errors.hpp)
-// clang-format off
 #define SYSTEMPP_STAGES(X)                                                                  \
   X(on_init,       sync,  forward,  std::nullopt,        once,       init_failed)            \
   X(on_reload,     sync,  forward,  stage::on_init,      repeatable, unclean_shutdown)       \
@@ -42,7 +42,6 @@
   X(on_shutdown,   async, backward, stage::on_startup,   once,       unclean_shutdown)       \
   X(post_shutdown, sync,  backward, stage::pre_startup,  once,       unclean_shutdown)       \
   X(on_exit,       sync,  backward, stage::on_init,      once,       unclean_shutdown)
-// clang-format on
 
 namespace systempp {
 

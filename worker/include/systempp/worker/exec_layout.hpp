@@ -22,6 +22,7 @@
 
 namespace systempp::worker {
 
+/// The layout's fds and variable names, as described above. Any process.
 inline constexpr int exec_control_fd = 3;
 inline constexpr int exec_channel_fd = 4;
 inline constexpr int exec_first_listener_fd = 5;
@@ -31,7 +32,7 @@ inline constexpr const char* exec_env_listeners = "SYSTEMPP_LISTENERS";  ///< "n
 /// for a command it cannot run.
 inline constexpr int exec_failed = 127;
 
-/// Who the exec'd worker is, carried in SYSTEMPP_WORKER.
+/// Who the exec'd worker is, carried in SYSTEMPP_WORKER. Any process.
 struct exec_identity {
   int slot = 0;
   int lane = 0;  ///< which of the slot's two control-block records is this worker's
@@ -48,7 +49,7 @@ int exec_worker_image(const std::string& path, const std::vector<std::string>& a
                       int channel_fd, const std::vector<listener>& listeners,
                       const exec_identity& id) noexcept;
 
-/// What an exec'd worker image received.
+/// What an exec'd worker image received. Worker only.
 struct exec_handover {
   exec_identity id;
   std::vector<listener> listeners;  ///< adopted from fds 5..; they own their fds
