@@ -97,80 +97,98 @@ bool live(const slot_snapshot& w) {
                        w.state == worker_state::ready || w.state == worker_state::draining);
 }
 
-int status(const pool_ref& p, bool json) {
-  auto seg = attach_checked(p, access::read_only);
-  const control_header& h = seg.header();
-  const auto now = monotonic_ms();
-  std::vector<std::pair<std::uint32_t, slot_snapshot>> workers;
-  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
-    auto snap = read_slot(seg.slot(i));
-    if (live(snap)) workers.emplace_back(i, snap);
-  }
-  // Requests: what the master folded in from dead workers plus what the live ones served.
-  std::uint64_t requests_total = h.requests_total.load();
-  for (const auto& [index, w] : workers) requests_total += w.requests;
-  const auto started = h.master_started_ms.load();
-  const auto outcome = h.reload_outcome.load();
-  const std::string message = read_reload_message(h);
+// What `app status` shows, read once from the block.
+struct pool_view {
+  const control_header& h;
+  std::uint64_t now = monotonic_ms();
+  std::vector<std::pair<std::uint32_t, slot_snapshot>> workers;  ///< record index, snapshot
+  std::uint64_t requests_total = 0;  ///< folded in from dead workers plus the live ones'
   std::uint64_t restarts = 0;
-  for (const auto& r : h.restarts) restarts += r.load();
+  std::string message;  ///< the last reload's
 
-  if (json) {
-    std::string out = fmt::format(
-        R"({{"name":"{}","master_pid":{},"master_state":"{}","uptime_s":{:.3f},"pool_generation":{},"target_workers":{},)"
-        R"("requests_total":{},"restarts_total":{},"reload":{{"seq":{},"outcome":"{}","duration_ms":{},"message":"{}"}},"workers":[)",
-        p.name, p.master, to_string(h.master_state.load()), started ? (now - started) / 1000.0 : 0.0,
-        h.pool_generation.load(), h.target_workers.load(), requests_total, restarts,
-        h.reload_seq.load(), to_string(outcome), h.reload_duration_ms.load(), json_escape(message));
-    for (std::size_t i = 0; i < workers.size(); ++i) {
-      const auto& [index, w] = workers[i];
-      std::string stages;
-      for (std::uint32_t u = 0; u < h.unit_count.load() && u < worker_slot::max_units; ++u) {
-        std::string per;
-        for (std::size_t st = 0; st < stage_count; ++st)
-          if (w.stage_us[u][st])
-            per += fmt::format("{}\"{}\":{:.3f}", per.empty() ? "" : ",", to_string(static_cast<stage>(st)),
-                               w.stage_us[u][st] / 1000.0);
-        stages += fmt::format("{}\"{}\":{{{}}}", stages.empty() ? "" : ",", json_escape(unit_name(h, u)), per);
-      }
-      out += fmt::format(
-          R"({}{{"slot":{},"lane":{},"pid":{},"generation":{},"state":"{}","unit":{},"stage":{},"uptime_s":{:.3f},)"
-          R"("requests":{},"in_flight":{},"errors":{},"heartbeat_age_ms":{},"restarts":{},"stage_ms":{{{}}}}})",
-          i ? "," : "", index / 2, index % 2, w.pid, w.generation, to_string(w.state),
-          w.unit < h.unit_count.load() ? fmt::format("\"{}\"", json_escape(unit_name(h, w.unit))) : "null",
-          w.stage < stage_count ? fmt::format("\"{}\"", to_string(static_cast<stage>(w.stage))) : "null",
-          w.started_ms ? (now - w.started_ms) / 1000.0 : 0.0, w.requests, w.in_flight, w.errors,
-          w.heartbeat_ms ? static_cast<long long>(now - w.heartbeat_ms) : -1, w.restarts, stages);
+  pool_view(const control_segment& seg) : h(seg.header()), requests_total(h.requests_total.load()) {
+    for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+      auto snap = read_slot(seg.slot(i));
+      if (live(snap)) workers.emplace_back(i, snap);
     }
-    out += "]}\n";
-    std::cout << out;
-    return 0;
+    for (const auto& [index, w] : workers) requests_total += w.requests;
+    for (const auto& r : h.restarts) restarts += r.load();
+    message = read_reload_message(h);
   }
+  std::uint32_t units() const { return std::min<std::uint32_t>(h.unit_count.load(), worker_slot::max_units); }
+  double age_s(std::uint64_t since) const { return since ? (now - since) / 1000.0 : 0.0; }
+  long long beat_age_ms(const slot_snapshot& w) const {
+    return w.heartbeat_ms ? static_cast<long long>(now - w.heartbeat_ms) : -1;
+  }
+};
 
+std::string worker_json(const pool_view& v, std::uint32_t index, const slot_snapshot& w) {
+  const control_header& h = v.h;
+  std::string stages;
+  for (std::uint32_t u = 0; u < v.units(); ++u) {
+    std::string per;
+    for (std::size_t st = 0; st < stage_count; ++st)
+      if (w.stage_us[u][st])
+        per += fmt::format("{}\"{}\":{:.3f}", per.empty() ? "" : ",", to_string(static_cast<stage>(st)),
+                           w.stage_us[u][st] / 1000.0);
+    stages += fmt::format("{}\"{}\":{{{}}}", stages.empty() ? "" : ",", json_escape(unit_name(h, u)), per);
+  }
+  return fmt::format(
+      R"({{"slot":{},"lane":{},"pid":{},"generation":{},"state":"{}","unit":{},"stage":{},"uptime_s":{:.3f},)"
+      R"("requests":{},"in_flight":{},"errors":{},"heartbeat_age_ms":{},"restarts":{},"stage_ms":{{{}}}}})",
+      slot_of_record(index), lane_of_record(index), w.pid, w.generation, to_string(w.state),
+      w.unit < h.unit_count.load() ? fmt::format("\"{}\"", json_escape(unit_name(h, w.unit))) : "null",
+      w.stage < stage_count ? fmt::format("\"{}\"", to_string(static_cast<stage>(w.stage))) : "null",
+      v.age_s(w.started_ms), w.requests, w.in_flight, w.errors, v.beat_age_ms(w), w.restarts, stages);
+}
+
+void status_json(const pool_ref& p, const pool_view& v) {
+  const control_header& h = v.h;
+  std::string out = fmt::format(
+      R"({{"name":"{}","master_pid":{},"master_state":"{}","uptime_s":{:.3f},"pool_generation":{},"target_workers":{},)"
+      R"("requests_total":{},"restarts_total":{},"reload":{{"seq":{},"outcome":"{}","duration_ms":{},"message":"{}"}},"workers":[)",
+      p.name, p.master, to_string(h.master_state.load()), v.age_s(h.master_started_ms.load()),
+      h.pool_generation.load(), h.target_workers.load(), v.requests_total, v.restarts, h.reload_seq.load(),
+      to_string(h.reload_outcome.load()), h.reload_duration_ms.load(), json_escape(v.message));
+  for (std::size_t i = 0; i < v.workers.size(); ++i)
+    out += (i ? "," : "") + worker_json(v, v.workers[i].first, v.workers[i].second);
+  out += "]}\n";
+  std::cout << out;
+}
+
+void status_text(const pool_ref& p, const pool_view& v) {
+  const control_header& h = v.h;
   std::cout << fmt::format("pool {}  master {} ({})  up {:.0f} s  generation {}  workers {}/{}\n", p.name,
-                           p.master, to_string(h.master_state.load()),
-                           started ? (now - started) / 1000.0 : 0.0, h.pool_generation.load(),
-                           workers.size(), h.target_workers.load());
-  std::cout << fmt::format("last reload: #{} {} in {} ms{}{}\n", h.reload_seq.load(), to_string(outcome),
-                           h.reload_duration_ms.load(), message.empty() ? "" : ": ", message);
-  std::cout << fmt::format("requests {} (dead workers included)  restarts {}\n\n", requests_total, restarts);
+                           p.master, to_string(h.master_state.load()), v.age_s(h.master_started_ms.load()),
+                           h.pool_generation.load(), v.workers.size(), h.target_workers.load());
+  std::cout << fmt::format("last reload: #{} {} in {} ms{}{}\n", h.reload_seq.load(), to_string(h.reload_outcome.load()),
+                           h.reload_duration_ms.load(), v.message.empty() ? "" : ": ", v.message);
+  std::cout << fmt::format("requests {} (dead workers included)  restarts {}\n\n", v.requests_total, v.restarts);
   std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>9} {:>9} {:>8} {:>9} {:>8}\n", "SLOT", "PID", "GEN",
                            "STATE", "STAGE", "UPTIME", "REQUESTS", "INFLIGHT", "BEAT AGE", "RESTARTS");
-  for (const auto& [index, w] : workers)
-    std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>8.1f}s {:>9} {:>8} {:>8}ms {:>8}\n", index / 2,
-                             w.pid, w.generation, to_string(w.state), stage_text(w, h),
-                             w.started_ms ? (now - w.started_ms) / 1000.0 : 0.0, w.requests, w.in_flight,
-                             w.heartbeat_ms ? static_cast<long long>(now - w.heartbeat_ms) : -1, w.restarts);
+  for (const auto& [index, w] : v.workers)
+    std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>8.1f}s {:>9} {:>8} {:>8}ms {:>8}\n",
+                             slot_of_record(index), w.pid, w.generation, to_string(w.state), stage_text(w, h),
+                             v.age_s(w.started_ms), w.requests, w.in_flight, v.beat_age_ms(w), w.restarts);
   // Blame: the slowest run of each unit's stage among the live workers.
   std::cout << "\nstage timings (slowest live worker):\n";
-  for (std::uint32_t u = 0; u < h.unit_count.load() && u < worker_slot::max_units; ++u)
+  for (std::uint32_t u = 0; u < v.units(); ++u)
     for (std::size_t st = 0; st < stage_count; ++st) {
       std::uint32_t slowest = 0;
-      for (const auto& [index, w] : workers) slowest = std::max(slowest, w.stage_us[u][st]);
+      for (const auto& [index, w] : v.workers) slowest = std::max(slowest, w.stage_us[u][st]);
       if (slowest)
         std::cout << fmt::format("  {:>9.1f} ms  {} {}\n", slowest / 1000.0, to_string(static_cast<stage>(st)),
                                  unit_name(h, u));
     }
+}
+
+int status(const pool_ref& p, bool json) {
+  auto seg = attach_checked(p, access::read_only);
+  const pool_view view(seg);
+  if (json)
+    status_json(p, view);
+  else
+    status_text(p, view);
   return 0;
 }
 
@@ -254,7 +272,7 @@ int scale(const pool_ref& p, const control_command& cmd) {
   auto seg = attach_checked(p, access::read_write);
   control_header& h = seg.header();
   // Two records per worker slot: the pool was sized for at most half the records.
-  const auto ceiling = seg.slot_count() / 2;
+  const auto ceiling = seg.slot_count() / lanes_per_slot;
   if (static_cast<std::uint32_t>(cmd.workers) > ceiling)
     throw control_failure(fmt::format("scale {}: this pool can run at most {} workers (sized at start from --workers)",
                                       cmd.workers, ceiling));

@@ -261,6 +261,9 @@ inline constexpr int max_pool_workers = 2048;
 constexpr std::uint32_t record_index(int slot, int lane) noexcept {
   return static_cast<std::uint32_t>(slot * lanes_per_slot + lane);
 }
+/// The logical slot and the lane of record `index`: the inverse of record_index. Any process.
+constexpr int slot_of_record(std::uint32_t index) noexcept { return static_cast<int>(index) / lanes_per_slot; }
+constexpr int lane_of_record(std::uint32_t index) noexcept { return static_cast<int>(index) % lanes_per_slot; }
 
 /// Owns a mapping of the control block and the shm fd behind it. Move-only. The creator
 /// also owns the segment's name and removes it on destruction, unless disowned.
