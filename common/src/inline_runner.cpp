@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <span>
 #include <string_view>
 
 #include "systempp/lifecycle.hpp"
@@ -26,32 +25,9 @@ namespace asio = boost::asio;
 
 namespace {
 
-/// What a signal does to the inline process.
-enum class inline_signal {
-  drain,        ///< end the cycle gracefully and exit
-  interrupt,    ///< like drain, but a second one during the drain exits at once
-  reload,       ///< end the cycle gracefully, run on_reload, start a new cycle
-  fast_stop,    ///< exit at once, without teardown
-  reopen_logs,  ///< open --log-file again (logrotate)
-  pool_only,    ///< a pool-mode signal: logged and ignored
-};
-
-constexpr std::string_view pool_only_note =
-    "ignored: scaling and upgrades need pool mode (--workers N)";
-
-// Every row is handled, none ignored: the pool-only signals' default actions would stop
-// (TTIN, TTOU) or kill (USR2) us, so they are caught and logged instead.
-constexpr signal_row<inline_signal> inline_signal_rows[] = {
-    {SIGTERM, signal_disposition::handle, inline_signal::drain, "draining"},
-    {SIGINT, signal_disposition::handle, inline_signal::interrupt, "draining"},
-    {SIGHUP, signal_disposition::handle, inline_signal::reload, "reloading in place"},
-    {SIGQUIT, signal_disposition::handle, inline_signal::fast_stop, "exit at once"},
-    {SIGUSR1, signal_disposition::handle, inline_signal::reopen_logs, "reopen the log file"},
-    {SIGTTIN, signal_disposition::handle, inline_signal::pool_only, pool_only_note},
-    {SIGTTOU, signal_disposition::handle, inline_signal::pool_only, pool_only_note},
-    {SIGUSR2, signal_disposition::handle, inline_signal::pool_only, pool_only_note},
-};
-constexpr std::span<const signal_row<inline_signal>> inline_signals{inline_signal_rows};
+// The inline column of the signal table: every signal it names is handled, none ignored;
+// the pool-only signals' default actions would stop (TTIN, TTOU) or kill (USR2) us, so
+// they are caught and logged instead.
 
 [[noreturn]] void exit_at_once(spdlog::logger& log, int sig) {
   log.warn("signal {} during drain: stopping at once", sig);
@@ -65,20 +41,20 @@ asio::awaitable<void> serve_until_signal(asio::signal_set& signals, context& ctx
   for (;;) {
     auto [ec, sig] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;
-    const auto* row = row_of(inline_signals, sig);
-    if (!row) continue;  // every signal the set listens on has a row
-    switch (row->action) {
-      case inline_signal::fast_stop: exit_at_once(ctx.log(), sig);
-      case inline_signal::pool_only:
-        ctx.log().warn("signal {} {}", sig, row->what);
+    const auto effect = effect_of(signal_role::inline_process, sig);
+    switch (effect) {
+      case signal_effect::fast_stop: exit_at_once(ctx.log(), sig);
+      case signal_effect::pool_only:
+        ctx.log().warn("signal {} ignored: scaling and upgrades need pool mode (--workers N)", sig);
         continue;
-      case inline_signal::reopen_logs: ctx.reopen_log(); continue;
-      case inline_signal::drain:
-      case inline_signal::interrupt:
-      case inline_signal::reload: break;
+      case signal_effect::reopen_logs: ctx.reopen_log(); continue;
+      case signal_effect::drain:
+      case signal_effect::interrupt:
+      case signal_effect::reload: break;
+      default: continue;  // not an inline signal: the set does not listen on it
     }
-    reload = row->action == inline_signal::reload;
-    ctx.log().info("SIG{}: {}", ::sigabbrev_np(sig), row->what);
+    reload = effect == signal_effect::reload;
+    ctx.log().info("SIG{}: {}", ::sigabbrev_np(sig), reload ? "reloading in place" : "draining");
     co_return;
   }
 }
@@ -89,8 +65,8 @@ asio::awaitable<void> watch_drain(asio::signal_set& signals, context& ctx) {
   for (;;) {
     auto [ec, sig] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;
-    const auto action = action_of(inline_signals, sig);
-    if (action == inline_signal::interrupt || action == inline_signal::fast_stop)
+    const auto effect = effect_of(signal_role::inline_process, sig);
+    if (effect == signal_effect::interrupt || effect == signal_effect::fast_stop)
       exit_at_once(ctx.log(), sig);
   }
 }
@@ -123,8 +99,7 @@ int run_inline(const options& opts, std::vector<unit_entry>& units, asio::io_con
   // The signal set exists before anything else, so a signal that arrives during on_init
   // or between cycles is queued for the loop instead of killing the process.
   asio::signal_set signals(io);
-  listen(signals, inline_signals);
-  ignore(inline_signals);
+  listen(signals, signal_role::inline_process);
 
   std::shared_ptr<spdlog::logger> log;
   std::vector<listener> listeners;

@@ -18,13 +18,13 @@
 #include "systempp/lifecycle.hpp"
 #include "systempp/log.hpp"
 #include "systempp/master/master_process.hpp"
-#include "systempp/master/master_signals.hpp"
 #include "systempp/master/metrics_server.hpp"
 #include "systempp/master/metrics_text.hpp"
 #include "systempp/master/pool_setup.hpp"
 #include "systempp/master/reload_report.hpp"
 #include "systempp/master/supervisor.hpp"
 #include "systempp/master/systemd.hpp"
+#include "systempp/signal_table.hpp"
 #include "systempp/master/worker_launch.hpp"
 
 namespace systempp::master {
@@ -79,7 +79,7 @@ int master_process::run() {
   // Signals become events on the loop; nothing is done inside a handler. An upgraded image
   // starts with every signal blocked (see exec_upgrade); now that the handlers exist,
   // whatever arrived meanwhile is delivered to the loop.
-  listen(signals_, master_signals);
+  listen(signals_, signal_role::master);
   sigset_t none;
   ::sigemptyset(&none);
   ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
@@ -174,20 +174,21 @@ void master_process::start_supervisor(int workers, int max_workers) {
 
 void master_process::on_signal(int sig) {
   try {
-    switch (*action_of(master_signals, sig)) {
-      case master_signal::reap: sup_->reap(); break;
-      case master_signal::drain: stop(stop_mode::graceful, sig); break;
-      case master_signal::fast_stop: stop(stop_mode::fast, sig); break;
-      case master_signal::reload: begin_reload(); break;
-      case master_signal::scale_up:
-      case master_signal::scale_down: scale(sig); break;
-      case master_signal::reopen_logs:
+    switch (effect_of(signal_role::master, sig)) {
+      case signal_effect::reap: sup_->reap(); break;
+      case signal_effect::drain: stop(stop_mode::graceful, sig); break;
+      case signal_effect::fast_stop: stop(stop_mode::fast, sig); break;
+      case signal_effect::reload: begin_reload(); break;
+      case signal_effect::scale_up:
+      case signal_effect::scale_down: scale(sig); break;
+      case signal_effect::reopen_logs:
         log_ = ctx_->reopen_log();
         for (const auto& [pid, w] : table_->workers()) table_->signal(pid, SIGUSR1);
         break;
-      case master_signal::upgrade:
+      case signal_effect::upgrade:
         upgrade_master(pool_.segment->fd(), pool_.listeners, pool_.exec_path, opts_.argv, *sup_, sys_, *log_);
         break;
+      default: break;  // not a master signal: the set does not listen on it
     }
   } catch (const std::exception& e) {
     log_->critical("handling signal {}: {}", sig, e.what());

@@ -19,7 +19,7 @@
 #include <csignal>
 
 #include "systempp/log.hpp"
-#include "systempp/worker/worker_signals.hpp"
+#include "systempp/signal_table.hpp"
 
 namespace systempp::worker {
 
@@ -75,7 +75,7 @@ bool worker_process::guard_parent(pid_t master_pid) noexcept {
   return ::getppid() == master_pid;
 }
 
-void worker_process::ignore_pool_signals() noexcept { ignore(worker_signals); }
+void worker_process::ignore_pool_signals() noexcept { ignore_signals(signal_role::worker); }
 
 worker_process::worker_process(launch& l)
     : opts_(*l.opts),
@@ -90,7 +90,7 @@ worker_process::worker_process(launch& l)
       beat_(io_),
       beat_every_(beat_interval(opts_)),
       request_limit_(request_limit(opts_)) {
-  listen(signals_, worker_signals);
+  listen(signals_, signal_role::worker);
   // Only now: a signal that came since fork stayed pending and reaches the set.
   ::pthread_sigmask(SIG_SETMASK, &l.restore_mask, nullptr);
   lifecycle_.set_timeout(opts_.stage_timeout);
@@ -176,12 +176,12 @@ asio::awaitable<void> worker_process::read_signals() {
   for (;;) {
     auto [ec, sig] = co_await signals_.async_wait(use_tuple);
     if (ec) co_return;
-    const auto action = action_of(worker_signals, sig);
-    if (action == worker_signal::reopen_logs) {
+    const auto effect = effect_of(signal_role::worker, sig);
+    if (effect == signal_effect::reopen_logs) {
       ctx_.reopen_log();
       continue;
     }
-    fast_ = action == worker_signal::fast_stop;
+    fast_ = effect == signal_effect::fast_stop;
     co_return;
   }
 }
@@ -200,7 +200,7 @@ asio::awaitable<void> worker_process::exit_on_fast_stop_signal() {
   for (;;) {
     auto [ec, sig] = co_await signals_.async_wait(use_tuple);
     if (ec) co_return;
-    if (action_of(worker_signals, sig) == worker_signal::fast_stop) ::_exit(0);
+    if (effect_of(signal_role::worker, sig) == signal_effect::fast_stop) ::_exit(0);
   }
 }
 
