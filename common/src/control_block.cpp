@@ -1,4 +1,4 @@
-// The control block: layout helpers, seqlocks and the segment owner. No Asio here: this file
+// The control block's segment owner: create, attach, validate, remove. No Asio here: this file
 // is linked into `app status`, and into workers before their loop exists.
 
 #include "systempp/control_block.hpp"
@@ -11,9 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
-#include <filesystem>
 #include <new>
 #include <system_error>
 #include <thread>
@@ -29,28 +27,13 @@ namespace bip = boost::interprocess;
 
 namespace {
 
-/// Where Linux keeps POSIX shared memory; Boost's shm_open names map to files here.
-constexpr std::string_view shm_dir = "/dev/shm/";
-constexpr std::string_view name_prefix = "systempp.";
-constexpr std::size_t max_pool_name = 64;
 /// A sanity bound, not a design limit: it keeps a segment under about 3 MB.
 constexpr std::uint32_t max_slots = 4096;
-/// Seqlock readers give up after this many attempts: a writer that died mid-update leaves
-/// the counter odd forever, and status must still answer.
-constexpr int max_read_attempts = 1000;
 
 [[noreturn]] void fail(std::string_view name, std::string_view reason) {
   std::string message{"control block "};
   message.append(name).append(": ").append(reason);
   throw control_block_error(message);
-}
-
-/// Validates before the name reaches a file name (no '/', no '.', nothing odd in messages).
-void check_pool_name(std::string_view pool) {
-  if (!valid_pool_name(pool)) {
-    throw control_block_error("control block pool \"" + std::string{pool} +
-                              "\": invalid pool name (want [A-Za-z0-9_-]{1,64})");
-  }
 }
 
 std::string errno_text(int err) { return std::system_category().message(err); }
@@ -81,186 +64,7 @@ bip::mode_t to_boost(access mode) noexcept {
 /// accident (the exec-mode spawner passes it on purpose, with dup2).
 int dup_cloexec(int fd) noexcept { return ::fcntl(fd, F_DUPFD_CLOEXEC, 0); }
 
-/// The pid in "systempp.<pool>.<pid>", or nothing if `file` is not a segment of `pool`.
-std::optional<pid_t> pid_of_segment(std::string_view file, std::string_view pool) {
-  if (!file.starts_with(name_prefix)) return std::nullopt;
-  file.remove_prefix(name_prefix.size());
-  // Pool names cannot contain '.', so "web" never matches a segment of pool "web.x".
-  if (!file.starts_with(pool) || file.size() <= pool.size() || file[pool.size()] != '.') {
-    return std::nullopt;
-  }
-  file.remove_prefix(pool.size() + 1);
-  pid_t pid = 0;
-  const auto* end = file.data() + file.size();
-  auto [ptr, ec] = std::from_chars(file.data(), end, pid);
-  // pid <= 0 would make kill() address a process group: never treat it as a pid.
-  if (ec != std::errc{} || ptr != end || pid <= 0) return std::nullopt;
-  return pid;
-}
-
-enum class liveness { alive, dead };
-
-liveness probe(pid_t pid) noexcept {
-  // EPERM: the process exists but belongs to someone else; only ESRCH proves it is gone.
-  return ::kill(pid, 0) == -1 && errno == ESRCH ? liveness::dead : liveness::alive;
-}
-
-/// Calls f(file name, pid) for each segment of `pool` in /dev/shm.
-template <class F>
-void for_each_segment(std::string_view pool, F&& f) {
-  check_pool_name(pool);
-  std::error_code ec;
-  std::filesystem::directory_iterator it{std::filesystem::path{shm_dir}, ec};
-  for (; !ec && it != std::filesystem::directory_iterator{}; it.increment(ec)) {
-    std::string file = it->path().filename().string();
-    if (auto pid = pid_of_segment(file, pool)) f(file, *pid);
-  }
-}
-
-void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Clock, seqlocks, names
-// ---------------------------------------------------------------------------------------------
-
-std::uint64_t monotonic_ms() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000u +
-         static_cast<std::uint64_t>(ts.tv_nsec) / 1'000'000u;
-}
-
-// The seqlock follows Boehm, "Can seqlocks get along with programming language memory
-// models?" (2012): the data fields are atomics accessed relaxed, the writer puts a release
-// fence after making the counter odd, the reader an acquire fence before re-reading it.
-
-void begin_update(worker_slot& slot) noexcept {
-  // `| 1` rather than `+ 1`: if the previous writer died mid-update the counter is already
-  // odd, and the new writer (the master) must leave it odd, not make it even.
-  slot.seq.store(slot.seq.load(std::memory_order_relaxed) | 1u, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-}
-
-void end_update(worker_slot& slot) noexcept {
-  slot.seq.store(slot.seq.load(std::memory_order_relaxed) + 1u, std::memory_order_release);
-}
-
-namespace {
-
-void copy_fields(const worker_slot& s, slot_snapshot& out) noexcept {
-  constexpr auto r = std::memory_order_relaxed;
-  out.epoch = s.epoch.load(r);
-  out.pid = s.pid.load(r);
-  out.generation = s.generation.load(r);
-  out.state = s.state.load(r);
-  out.command = s.command.load(r);
-  out.stage = s.stage.load(r);
-  out.unit = s.unit.load(r);
-  out.in_flight = s.in_flight.load(r);
-  out.exit_status = s.exit_status.load(r);
-  out.restarts = s.restarts.load(r);
-  out.drain_deadline_ms = s.drain_deadline_ms.load(r);
-  out.heartbeat_ms = s.heartbeat_ms.load(r);
-  out.started_ms = s.started_ms.load(r);
-  out.ready_ms = s.ready_ms.load(r);
-  out.requests = s.requests.load(r);
-  out.errors = s.errors.load(r);
-  for (std::size_t u = 0; u < worker_slot::max_units; ++u) {
-    for (std::size_t st = 0; st < stage_count; ++st) {
-      out.stage_us[u][st] = s.stage_us[u][st].load(r);
-    }
-  }
-}
-
-/// The reader side of a seqlock: runs `copy` until it saw no update, at most
-/// max_read_attempts times. Returns whether the last copy is consistent.
-template <class Copy>
-bool seqlock_read(const std::atomic<std::uint32_t>& seq, Copy&& copy) noexcept {
-  for (int attempt = 0; attempt < max_read_attempts; ++attempt) {
-    const auto before = seq.load(std::memory_order_acquire);
-    if (before & 1u) {
-      // The writer is inside an update; it may have been preempted, so give it the CPU.
-      if (attempt % 16 == 15) std::this_thread::yield(); else cpu_relax();
-      continue;
-    }
-    copy();
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (seq.load(std::memory_order_relaxed) == before) return true;
-  }
-  copy();
-  return false;
-}
-
-}  // namespace
-
-slot_snapshot read_slot(const worker_slot& slot) noexcept {
-  slot_snapshot out;
-  out.consistent = seqlock_read(slot.seq, [&] {
-    out.seq = slot.seq.load(std::memory_order_relaxed);
-    copy_fields(slot, out);
-  });
-  return out;
-}
-
-void write_reload_message(control_header& header, std::string_view message) noexcept {
-  constexpr auto capacity = control_header::reload_message_size - 1;
-  if (message.size() > capacity) {
-    auto cut = capacity;
-    // Back off over UTF-8 continuation bytes (10xxxxxx) so no character is split.
-    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xc0u) == 0x80u) --cut;
-    message = message.substr(0, cut);
-  }
-  auto& seq = header.reload_message_seq;
-  seq.store(seq.load(std::memory_order_relaxed) | 1u, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  // Byte-wise relaxed atomics: a concurrent reader is then a retry, not a data race.
-  for (std::size_t i = 0; i < control_header::reload_message_size; ++i) {
-    const char c = i < message.size() ? message[i] : '\0';
-    std::atomic_ref<char>(header.reload_message[i]).store(c, std::memory_order_relaxed);
-  }
-  seq.store(seq.load(std::memory_order_relaxed) + 1u, std::memory_order_release);
-}
-
-std::string read_reload_message(const control_header& header) {
-  std::array<char, control_header::reload_message_size> copy{};
-  seqlock_read(header.reload_message_seq, [&] {
-    for (std::size_t i = 0; i < copy.size(); ++i) {
-      // atomic_ref needs a non-const object; the loads do not write.
-      auto& byte = const_cast<char&>(header.reload_message[i]);
-      copy[i] = std::atomic_ref<char>(byte).load(std::memory_order_relaxed);
-    }
-  });
-  // A garbage segment may have no NUL: never read past the array.
-  return std::string(copy.data(), ::strnlen(copy.data(), copy.size()));
-}
-
-std::string_view unit_name(const control_header& header, std::uint32_t index) noexcept {
-  const auto count = std::min<std::size_t>(header.unit_count.load(std::memory_order_relaxed),
-                                           control_header::max_units);
-  if (index >= count) return {};
-  const char* name = header.unit_names[index];
-  return {name, ::strnlen(name, control_header::unit_name_size)};
-}
-
-bool valid_pool_name(std::string_view pool) noexcept {
-  if (pool.empty() || pool.size() > max_pool_name) return false;
-  return std::all_of(pool.begin(), pool.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
-  });
-}
-
-std::string segment_name(std::string_view pool, pid_t master_pid) {
-  std::string name{name_prefix};
-  name.append(pool).append(".").append(std::to_string(master_pid));
-  return name;
-}
 
 // ---------------------------------------------------------------------------------------------
 // control_segment
@@ -478,28 +282,6 @@ worker_slot& control_segment::slot(std::uint32_t i) {
 const worker_slot& control_segment::slot(std::uint32_t i) const {
   if (i >= slot_count_) throw std::out_of_range("control block " + name_ + ": slot out of range");
   return slots_[i];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Finding segments
-// ---------------------------------------------------------------------------------------------
-
-std::size_t remove_stale_segments(std::string_view pool) {
-  std::size_t removed = 0;
-  for_each_segment(pool, [&](const std::string& file, pid_t pid) {
-    if (probe(pid) == liveness::dead && bip::shared_memory_object::remove(file.c_str())) {
-      ++removed;
-    }
-  });
-  return removed;
-}
-
-std::optional<pid_t> find_live_master(std::string_view pool) {
-  std::optional<pid_t> found;
-  for_each_segment(pool, [&](const std::string&, pid_t pid) {
-    if (!found && probe(pid) == liveness::alive) found = pid;
-  });
-  return found;
 }
 
 }  // namespace systempp

@@ -1,6 +1,5 @@
 #include "systempp/master/control_client.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -39,19 +38,10 @@ pool_ref from_pidfile(const std::string& path) {
   long pid = 0;
   if (!(in >> pid) || pid <= 0 || pid > INT32_MAX)
     throw control_failure(fmt::format("--pidfile {}: no pid in it", path));
-  const std::string suffix = fmt::format(".{}", pid);
-  if (DIR* dir = ::opendir("/dev/shm")) {
-    while (dirent* e = ::readdir(dir)) {
-      const std::string file = e->d_name;
-      if (!file.starts_with("systempp.") || !file.ends_with(suffix)) continue;
-      const std::string name = file.substr(9, file.size() - 9 - suffix.size());
-      if (!valid_pool_name(name)) continue;
-      ::closedir(dir);
-      if (::kill(static_cast<pid_t>(pid), 0) != 0)
-        throw control_failure(fmt::format("--pidfile {}: master pid {} is not running", path, pid));
-      return pool_ref{name, static_cast<pid_t>(pid)};
-    }
-    ::closedir(dir);
+  if (auto pool = pool_of_master(static_cast<pid_t>(pid))) {
+    if (::kill(static_cast<pid_t>(pid), 0) != 0)
+      throw control_failure(fmt::format("--pidfile {}: master pid {} is not running", path, pid));
+    return pool_ref{*pool, static_cast<pid_t>(pid)};
   }
   throw control_failure(fmt::format(
       "--pidfile {}: pid {} is not the master of a systempp pool of this user", path, pid));

@@ -239,6 +239,8 @@ class control_block_error : public std::runtime_error {
 
 /// Pool names end up in file names: [A-Za-z0-9_-], 1..64 characters. Runs anywhere.
 bool valid_pool_name(std::string_view pool) noexcept;
+/// Throws control_block_error naming `pool` unless valid_pool_name(pool). Runs anywhere.
+void check_pool_name(std::string_view pool);
 
 /// "systempp.<pool>.<pid>": the shared-memory object name (Linux shows it as
 /// /dev/shm/systempp.<pool>.<pid>). Does not validate the pool name. Runs anywhere.
@@ -342,6 +344,23 @@ class control_segment {
   bool owner_ = false;
   pid_t owner_pid_ = 0;  ///< the process allowed to remove the name
 };
+
+/// Where Linux shows POSIX shared memory: Boost's shm_open names are files here.
+inline constexpr std::string_view shm_dir = "/dev/shm/";
+
+/// What a segment's name says: "systempp.<pool>.<master pid>".
+struct segment_id {
+  std::string pool;
+  pid_t master_pid = 0;
+};
+
+/// Splits a file name in shm_dir; nullopt for anything that is not a segment name with a
+/// valid pool name and a pid > 0. Runs anywhere.
+std::optional<segment_id> parse_segment_name(std::string_view file);
+
+/// The pool whose segment is named after `master_pid` (a pidfile's pid), if any. Runs
+/// anywhere.
+std::optional<std::string> pool_of_master(pid_t master_pid);
 
 /// Removes "systempp.<pool>.<pid>" segments whose pid no longer exists; returns how many.
 /// Master only, at start. Throws control_block_error for an invalid pool name.
