@@ -111,7 +111,7 @@ struct word_values {
 
 void add_serve_options(CLI::App& cli, options& opts, word_values& words) {
   add_checked(cli, "-w,--workers", opts.workers,
-              "Worker processes; 0 runs every stage in one process", CLI::Range(0, 2048));
+              "Worker processes; 0 runs every stage in one process", CLI::Range(0, max_pool_workers));
   cli.add_option("-b,--bind", words.binds,
                  "[NAME=]HOST:PORT to listen on (repeatable; default http=127.0.0.1:8080)");
   add_checked(cli, "--name", opts.name, "Pool name (control block and status look-ups)",
@@ -167,7 +167,7 @@ std::vector<CLI::App*> add_control_commands(CLI::App& cli, control_command& ctl)
     name->excludes(sub->add_option("--pidfile", ctl.pidfile, "The master's pidfile"));
     if (row.flag) sub->add_flag(row.flag, ctl.*row.flag_field, row.flag_what);
     if (row.kind == control_kind::scale)
-      sub->add_option("workers", ctl.workers, "Worker count")->required()->check(CLI::Range(1, 2048));
+      sub->add_option("workers", ctl.workers, "Worker count")->required()->check(CLI::Range(1, max_pool_workers));
     if (row.waits) add_seconds(*sub, "--timeout", ctl.timeout, "Seconds to wait at most");
     subs.push_back(sub);
   }

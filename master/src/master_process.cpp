@@ -1,8 +1,7 @@
-// The master process: the owner that ties the parts together. It opens the pool
-// (pool_setup), runs on_init, and then runs one single-threaded loop whose events are the
-// signals below, the workers' channel bytes and a tick; the supervisor carries out the
-// policy's decisions on the worker table. Modelled on nginx's master cycle: handlers only
-// queue, the loop dispatches, each branch calls a named helper.
+// The master process: the owner of the parts. It opens the pool, runs on_init, then one
+// loop whose events are signals (the master column of signal_table.hpp), the workers'
+// channel bytes and a tick; the supervisor carries out the policy's decisions. As in
+// nginx's master cycle: handlers only queue, the loop dispatches to named helpers.
 
 #include <unistd.h>
 
@@ -24,8 +23,8 @@
 #include "systempp/master/reload_report.hpp"
 #include "systempp/master/supervisor.hpp"
 #include "systempp/master/systemd.hpp"
-#include "systempp/signal_table.hpp"
 #include "systempp/master/worker_launch.hpp"
+#include "systempp/signal_table.hpp"
 
 namespace systempp::master {
 
@@ -41,6 +40,10 @@ class master_process {
  private:
   int open(const std::optional<handover>& h);
   void start_supervisor(int workers, int max_workers);
+  /// Runs one event's handling; an exception is logged, never let out of the loop (the
+  /// pool would be lost with it). Returns false when one was thrown.
+  template <class F>
+  bool guarded(std::string_view what, F&& handle) noexcept;
   void wait_signal();
   void on_signal(int sig);
   void stop(stop_mode mode, int sig);
@@ -50,7 +53,6 @@ class master_process {
   void start_watchdog();
   void schedule_tick();
   void finish();
-  std::string metrics_text() const;
 
   const options& opts_;
   std::vector<detail::unit_entry>& units_;
@@ -70,6 +72,19 @@ class master_process {
   std::optional<reload_report> report_;
   bool finished_ = false;
 };
+
+template <class F>
+bool master_process::guarded(std::string_view what, F&& handle) noexcept {
+  try {
+    handle();
+    return true;
+  } catch (const std::exception& e) {
+    log_->critical("handling {}: {}", what, e.what());
+  } catch (...) {
+    log_->critical("handling {}: unknown exception", what);
+  }
+  return false;
+}
 
 int master_process::run() {
   auto handover = take_handover();  // set when this image replaced a running master (SIGUSR2)
@@ -129,11 +144,9 @@ int master_process::open(const std::optional<handover>& h) {
     log_ = make_logger("master", opts_);
     if (!opts_.metrics.empty()) {
       auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
-      metrics_.emplace(io_, std::move(bound.front()), [this] { return metrics_text(); }, log_);
+      metrics_.emplace(io_, std::move(bound.front()), [this] { return table_ ? render_metrics(*pool_.segment, *table_, lc_) : std::string(); }, log_);
     }
-    std::vector<std::string> names;
-    for (const auto& u : units_) names.push_back(u.ref.name);
-    pool_ = open_pool(opts_, h, names, *log_);
+    pool_ = open_pool(opts_, h, lc_.unit_names(), *log_);
   } catch (const std::exception& e) {
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
     return to_int(exit_code::usage);
@@ -150,7 +163,9 @@ int master_process::open(const std::optional<handover>& h) {
 void master_process::start_supervisor(int workers, int max_workers) {
   control_header& hdr = pool_.segment->header();
   report_.emplace(hdr, notify_, log_);
-  table_.emplace(io_, *pool_.segment, sys_, [this](pid_t pid, char byte) { sup_->message(pid, byte); });
+  table_.emplace(io_, *pool_.segment, sys_, lc_.unit_names(), [this](pid_t pid, char byte) {
+    guarded("a worker's message", [&] { sup_->message(pid, byte); });
+  });
   supervisor_hooks hooks;
   hooks.finished = [this] { finish(); };
   hooks.reload_done = [this](const reload_done_action& done) {
@@ -173,7 +188,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
 }
 
 void master_process::on_signal(int sig) {
-  try {
+  guarded(::sigabbrev_np(sig), [&] {
     switch (effect_of(signal_role::master, sig)) {
       case signal_effect::reap: sup_->reap(); break;
       case signal_effect::drain: stop(stop_mode::graceful, sig); break;
@@ -190,9 +205,7 @@ void master_process::on_signal(int sig) {
         break;
       default: break;  // not a master signal: the set does not listen on it
     }
-  } catch (const std::exception& e) {
-    log_->critical("handling signal {}: {}", sig, e.what());
-  }
+  });
   wait_signal();
 }
 
@@ -260,13 +273,7 @@ void master_process::schedule_tick() {
   if (auto d = sup_->policy().next_deadline(); d && *d < next) next = *d;
   tick_.expires_after(std::max(ms(0), next - now_ms()));
   tick_.async_wait([this](boost::system::error_code e) {
-    if (e || finished_) return;
-    try {
-      sup_->tick();
-    } catch (const std::exception& ex) {
-      log_->critical("tick: {}", ex.what());
-      schedule_tick();
-    }
+    if (!e && !finished_ && !guarded("tick", [&] { sup_->tick(); })) schedule_tick();
   });
 }
 
@@ -276,15 +283,6 @@ void master_process::finish() {
   watchdog_timer_.cancel();
   signals_.cancel();
   io_.stop();
-}
-
-std::string master_process::metrics_text() const {
-  metrics_input in{&pool_.segment->header(), {}, {}};
-  if (table_)
-    for (const auto& [pid, w] : table_->workers()) in.live.push_back(read_slot(pool_.segment->record(w.slot, w.lane)));
-  for (const auto& rec : lc_.records())
-    in.master_stages.push_back({rec.unit, lc_.unit_name(rec.unit), rec.which, rec.duration.count() / 1e6});
-  return render_metrics(in);
 }
 
 int run_master(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io) {

@@ -1,5 +1,7 @@
 #include "systempp/master/metrics_text.hpp"
 
+#include "systempp/master/worker_table.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -92,6 +94,14 @@ std::string render_metrics(const metrics_input& in) {
   render_reloads(*in.header, e);
   render_stages(in, e);
   return std::move(e.out);
+}
+
+std::string render_metrics(const control_segment& segment, const worker_table& table, const lifecycle& lc) {
+  metrics_input in{&segment.header(), {}, {}};
+  for (const auto& [pid, w] : table.workers()) in.live.push_back(read_slot(segment.record(w.slot, w.lane)));
+  for (const auto& rec : lc.records())
+    in.master_stages.push_back({rec.unit, lc.unit_name(rec.unit), rec.which, rec.duration.count() / 1e6});
+  return render_metrics(in);
 }
 
 }  // namespace systempp::master

@@ -103,11 +103,13 @@ void supervisor_policy::drain(proc& p, time_point now, std::vector<action>& out)
   out.push_back(drain_action{p.pid, p.drain_deadline});
 }
 
-void supervisor_policy::adopt(pid_t pid, int slot, int lane, std::uint32_t generation, time_point now) {
+void supervisor_policy::adopt(pid_t pid, int slot, int lane, std::uint32_t generation, proc_state state,
+                              time_point now) {
   if (slot < 0 || slot >= cfg_.max_workers || lane < 0 || lane > 1) return;
-  procs_.push_back(proc{pid, slot, lane, generation, proc_state::ready, now, time_point{0}, time_point{0}, false, {}});
+  // A worker still starting is given a fresh ready timeout; one draining, a fresh deadline.
+  const time_point deadline = state == proc_state::draining ? now + cfg_.graceful_timeout : time_point{0};
+  procs_.push_back(proc{pid, slot, lane, generation, state, now, deadline, time_point{0}, false, {}});
   generation_ = std::max(generation_, generation);
-  announced_ready_ = true;  // the previous image told systemd already
 }
 
 std::vector<action> supervisor_policy::start(time_point now) {
@@ -268,7 +270,6 @@ std::vector<action> supervisor_policy::reload(time_point now) {
   start_failure_.clear();
   rollout r;
   r.generation = generation_;
-  r.started = now;
   for (int slot = 0; slot < cfg_.workers; ++slot) r.pending.push_back(slot);
   rollout_ = std::move(r);
   advance_rollout(now, out);

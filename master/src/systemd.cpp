@@ -33,7 +33,6 @@ void systemd_notifier::reloading(const std::string& s) {
 }
 
 void systemd_notifier::stopping(const std::string& s) { send("STOPPING=1\nSTATUS=" + s); }
-void systemd_notifier::status(const std::string& s) { send("STATUS=" + s); }
 void systemd_notifier::main_pid(pid_t pid) { send(fmt::format("MAINPID={}", pid)); }
 void systemd_notifier::watchdog() { send("WATCHDOG=1"); }
 

@@ -172,8 +172,18 @@ void upgrade_master(int control_fd, const std::vector<listener>& listeners, cons
 }
 
 void adopt_workers(const handover& h, supervisor& sup) {
+  sup.policy().ready_announced();
   for (const auto& w : h.workers) {
-    sup.policy().adopt(w.pid, w.slot, w.lane, w.generation, now_ms());
+    // Its record says where it was: starting, serving or draining. One that is no live
+    // process any more is still taken into the table, so its exit is reaped.
+    std::optional<proc_state> state;
+    try {
+      state = policy_state_of(sup.table().record(w.slot, w.lane).state.load());
+    } catch (const std::out_of_range&) {  // not a record of this block: not ours to adopt
+      ::close(w.channel);
+      continue;
+    }
+    if (state) sup.policy().adopt(w.pid, w.slot, w.lane, w.generation, *state, now_ms());
     sup.table().adopt(w.pid, w.slot, w.lane, w.generation, w.channel);
   }
   sup.reap();  // a worker that exited while the images changed is reaped now

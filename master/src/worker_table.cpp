@@ -50,8 +50,8 @@ std::string reaped_worker::describe() const {
 }
 
 worker_table::worker_table(asio::io_context& io, control_segment& segment, system_calls& sys,
-                           message_handler on_message)
-    : io_(io), segment_(segment), sys_(sys), on_message_(std::move(on_message)) {}
+                           std::vector<std::string> unit_names, message_handler on_message)
+    : io_(io), segment_(segment), sys_(sys), unit_names_(std::move(unit_names)), on_message_(std::move(on_message)) {}
 
 const worker_handle* worker_table::find(pid_t pid) const {
   auto it = workers_.find(pid);
@@ -63,8 +63,8 @@ std::string worker_table::where(const worker_handle& w) const {
   const auto st = r.stage.load(std::memory_order_relaxed);
   const auto un = r.unit.load(std::memory_order_relaxed);
   std::string text = fmt::format("worker[{}] pid {} g{}", w.slot, w.pid, w.generation);
-  if (st < stage_count && un < segment_.header().unit_count.load() && un < worker_slot::max_units)
-    text += fmt::format(" (in {} of unit {})", to_string(static_cast<stage>(st)), unit_name(segment_.header(), un));
+  if (st < stage_count && un < unit_names_.size())
+    text += fmt::format(" (in {} of unit {})", to_string(static_cast<stage>(st)), unit_names_[un]);
   return text;
 }
 

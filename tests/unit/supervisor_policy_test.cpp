@@ -31,6 +31,7 @@ using systempp::master::ms;
 using systempp::master::policy_config;
 using systempp::master::pool_ready_action;
 using systempp::master::proc;
+using systempp::master::proc_state;
 using systempp::master::reload_request;
 using systempp::master::reload_result;
 using systempp::master::reload_done_action;
@@ -1089,4 +1090,42 @@ TEST_CASE("the control block's worker states map onto the policy's process state
   CHECK_FALSE(policy_state_of(worker_state::free));
   CHECK_FALSE(policy_state_of(worker_state::exited));
   CHECK_FALSE(policy_state_of(worker_state::crashed));
+}
+
+TEST_CASE("a worker still starting at a fast stop gets SIGQUIT too, and SIGKILL at the deadline",
+          "[policy]") {
+  driver d(config(2));
+  d.start();
+  const pids w = d.spawned_pids();
+  d.ready(w[0]);
+  d.stop(stop_mode::fast);
+  CHECK(d.signalled(SIGQUIT) == pids{w[0], w[1]});
+  d.ready(w[1]);  // it raced the stop: already told to quit, nothing more
+  CHECK(d.nothing());
+  d.exits(w[0], 0);
+  // w[1] ignores its SIGQUIT: at the deadline it is killed, so the stop can finish.
+  d.at(d.deadline());
+  d.tick();
+  CHECK(d.signalled(SIGKILL) == pids{w[1]});
+  CHECK(d.signals()[0].reason == kill_reason::fast_stop_deadline);
+  d.exits(w[1], -SIGKILL);
+  CHECK(d.finished());
+  CHECK(d.policy.unclean());
+}
+
+TEST_CASE("an upgrade adopts each worker in the state its record shows", "[policy]") {
+  driver d(config(1));
+  d.policy.adopt(501, 0, 0, 3, proc_state::draining, d.now);
+  d.policy.adopt(502, 0, 1, 4, proc_state::ready, d.now);
+  d.live[501] = fake_worker{501, placement{0, 0, 3}, true, 1};
+  d.live[502] = fake_worker{502, placement{0, 1, 4}, true};
+  CHECK(d.policy.generation() == 4);
+  CHECK(d.policy.ready_count() == 1);
+  d.exits(501, 0);  // the draining one leaves: expected, nothing to replace
+  CHECK(d.nothing());
+  CHECK(d.last_exit.kind == exit_kind::expected);
+  CHECK_FALSE(d.last_exit.restart.has_value());
+  d.exits(502, 1);  // the serving one crashes: replaced at once
+  CHECK(d.last_exit.kind == exit_kind::crashed);
+  CHECK(d.spawns() == placements{{0, 0, 4}});
 }

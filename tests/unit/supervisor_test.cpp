@@ -100,7 +100,7 @@ struct fake_master {
 
   explicit fake_master(int workers)
       : segment(control_segment::create(pool, ::getpid(), 32, std::vector<std::string>{"unit_a"})),
-        table(io, segment, sys, [this](pid_t pid, char byte) { sup.message(pid, byte); }),
+        table(io, segment, sys, {"unit_a"}, [this](pid_t pid, char byte) { sup.message(pid, byte); }),
         sup(config(workers), table, segment.header(), log, hooks()) {
     sup.set_child([] {}, [this](const spawn_action&, worker_slot&, unique_fd channel, const sigset_t&) {
       sys.worker_ends[sys.pending_pid_] = std::move(channel);
@@ -188,6 +188,13 @@ TEST_CASE("READY on the channel reaches the policy, and the first full pool is a
   m.worker_says(pids[0], worker::msg_ready);
   CHECK(m.pool_ready == 0);
   m.worker_says(pids[1], worker::msg_ready);
+  CHECK(m.sup.policy().ready_count() == 2);
+  CHECK(m.pool_ready == 1);
+  // A crash and its replacement's READY fill the pool again: no second announcement.
+  m.exits(pids[0], exit_status(1));
+  const auto replacement = m.pids();
+  for (pid_t pid : replacement)
+    if (pid != pids[1]) m.worker_says(pid, worker::msg_ready);
   CHECK(m.sup.policy().ready_count() == 2);
   CHECK(m.pool_ready == 1);
 }

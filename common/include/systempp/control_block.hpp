@@ -254,10 +254,6 @@ enum class access { read_only, read_write };
 /// its replacement, or the one draining after a switch), each with its own record.
 inline constexpr int lanes_per_slot = 2;
 
-/// The most logical slots a pool can have (--workers, SIGTTIN, `app scale`): the block is
-/// sized at start for max(16, 2 * --workers) slots, capped here.
-inline constexpr int max_pool_workers = 2048;
-
 /// The record of logical slot `slot`, lane `lane` (0 or 1): the one place that knows the
 /// layout of records. Any process.
 constexpr std::uint32_t record_index(int slot, int lane) noexcept {

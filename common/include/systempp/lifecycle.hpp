@@ -84,6 +84,12 @@ class lifecycle {
   std::size_t size() const noexcept { return units_.size(); }
   /// Name of unit i (detail::unit_name). i < size().
   const std::string& unit_name(std::size_t i) const { return refs_[i].name; }
+  /// Every unit's name, in declaration order.
+  std::vector<std::string> unit_names() const {
+    std::vector<std::string> names;
+    for (const auto& r : refs_) names.push_back(r.name);
+    return names;
+  }
 
   /// Runs a sync stage (on_init, on_reload, pre_startup, post_shutdown, on_exit) outside
   /// the loop. A sync stage cannot be interrupted: one that overruns its timeout is

@@ -10,6 +10,10 @@
 
 namespace systempp {
 
+/// The most workers a pool can have (--workers, SIGTTIN, `app scale`). The control block is
+/// sized at start for max(16, 2 * --workers) slots, capped here.
+inline constexpr int max_pool_workers = 2048;
+
 /// --reload-mode: `fork` (default) forks new workers from the master image, so a reload
 /// picks up configuration but not code; `exec` fork+execs the binary on disk for every new
 /// worker, so a reload also picks up a new binary.

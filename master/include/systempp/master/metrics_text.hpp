@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "systempp/control_block.hpp"
+#include "systempp/lifecycle.hpp"
 
 namespace systempp::master {
 
@@ -27,5 +28,10 @@ struct metrics_input {
 
 /// The /metrics body. Any process.
 std::string render_metrics(const metrics_input& in);
+
+class worker_table;
+/// The /metrics body of this master: its block, its live workers, its own stage runs.
+/// Master only, on its loop.
+std::string render_metrics(const control_segment& segment, const worker_table& table, const lifecycle& lc);
 
 }  // namespace systempp::master

@@ -147,8 +147,11 @@ class supervisor_policy {
  public:
   explicit supervisor_policy(policy_config cfg);
 
-  /// Master upgrade: a READY worker the previous master image started.
-  void adopt(pid_t pid, int slot, int lane, std::uint32_t generation, time_point now);
+  /// Master upgrade: a worker the previous master image started, in the state its record
+  /// shows (policy_state_of).
+  void adopt(pid_t pid, int slot, int lane, std::uint32_t generation, proc_state state, time_point now);
+  /// Master upgrade: the previous image told systemd READY=1 already.
+  void ready_announced() noexcept { announced_ready_ = true; }
   /// The pool starts: one generation-1 worker per slot.
   std::vector<action> start(time_point now);
   /// A process was spawned (the master learnt its pid).
@@ -203,7 +206,6 @@ class supervisor_policy {
     std::uint32_t generation = 0;
     std::vector<int> pending;      ///< slots not yet switched
     std::vector<int> in_progress;  ///< slots whose replacement is starting
-    time_point started{0};
   };
 
   proc* find(pid_t pid);

@@ -18,13 +18,12 @@ class systemd_notifier {
   /// Master only. Reads NOTIFY_SOCKET and WATCHDOG_USEC once.
   systemd_notifier();
 
-  bool enabled() const noexcept { return enabled_; }
   /// READY=1 with a STATUS= line (the first time every worker is READY, after a reload).
   void ready(const std::string& status);
   /// RELOADING=1 with MONOTONIC_USEC=, as systemd wants it for a reload.
   void reloading(const std::string& status);
+  /// STOPPING=1 with a STATUS= line, when a stop begins.
   void stopping(const std::string& status);
-  void status(const std::string& status);
   /// After a master upgrade: the pid is unchanged, but systemd is told again.
   void main_pid(pid_t pid);
   /// How often to send WATCHDOG=1 (half of WATCHDOG_USEC), if the watchdog is on.

@@ -71,8 +71,9 @@ std::string exec_upgrade(const handover& h, const std::string& path, const std::
 void upgrade_master(int control_fd, const std::vector<listener>& listeners, const std::string& path,
                     const std::vector<std::string>& argv, supervisor& sup, system_calls& sys, spdlog::logger& log);
 
-/// The new image: takes the handed-over workers into the worker table and the policy as
-/// READY, then reaps any that exited while the images changed. Master only.
+/// The new image: takes the handed-over workers into the worker table, and into the policy
+/// in the state their records show (starting, ready or draining), then reaps any that
+/// exited while the images changed. Master only.
 void adopt_workers(const handover& h, supervisor& sup);
 
 }  // namespace systempp::master

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "systempp/control_block.hpp"
 #include "systempp/fd.hpp"
@@ -62,8 +63,9 @@ struct reaped_worker {
 
 class worker_table {
  public:
+  /// `unit_names` in declaration order, whole (the block keeps only a prefix of each).
   worker_table(boost::asio::io_context& io, control_segment& segment, system_calls& sys,
-               message_handler on_message);
+               std::vector<std::string> unit_names, message_handler on_message);
 
   /// Resets the record of a.slot/a.lane and starts a process in it. In the child,
   /// `drop_parent_state` runs first (the table then closes the other workers' channels),
@@ -96,6 +98,7 @@ class worker_table {
   boost::asio::io_context& io_;
   control_segment& segment_;
   system_calls& sys_;
+  std::vector<std::string> unit_names_;
   message_handler on_message_;
   std::map<pid_t, worker_handle> workers_;
 };
