@@ -11,12 +11,16 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <list>
+#include <optional>
+#include <tuple>
 #include <unordered_set>
+#include <vector>
 
 #include <systempp/acceptor.hpp>
 
@@ -59,6 +63,48 @@ struct connection {
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 
+/// The methods every route accepts; a 405 names them in `Allow` (RFC 9110 section 15.5.6).
+constexpr std::string_view allowed_methods = "GET, HEAD";
+
+/// Why a request is answered with an error and a closed connection before its body is read.
+struct refusal {
+  http::status status;
+  std::string_view body;
+};
+
+// RFC 9112 sections 6.1 and 6.3. Beast reads a chunked body only when `chunked` is the last
+// coding and takes any other request as bodiless, so the body of `gzip` or `chunked, gzip`
+// would be parsed as the next request (smuggling). A list that does not parse, `chunked`
+// anywhere but once and last, or any coding in an HTTP/1.0 request is malformed (400); a
+// well-formed list with a coding other than `chunked` is one we do not implement (501).
+std::optional<refusal> transfer_encoding_refusal(const request& req) {
+  const auto [first, last] = req.equal_range(http::field::transfer_encoding);
+  if (first == last) return std::nullopt;
+  const refusal malformed{http::status::bad_request, "malformed transfer-encoding\n"};
+  if (req.version() < 11) return malformed;  // 6.1: HTTP/1.0 framing with it is faulty
+  std::vector<std::string_view> codings;
+  for (auto it = first; it != last; ++it) {
+    const http::opt_token_list list{it->value()};
+    if (!http::validate_list(list)) return malformed;
+    codings.insert(codings.end(), list.begin(), list.end());
+  }
+  const auto is_chunked = [](std::string_view c) { return beast::iequals(c, "chunked"); };
+  const auto chunked = std::count_if(codings.begin(), codings.end(), is_chunked);
+  if (codings.empty() || chunked > 1 || (chunked == 1 && !is_chunked(codings.back())))
+    return malformed;
+  if (chunked == 0 || codings.size() > 1)
+    return refusal{http::status::not_implemented, "unsupported transfer-encoding\n"};
+  return std::nullopt;
+}
+
+// RFC 9112 section 3.2: an HTTP/1.1 request names its host exactly once; HTTP/1.0 may omit it.
+std::optional<refusal> host_refusal(const request& req) {
+  const auto hosts = req.count(http::field::host);
+  if (hosts > 1 || (hosts == 0 && req.version() >= 11))
+    return refusal{http::status::bad_request, "exactly one Host header required\n"};
+  return std::nullopt;
+}
+
 }  // namespace
 
 struct http_server::impl {
@@ -79,6 +125,8 @@ struct http_server::impl {
   asio::awaitable<void> accept_loop(port& p);
   asio::awaitable<void> serve(tcp::socket socket);
   asio::awaitable<bool> wait_for_request(connection& c);
+  std::optional<response> refuse_header(const request& req);
+  std::optional<response> read_error_response(boost::system::error_code ec, const request& req);
   asio::awaitable<response> handle(const request& req);
   response serve_static(const request& req, std::string_view rel);
   response make_response(const request& req, http::status status, std::string body);
@@ -215,24 +263,22 @@ asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {
     parser.header_limit(16 * 1024);
     parser.body_limit(1024 * 1024);
     c.stream.expires_after(io_timeout);
-    auto [ec, n] = co_await http::async_read(c.stream, buffer, parser, use_tuple);
+    // The header alone first: the body of a request refused for its framing must never be
+    // read, or it would be taken for the next request.
+    boost::system::error_code ec;
+    std::tie(ec, std::ignore) = co_await http::async_read_header(c.stream, buffer, parser, use_tuple);
+    std::optional<response> refused;
+    if (!ec) refused = refuse_header(parser.get());
+    if (!ec && !refused && !parser.is_done())
+      std::tie(ec, std::ignore) = co_await http::async_read(c.stream, buffer, parser, use_tuple);
     if (ec == http::error::end_of_stream) break;
-    if (ec) {
-      std::optional<response> error;
-      if (ec == http::error::header_limit)
-        error = make_response(parser.get(), http::status::request_header_fields_too_large, "header too large\n");
-      else if (ec == http::error::body_limit)
-        error = make_response(parser.get(), http::status::payload_too_large, "body too large\n");
-      else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
-               ec != http::error::partial_message)
-        error = make_response(request{}, http::status::bad_request, "bad request\n");
-      if (error) {
-        error->keep_alive(false);
-        c.stream.expires_after(io_timeout);
-        co_await http::async_write(c.stream, *error, use_tuple);
-      }
-      break;
+    if (ec) refused = read_error_response(ec, parser.get());
+    if (refused) {
+      refused->keep_alive(false);
+      c.stream.expires_after(io_timeout);
+      co_await http::async_write(c.stream, *refused, use_tuple);
     }
+    if (ec || refused) break;
 
     const request& req = parser.get();
     ctx->request_begin();
@@ -276,14 +322,37 @@ response http_server::impl::make_response(const request& req, http::status statu
   return res;
 }
 
+std::optional<response> http_server::impl::refuse_header(const request& req) {
+  auto why = transfer_encoding_refusal(req);
+  if (!why) why = host_refusal(req);
+  if (!why) return std::nullopt;
+  return make_response(req, why->status, std::string(why->body));
+}
+
+// The answer to a request Beast could not read, or nullopt when the client is gone or stalled.
+std::optional<response> http_server::impl::read_error_response(boost::system::error_code ec,
+                                                                const request& req) {
+  if (ec == http::error::header_limit)
+    return make_response(req, http::status::request_header_fields_too_large, "header too large\n");
+  if (ec == http::error::body_limit)
+    return make_response(req, http::status::payload_too_large, "body too large\n");
+  if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+      ec != http::error::partial_message)
+    return make_response(request{}, http::status::bad_request, "bad request\n");
+  return std::nullopt;
+}
+
 asio::awaitable<response> http_server::impl::handle(const request& req) {
   const std::string_view target = req.target();
   const auto q = target.find('?');
   const std::string_view path = target.substr(0, q);
   const std::string_view query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
 
-  if (req.method() != http::verb::get && req.method() != http::verb::head)
-    co_return make_response(req, http::status::method_not_allowed, "only GET and HEAD\n");
+  if (req.method() != http::verb::get && req.method() != http::verb::head) {
+    auto res = make_response(req, http::status::method_not_allowed, "only GET and HEAD\n");
+    res.set(http::field::allow, allowed_methods);
+    co_return res;
+  }
   if (path == "/") co_return make_response(req, http::status::ok, config().message);
   if (path == "/healthz")
     co_return draining ? make_response(req, http::status::service_unavailable, "draining\n")

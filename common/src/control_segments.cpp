@@ -1,17 +1,21 @@
-// Naming and finding control blocks: the segment names in /dev/shm are the registry of
-// running pools (one scan serves the stale-segment cleanup, the second-master refusal and
-// the control commands' --name and --pidfile look-ups).
+// Naming and finding pools: the pool lock says which master runs a pool, the segment
+// names in /dev/shm say where its state is (see pool_registry.hpp).
 
-#include <signal.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 
 #include <boost/interprocess/shared_memory_object.hpp>
 
 #include "systempp/control_block.hpp"
+#include "systempp/errors.hpp"
+#include "systempp/pool_registry.hpp"
 
 namespace systempp {
 
@@ -20,9 +24,35 @@ namespace {
 constexpr std::string_view name_prefix = "systempp.";
 constexpr std::size_t max_pool_name = 64;
 
-bool alive(pid_t pid) noexcept {
-  // EPERM: the process exists but belongs to someone else; only ESRCH proves it is gone.
-  return !(::kill(pid, 0) == -1 && errno == ESRCH);
+/// The whole file, for F_SETLK and F_GETLK.
+struct flock whole_file(short type) noexcept {
+  struct flock l{};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  return l;
+}
+
+/// True for a regular file of this user: anything else is another user's, or a trap.
+bool ours(int fd) noexcept {
+  struct stat st{};
+  return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid();
+}
+
+/// Opens (creating) the lock file as this user's regular file. Another user's file is
+/// removed first when we are root (it cannot be trusted, and must not block a start).
+unique_fd open_lock_file(const std::string& path) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (fd && ours(fd.get())) return fd;
+    const int err = fd ? EPERM : errno;
+    if (::geteuid() == 0 && attempt == 0 && ::unlink(path.c_str()) == 0) continue;
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) == 0 && st.st_uid != ::geteuid())
+      throw config_error(path + ": belongs to uid " + std::to_string(st.st_uid) +
+                         ", not to this user: remove it to run this pool");
+    throw config_error(path + ": cannot open the pool lock: " + std::strerror(err));
+  }
+  throw config_error(path + ": cannot open the pool lock");
 }
 
 /// Calls f(file name, id) for each segment in shm_dir, of every pool.
@@ -73,6 +103,38 @@ std::optional<segment_id> parse_segment_name(std::string_view file) {
   return id;
 }
 
+std::string lock_path(std::string_view pool) {
+  std::string path{shm_dir};
+  path.append("systempp-lock.").append(pool);
+  return path;
+}
+
+pool_lock pool_lock::acquire(std::string_view pool) {
+  check_pool_name(pool);
+  const std::string path = lock_path(pool);
+  unique_fd fd = open_lock_file(path);
+  auto l = whole_file(F_WRLCK);
+  if (::fcntl(fd.get(), F_SETLK, &l) == 0) return pool_lock(std::move(fd));
+  if (errno != EAGAIN && errno != EACCES)
+    throw config_error(path + ": cannot lock: " + std::strerror(errno));
+  auto holder = whole_file(F_WRLCK);
+  const bool known = ::fcntl(fd.get(), F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK;
+  throw config_error("--name " + std::string(pool) + ": a pool with this name is already running" +
+                     (known ? " (master pid " + std::to_string(holder.l_pid) + ")" : std::string()));
+}
+
+pool_lock pool_lock::adopt(int fd) noexcept { return pool_lock(unique_fd(fd)); }
+
+std::optional<pid_t> find_live_master(std::string_view pool) {
+  check_pool_name(pool);
+  unique_fd fd(::open(lock_path(pool).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd || !ours(fd.get())) return std::nullopt;
+  auto holder = whole_file(F_WRLCK);
+  if (::fcntl(fd.get(), F_GETLK, &holder) != 0 || holder.l_type == F_UNLCK || holder.l_pid <= 0)
+    return std::nullopt;
+  return holder.l_pid;
+}
+
 std::optional<std::string> pool_of_master(pid_t master_pid) {
   std::optional<std::string> found;
   for_each_segment([&](const std::string&, const segment_id& id) {
@@ -81,24 +143,16 @@ std::optional<std::string> pool_of_master(pid_t master_pid) {
   return found;
 }
 
-std::size_t remove_stale_segments(std::string_view pool) {
+std::size_t remove_stale_segments(std::string_view pool, pid_t keep) {
   check_pool_name(pool);
+  if (keep == 0) keep = find_live_master(pool).value_or(0);
   std::size_t removed = 0;
   for_each_segment([&](const std::string& file, const segment_id& id) {
-    if (id.pool == pool && !alive(id.master_pid) &&
-        boost::interprocess::shared_memory_object::remove(file.c_str()))
-      ++removed;
+    if (id.pool != pool || id.master_pid == keep) return;
+    unique_fd fd(::open((std::string(shm_dir) + file).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (fd && ours(fd.get()) && boost::interprocess::shared_memory_object::remove(file.c_str())) ++removed;
   });
   return removed;
-}
-
-std::optional<pid_t> find_live_master(std::string_view pool) {
-  check_pool_name(pool);
-  std::optional<pid_t> found;
-  for_each_segment([&](const std::string&, const segment_id& id) {
-    if (!found && id.pool == pool && alive(id.master_pid)) found = id.master_pid;
-  });
-  return found;
 }
 
 }  // namespace systempp

@@ -1,9 +1,14 @@
 #include "systempp/log.hpp"
 
+#include <fcntl.h>
+
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstdio>
 
 #include "systempp/errors.hpp"
 
@@ -38,6 +43,19 @@ class json_message_flag final : public spdlog::custom_flag_formatter {
   }
 };
 
+// spdlog opens the file with fopen("ab"), which is not close-on-exec (its own
+// SPDLOG_PREVENT_CHILD_FD is fixed when the library is built), so every exec (a master
+// upgrade, an exec-mode worker) carried one more log fd into the new image. Set right after
+// each open, reopens included; nothing forks between the two calls.
+spdlog::file_event_handlers close_on_exec() {
+  spdlog::file_event_handlers handlers;
+  handlers.after_open = [](const spdlog::filename_t&, std::FILE* file) {
+    if (::fcntl(::fileno(file), F_SETFD, FD_CLOEXEC) != 0)
+      spdlog::throw_spdlog_ex("cannot make it close-on-exec", errno);
+  };
+  return handlers;
+}
+
 }  // namespace
 
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const options& opts) {
@@ -46,7 +64,7 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const optio
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
     try {
-      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file);
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false, close_on_exec());
     } catch (const spdlog::spdlog_ex& e) {
       throw config_error("--log-file: cannot open " + opts.log_file + ": " + e.what());
     }

@@ -38,9 +38,11 @@ pool_ref from_pidfile(const std::string& path) {
   long pid = 0;
   if (!(in >> pid) || pid <= 0 || pid > INT32_MAX)
     throw control_failure(fmt::format("--pidfile {}: no pid in it", path));
+  // The pid is the pool's master only while it holds the pool's lock: a stale pidfile's
+  // pid may belong to an unrelated process by now.
   if (auto pool = pool_of_master(static_cast<pid_t>(pid))) {
-    if (::kill(static_cast<pid_t>(pid), 0) != 0)
-      throw control_failure(fmt::format("--pidfile {}: master pid {} is not running", path, pid));
+    if (find_live_master(*pool) != static_cast<pid_t>(pid))
+      throw control_failure(fmt::format("--pidfile {}: master pid {} is not running pool '{}'", path, pid, *pool));
     return pool_ref{*pool, static_cast<pid_t>(pid)};
   }
   throw control_failure(fmt::format(
@@ -192,43 +194,6 @@ bool poll_until(Pred done, std::chrono::milliseconds timeout) {
   return true;
 }
 
-int reload(const pool_ref& p, const control_command& cmd) {
-  auto seg = attach_checked(p, access::read_only);
-  const control_header& h = seg.header();
-  const auto before = h.reload_seq.load();
-  if (::kill(p.master, SIGHUP) != 0) throw control_failure(fmt::format("cannot signal master {}", p.master));
-  if (!cmd.wait) return 0;
-  const bool tty = ::isatty(STDERR_FILENO);
-  std::string last;
-  const bool ended = poll_until([&] {
-    const bool done = h.reload_seq.load() > before && h.reload_outcome.load() != reload_outcome::in_progress;
-    if (tty && !done) {
-      std::uint32_t switched = 0;
-      const auto gen = h.pool_generation.load();
-      for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
-        auto w = read_slot(seg.slot(i));
-        if (w.state == worker_state::ready && w.generation == gen) ++switched;
-      }
-      auto line = fmt::format("\rreload: {} of {} workers on generation {}", switched, h.target_workers.load(), gen);
-      if (line != last) std::cerr << line << std::flush, last = line;
-    }
-    return done;
-  }, cmd.timeout);
-  if (tty) std::cerr << "\n";
-  if (!ended) {
-    std::cerr << cmd.program << ": reload did not finish within " << cmd.timeout.count() / 1000.0 << " s\n";
-    return 1;
-  }
-  const auto outcome = h.reload_outcome.load();
-  const auto message = read_reload_message(h);
-  if (outcome == reload_outcome::succeeded) {
-    std::cout << fmt::format("reload succeeded in {} ms: {}\n", h.reload_duration_ms.load(), message);
-    return 0;
-  }
-  std::cerr << fmt::format("{}: reload {}: {}\n", cmd.program, to_string(outcome), message);
-  return 1;
-}
-
 // Gone, or a zombie waiting for its parent to reap it: either way it has stopped.
 bool process_gone(pid_t pid) {
   if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
@@ -244,6 +209,53 @@ bool process_gone(pid_t pid) {
   if (text.empty()) return true;  // gone while we looked
   const auto paren = text.rfind(')');
   return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
+}
+
+int reload(const pool_ref& p, const control_command& cmd) {
+  auto seg = attach_checked(p, access::read_only);
+  const control_header& h = seg.header();
+  const auto before = h.reload_seq.load();
+  if (::kill(p.master, SIGHUP) != 0) throw control_failure(fmt::format("cannot signal master {}", p.master));
+  if (!cmd.wait) return 0;
+  const bool tty = ::isatty(STDERR_FILENO);
+  std::string last;
+  std::string gave_up;  // the master died or began stopping: no outcome will come
+  const bool ended = poll_until([&] {
+    const bool done = h.reload_seq.load() > before && h.reload_outcome.load() != reload_outcome::in_progress;
+    if (!done && process_gone(p.master)) gave_up = fmt::format("master {} is gone", p.master);
+    const auto state = h.master_state.load();
+    if (!done && (state == master_state::draining || state == master_state::stopped))
+      gave_up = fmt::format("master {} is stopping", p.master);
+    if (!gave_up.empty()) return true;
+    if (tty && !done) {
+      std::uint32_t switched = 0;
+      const auto gen = h.pool_generation.load();
+      for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+        auto w = read_slot(seg.slot(i));
+        if (w.state == worker_state::ready && w.generation == gen) ++switched;
+      }
+      auto line = fmt::format("\rreload: {} of {} workers on generation {}", switched, h.target_workers.load(), gen);
+      if (line != last) std::cerr << line << std::flush, last = line;
+    }
+    return done;
+  }, cmd.timeout);
+  if (tty) std::cerr << "\n";
+  if (!gave_up.empty()) {
+    std::cerr << cmd.program << ": reload did not finish: " << gave_up << "\n";
+    return 1;
+  }
+  if (!ended) {
+    std::cerr << cmd.program << ": reload did not finish within " << cmd.timeout.count() / 1000.0 << " s\n";
+    return 1;
+  }
+  const auto outcome = h.reload_outcome.load();
+  const auto message = read_reload_message(h);
+  if (outcome == reload_outcome::succeeded) {
+    std::cout << fmt::format("reload succeeded in {} ms: {}\n", h.reload_duration_ms.load(), message);
+    return 0;
+  }
+  std::cerr << fmt::format("{}: reload {}: {}\n", cmd.program, to_string(outcome), message);
+  return 1;
 }
 
 int stop(const pool_ref& p, const control_command& cmd) {

@@ -33,7 +33,7 @@ namespace asio = boost::asio;
 class master_process {
  public:
   master_process(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io)
-      : opts_(opts), units_(units), io_(io), signals_(io_), tick_(io_), watchdog_timer_(io_), lc_(units), sys_(io) {}
+      : opts_(opts), units_(units), io_(io), signals_(io_), tick_(io_), watchdog_timer_(io_), retire_(io_), lc_(units), sys_(io) {}
 
   int run();
 
@@ -60,6 +60,7 @@ class master_process {
   asio::signal_set signals_;
   asio::steady_timer tick_;
   asio::steady_timer watchdog_timer_;
+  asio::steady_timer retire_;  ///< a stop's wait before it retires the listeners
   lifecycle lc_;
   os_system_calls sys_;
   systemd_notifier notify_;
@@ -87,17 +88,16 @@ bool master_process::guarded(std::string_view what, F&& handle) noexcept {
 }
 
 int master_process::run() {
-  auto handover = take_handover();  // set when this image replaced a running master (SIGUSR2)
-  if (const int code = open(handover); code != 0) return code;
-  control_header& hdr = pool_.segment->header();
-
-  // Signals become events on the loop; nothing is done inside a handler. An upgraded image
-  // starts with every signal blocked (see exec_upgrade); now that the handlers exist,
-  // whatever arrived meanwhile is delivered to the loop.
+  // Signals become events on the loop before anything exists that a default action would leave
+  // behind. Blocked until now (run_master; an upgraded image starts with all blocked): one that
+  // came meanwhile waits in the set and is handled once the pool has started.
   listen(signals_, signal_role::master);
   sigset_t none;
   ::sigemptyset(&none);
   ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+  auto handover = take_handover();  // set when this image replaced a running master (SIGUSR2)
+  if (const int code = open(handover); code != 0) return code;
+  control_header& hdr = pool_.segment->header();
 
   lc_.set_timeout(opts_.stage_timeout);
   ctx_.emplace(process_role::master, opts_, log_, io_, pool_.listeners, lc_.refs());
@@ -201,7 +201,8 @@ void master_process::on_signal(int sig) {
         for (const auto& [pid, w] : table_->workers()) table_->signal(pid, SIGUSR1);
         break;
       case signal_effect::upgrade:
-        upgrade_master(pool_.segment->fd(), pool_.listeners, pool_.exec_path, opts_.argv, *sup_, sys_, *log_);
+        upgrade_master(pool_.segment->fd(), pool_.lock->fd(), pool_.listeners, pool_.exec_path, opts_.argv, *sup_,
+                       sys_, *log_);
         break;
       default: break;  // not a master signal: the set does not listen on it
     }
@@ -227,6 +228,7 @@ void master_process::stop(stop_mode mode, int sig) {
   }
   pool_.segment->header().master_state.store(master_state::draining);
   sup_->execute(sup_->policy().stop(mode, now_ms()));
+  retire_listeners(retire_, pool_, log_);  // new connections are refused, not queued for nobody
 }
 
 // `app scale N` leaves N in the block; a bare signal means one more or one fewer.
@@ -281,11 +283,13 @@ void master_process::finish() {
   finished_ = true;
   tick_.cancel();
   watchdog_timer_.cancel();
+  retire_.cancel();
   signals_.cancel();
   io_.stop();
 }
 
 int run_master(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io) {
+  block_master_signals();  // until the master's signal_set listens on them (run)
   master_process m(opts, units, io);
   return m.run();
 }

@@ -1,41 +1,97 @@
 #include "systempp/master/pool_setup.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "systempp/errors.hpp"
+#include "systempp/fd.hpp"
 #include "systempp/master/systemd.hpp"
+#include "systempp/signal_table.hpp"
 
 namespace systempp::master {
 
 namespace {
 
-// Atomically (temp file, then rename), so a reader never sees half a pid.
-void write_pidfile(const std::string& path, pid_t pid) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << pid << "\n";
-    if (!out) throw config_error(fmt::format("--pidfile: cannot write {}", path));
+[[noreturn]] void pidfile_failed(const std::string& path, const std::string& what, int err) {
+  throw config_error(fmt::format("--pidfile {}: {}: {}", path, what, std::strerror(err)));
+}
+
+// A name only this process uses, created new: a file or symlink planted there is never
+// written through (the old fixed "<path>.tmp" let a symlink redirect the write anywhere).
+unique_fd create_private(const std::string& path, const std::string& tmp) {
+  constexpr int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  unique_fd fd(::open(tmp.c_str(), flags, 0644));
+  // The name exists: left by a master with our pid killed between create and rename (in a
+  // container that is pid 1 every time), or planted. Unlinking removes the name itself,
+  // never what a symlink points to; then it is created new once more.
+  if (!fd && errno == EEXIST && ::unlink(tmp.c_str()) == 0) fd.reset(::open(tmp.c_str(), flags, 0644));
+  if (!fd) {
+    const int err = errno;
+    pidfile_failed(path, "cannot create " + tmp, err);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw config_error(fmt::format("--pidfile: cannot write {}", path));
+  return fd;
+}
+
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// Written whole and synced in the temp file, then renamed over the path: a reader sees the
+// old pidfile or the complete new one, never an empty or half-written one. Any failure
+// removes the temp file.
+void write_pidfile(const std::string& path, pid_t pid) {
+  const std::string tmp = fmt::format("{}.{}.tmp", path, pid);
+  const std::string text = fmt::format("{}\n", pid);
+  unique_fd fd = create_private(path, tmp);
+  const char* failed = nullptr;
+  if (!write_all(fd.get(), text))
+    failed = "write";
+  else if (::fsync(fd.get()) != 0)
+    failed = "fsync";
+  else if (::close(fd.release()) != 0)
+    failed = "close";
+  else if (::rename(tmp.c_str(), path.c_str()) != 0)
+    failed = "rename";
+  if (failed == nullptr) return;
+  const int err = errno;  // of the call that failed: nothing above touched it since
+  ::unlink(tmp.c_str());
+  pidfile_failed(path, fmt::format("cannot {} {}", failed, tmp), err);
 }
 
 }  // namespace
 
 void remove_pidfile(const std::string& path, pid_t pid) {
   if (path.empty()) return;
-  std::ifstream in(path);
+  // Whatever was put at the path meanwhile, the exit neither blocks on it (a FIFO) nor
+  // reads through a symlink.
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+  char text[32];
+  const ssize_t n = ::read(fd.get(), text, sizeof text);
+  if (n <= 0) return;
   pid_t written = 0;
-  if (in >> written && written == pid) std::remove(path.c_str());
+  const auto [end, ec] = std::from_chars(text, text + n, written);
+  if (ec == std::errc{} && written == pid && (end == text + n || *end == '\n')) ::unlink(path.c_str());
 }
 
 pool_setup open_pool(const options& opts, const std::optional<handover>& h, const std::vector<std::string>& units,
@@ -48,22 +104,26 @@ pool_setup open_pool(const options& opts, const std::optional<handover>& h, cons
   if (opts.mode == reload_mode::exec) log.info("exec mode: workers run {}", out.exec_path);
   if (h) {
     for (const auto& l : h->listeners) out.listeners.push_back(adopt_listener(unique_fd(l.fd), l.name));
+    out.origin = listener_origin::handed_over;
     out.segment.emplace(control_segment::attach_fd(h->control_fd, access::read_write));
     ::close(h->control_fd);
     out.segment->adopt();  // this image now removes it at exit
+    // The lock survived the exec with its fd; an image that had none takes it now.
+    out.lock.emplace(h->lock_fd >= 0 ? pool_lock::adopt(h->lock_fd) : pool_lock::acquire(opts.name));
     out.max_workers = static_cast<int>(out.segment->slot_count()) / lanes_per_slot;
     return out;
   }
-  if (auto other = find_live_master(opts.name))
-    throw config_error(fmt::format("--name {}: a pool with this name is already running (master pid {})",
-                                   opts.name, *other));
-  if (auto n = remove_stale_segments(opts.name); n > 0)
+  // First: "running" means holding this lock, so two masters can never both pass here.
+  out.lock.emplace(pool_lock::acquire(opts.name));
+  if (auto n = remove_stale_segments(opts.name, ::getpid()); n > 0)
     log.warn("removed {} stale control block(s) of pool '{}'", n, opts.name);
   out.listeners = activated_listeners();
-  if (out.listeners.empty())
+  if (out.listeners.empty()) {
     out.listeners = bind_listeners(opts.binds);
-  else
+  } else {
+    out.origin = listener_origin::activated;
     log.info("socket activation: {} listener(s) from systemd; --bind is ignored", out.listeners.size());
+  }
   out.max_workers = std::min(max_pool_workers, std::max(16, opts.workers * 2));
   out.segment.emplace(control_segment::create(opts.name, ::getpid(),
                                               static_cast<std::uint32_t>(out.max_workers * lanes_per_slot), units));
@@ -74,6 +134,59 @@ pool_setup open_pool(const options& opts, const std::optional<handover>& h, cons
   hdr.target_workers.store(static_cast<std::uint32_t>(opts.workers));
   hdr.master_started_ms.store(monotonic_ms());
   return out;
+}
+
+void block_master_signals() noexcept {
+  sigset_t set;
+  ::sigemptyset(&set);
+  for (const auto& row : signal_table)
+    if (row.master != signal_effect::none && row.master != signal_effect::ignore) ::sigaddset(&set, row.number);
+  ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+namespace {
+
+// Whether a worker may still accept on the listeners: until it drains, it holds an acceptor.
+bool workers_may_accept(const control_segment& segment) {
+  for (const worker_slot& r : segment.slots()) {
+    const auto s = r.state.load(std::memory_order_acquire);
+    if (s == worker_state::spawned || s == worker_state::starting || s == worker_state::ready) return true;
+  }
+  return false;
+}
+
+void stop_listening(pool_setup& pool, spdlog::logger& log) {
+  if (pool.listeners.empty()) return;  // a second stop (TERM, then INT)
+  if (pool.origin == listener_origin::bound) {
+    // shutdown() acts on the socket, not on this fd: the copies the workers inherited stop
+    // listening too, so a new connection is refused now rather than left in the backlog
+    // until the last worker exits and then reset.
+    for (const auto& l : pool.listeners) ::shutdown(l.fd.get(), SHUT_RD);
+    log.info("stop: new connections are refused");
+  } else {
+    log.info("stop: closed the master's copies of the {} listeners; new connections wait in their backlog",
+             pool.origin == listener_origin::activated ? "systemd" : "handed over");
+  }
+  pool.listeners.clear();  // no worker is spawned during a stop, and no upgrade starts
+}
+
+void retire_when_idle(boost::asio::steady_timer& timer, pool_setup& pool, std::shared_ptr<spdlog::logger> log,
+                      std::chrono::steady_clock::time_point give_up) {
+  if (!workers_may_accept(*pool.segment) || std::chrono::steady_clock::now() >= give_up)
+    return stop_listening(pool, *log);
+  // The workers read their drain byte within a loop turn: look again soon.
+  timer.expires_after(std::chrono::milliseconds(10));
+  timer.async_wait([&timer, &pool, log = std::move(log), give_up](boost::system::error_code e) mutable {
+    if (!e) retire_when_idle(timer, pool, std::move(log), give_up);
+  });
+}
+
+}  // namespace
+
+// Waiting for the workers first keeps their accept loops from seeing a socket that stopped
+// listening under them (an "Invalid argument" from accept in their log).
+void retire_listeners(boost::asio::steady_timer& timer, pool_setup& pool, std::shared_ptr<spdlog::logger> log) {
+  retire_when_idle(timer, pool, std::move(log), std::chrono::steady_clock::now() + std::chrono::seconds(1));
 }
 
 policy_config policy_config_for(const options& opts, int workers, int max_workers) {

@@ -217,8 +217,13 @@ void supervisor_policy::advance_rollout(time_point now, std::vector<action>& out
   while (static_cast<int>(r.in_progress.size()) < cfg_.surge && !r.pending.empty()) {
     const int slot = r.pending.front();
     r.pending.erase(r.pending.begin());
-    proc* current = serving(slot);
-    if (!current || current->generation == r.generation) continue;  // refilled already
+    // A slot counts as switched only once a new-generation worker in it is READY: one
+    // that is still starting (a respawn after a crash) is waited for like a replacement,
+    // and a slot with no worker at all (crash-looping, in its backoff) gets one now.
+    if (const proc* current = serving(slot); current && current->generation == r.generation) {
+      if (current->state != proc_state::ready) r.in_progress.push_back(slot);
+      continue;
+    }
     const auto before = out.size();
     spawn_into(slot, r.generation, now, out);
     if (out.size() == before) {  // both lanes busy: retry this slot after the drain

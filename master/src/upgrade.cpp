@@ -41,7 +41,9 @@ bool number(std::string_view s, T& out) {
 }  // namespace
 
 std::string encode(const handover& h) {
-  std::string out = fmt::format("control={};listeners=", h.control_fd);
+  std::string out = fmt::format("control={};", h.control_fd);
+  if (h.lock_fd >= 0) out += fmt::format("lock={};", h.lock_fd);
+  out += "listeners=";
   for (std::size_t i = 0; i < h.listeners.size(); ++i)
     out += fmt::format("{}{}:{}", i ? "," : "", h.listeners[i].name, h.listeners[i].fd);
   out += ";workers=";
@@ -63,6 +65,8 @@ std::optional<handover> decode(std::string_view text) {
     if (key == "control") {
       if (!number(value, h.control_fd) || h.control_fd < 0) return std::nullopt;
       have_control = true;
+    } else if (key == "lock") {
+      if (!number(value, h.lock_fd) || h.lock_fd < 0) return std::nullopt;
     } else if (key == "listeners") {
       for (auto item : split(value, ',')) {
         const auto colon = item.rfind(':');
@@ -127,9 +131,10 @@ std::string check_binary(const std::string& path, std::chrono::milliseconds time
   }
 }
 
-handover describe_pool(int control_fd, const std::vector<listener>& listeners, const supervisor& sup) {
+handover describe_pool(int control_fd, int lock_fd, const std::vector<listener>& listeners, const supervisor& sup) {
   handover h;
   h.control_fd = control_fd;
+  h.lock_fd = lock_fd;
   for (const auto& l : listeners) h.listeners.push_back({l.name, l.fd.get()});
   for (const auto& [pid, w] : sup.table().workers())
     if (w.channel_fd() >= 0) h.workers.push_back({pid, w.slot, w.lane, w.generation, w.channel_fd()});
@@ -139,6 +144,7 @@ handover describe_pool(int control_fd, const std::vector<listener>& listeners, c
 std::string exec_upgrade(const handover& h, const std::string& path, const std::vector<std::string>& argv,
                          system_calls& sys) {
   std::vector<int> fds{h.control_fd};
+  if (h.lock_fd >= 0) fds.push_back(h.lock_fd);  // closing it at exec would drop the lock
   for (const auto& l : h.listeners) fds.push_back(l.fd);
   for (const auto& w : h.workers) fds.push_back(w.channel);
   for (int fd : fds) ::fcntl(fd, F_SETFD, 0);
@@ -155,7 +161,7 @@ std::string exec_upgrade(const handover& h, const std::string& path, const std::
   return fmt::format("exec {} failed: {}", path, std::strerror(err));
 }
 
-void upgrade_master(int control_fd, const std::vector<listener>& listeners, const std::string& path,
+void upgrade_master(int control_fd, int lock_fd, const std::vector<listener>& listeners, const std::string& path,
                     const std::vector<std::string>& argv, supervisor& sup, system_calls& sys, spdlog::logger& log) {
   if (sup.policy().stopping() || sup.policy().reloading()) {
     log.warn("SIGUSR2: a {} is in progress; upgrade not started", sup.policy().stopping() ? "stop" : "rollout");
@@ -167,7 +173,7 @@ void upgrade_master(int control_fd, const std::vector<listener>& listeners, cons
   }
   log.info("SIGUSR2: upgrading the master in place ({})", path);
   log.flush();
-  const auto why = exec_upgrade(describe_pool(control_fd, listeners, sup), path, argv, sys);
+  const auto why = exec_upgrade(describe_pool(control_fd, lock_fd, listeners, sup), path, argv, sys);
   log.error("SIGUSR2: {}; the current master keeps running", why);
 }
 

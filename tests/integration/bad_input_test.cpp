@@ -120,6 +120,24 @@ TEST_CASE("bad input: a bad configuration file exits 2 naming file, line and key
   std::filesystem::remove(cfg);
 }
 
+TEST_CASE("bad input: a --config path that is a directory exits 2 naming the file", "[bad_input]") {
+  pool_name name;
+  // Read as an empty file before, so the pool started and served the defaults.
+  struct scoped_dir {
+    std::filesystem::path path;
+    ~scoped_dir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  } dir{std::filesystem::temp_directory_path() / (name.value + ".conf.d")};
+  std::filesystem::create_directory(dir.path);
+  auto o = run_app({"--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0", "--config", dir.path.string()});
+  INFO(o.output);
+  CHECK(support::child::exited_with(o.status, 2));
+  CHECK(error_lines(o.output) == 1);
+  CHECK(o.output.find(dir.path.string() + ": not a regular file (a directory)") != std::string::npos);
+}
+
 TEST_CASE("bad input: an address in use exits 2 naming --bind", "[bad_input]") {
   pool_name name;
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

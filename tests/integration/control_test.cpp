@@ -3,6 +3,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "harness.hpp"
 
@@ -117,7 +118,9 @@ TEST_CASE("control: a pidfile naming a dead or foreign process is refused, nothi
 TEST_CASE("control: status refuses a garbage, truncated or foreign control block with a clear error",
           "[control][security]") {
   pool_name name;
-  // The test process stands in for a live master, so the segment is found by name.
+  // The test process stands in for a live master: it holds the pool's lock, so the segment
+  // named after its pid is the one the command attaches.
+  auto lock = systempp::pool_lock::acquire(name.value);
   const std::string path = "/dev/shm/" + systempp::segment_name(name.value, ::getpid());
   struct remove_at_end {
     std::string p;
@@ -157,4 +160,96 @@ TEST_CASE("control: the control block is created with mode 0600", "[control][sec
   REQUIRE(wait_ready(seg, 1).size() == 1);
   const auto perms = std::filesystem::status("/dev/shm/" + systempp::segment_name(name.value, s.proc.pid())).permissions();
   CHECK(perms == (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+}
+
+TEST_CASE("control: reload --wait fails when no slot gets a READY worker of the new generation",
+          "[control][reload]") {
+  // Every worker fails pre_startup: no slot has a serving process when the reload comes.
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "2", "--name", name.value},
+                 {{"PROBE_FAULTS", "beta:pre_startup:throw"}});
+  REQUIRE(s.wait(R"(worker\[1\] pid \d+ g1 .*exited with code 4)", 10s));
+  auto [status, out] = run_app({"reload", "--wait", "--timeout", "60", "--name", name.value});
+  INFO(out);
+  CHECK(support::child::exited_with(status, 1));
+  CHECK(out.find("reload failed") != std::string::npos);
+  CHECK(out.find("g2") != std::string::npos);  // names the new worker that did not start
+  CHECK(out.find("succeeded") == std::string::npos);
+}
+
+TEST_CASE("control: reload --wait gives up at once when the master dies", "[control][reload]") {
+  // The new generation hangs in pre_startup, so the reload is still in progress when the
+  // master is killed.
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "1", "--name", name.value},
+                 {{"PROBE_FAULTS", "alpha:pre_startup:hang@gen2"}});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+  auto waiter = support::child::spawn({app_path, "reload", "--wait", "--timeout", "120", "--name", name.value});
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (seg.header().reload_outcome.load() != systempp::reload_outcome::in_progress &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  REQUIRE(seg.header().reload_outcome.load() == systempp::reload_outcome::in_progress);
+  REQUIRE(s.proc.signal(SIGKILL));
+  const auto status = waiter.wait_exit(10s);
+  REQUIRE(status);
+  INFO(waiter.output());
+  CHECK(support::child::exited_with(*status, 1));
+  CHECK(waiter.output().find("master " + std::to_string(s.proc.pid()) + " is gone") != std::string::npos);
+}
+
+TEST_CASE("control: a stale control block whose pid is alive is neither signalled nor blocks a start",
+          "[control][identity]") {
+  // A valid-looking block left behind, named after a pid that is alive but no master (as
+  // after a SIGKILLed master whose pid was reused).
+  pool_name name;
+  auto bystander = support::child::spawn({"/bin/sleep", "30"});
+  {
+    const std::vector<std::string> units{"settings", "http"};
+    auto stale = systempp::control_segment::create(name.value, bystander.pid(), 2, units);
+    stale.disown();
+  }
+  const std::string stale_name = systempp::segment_name(name.value, bystander.pid());
+  REQUIRE(support::shm_segments(stale_name).size() == 1);
+  for (const char* verb : {"stop", "reload", "status"}) {
+    auto [status, out] = run_app({verb, "--name", name.value});
+    INFO(verb << ": " << out);
+    CHECK(support::child::exited_with(status, 1));
+    CHECK(out.find("no running pool named '" + name.value + "'") != std::string::npos);
+  }
+  CHECK(support::pid_alive(bystander.pid()));
+
+  // A pool of that name starts, and the stale block is removed.
+  auto s = start(app_path, {"--workers", "1", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+  CHECK(support::shm_segments(stale_name).empty());
+  CHECK(support::pid_alive(bystander.pid()));
+}
+
+TEST_CASE("control: two masters of one name started at the same instant: exactly one runs",
+          "[control][identity]") {
+  pool_name name;
+  std::vector<support::child> masters;
+  for (int i = 0; i < 2; ++i)
+    masters.push_back(support::child::spawn({app_path, "--bind", "127.0.0.1:0", "--workers", "1", "--name", name.value}));
+  // The loser exits 2 at once, naming the winner; the winner keeps running.
+  std::optional<std::size_t> loser;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!loser && std::chrono::steady_clock::now() < deadline) {
+    for (std::size_t i = 0; i < masters.size() && !loser; ++i)
+      if (auto st = masters[i].wait_exit_only(50ms)) {
+        INFO(masters[i].output());
+        CHECK(support::child::exited_with(*st, 2));
+        loser = i;
+      }
+  }
+  REQUIRE(loser);
+  auto& winner = masters[1 - *loser];
+  const auto said = masters[*loser].wait_for(std::regex(R"(already running \(master pid (\d+)\))"), 5s);
+  REQUIRE(said);
+  CHECK(said->groups.at(1) == std::to_string(winner.pid()));
+  CHECK(support::pid_alive(winner.pid()));
+  CHECK(systempp::find_live_master(name.value) == winner.pid());
 }

@@ -85,6 +85,25 @@ std::optional<support::response> raw_get(std::uint16_t port, const std::string& 
   return responses.front();
 }
 
+/// What the server sent back for bytes written verbatim on a fresh connection, read until
+/// the server closes it or 5 s pass.
+struct raw_reply {
+  std::vector<support::response> responses;
+  bool closed_by_server = false;  ///< the read ended by EOF, not by our timeout
+  std::string raw;
+};
+
+raw_reply send_raw(std::uint16_t port, const std::string& bytes) {
+  std::string error;
+  auto raw = support::raw_exchange("127.0.0.1", port, bytes, 5s, {}, &error);
+  INFO("error '" << error << "'");
+  REQUIRE(raw);
+  return raw_reply{support::parse_responses(*raw), error.empty(), *raw};
+}
+
+/// A complete request that must never be answered when it arrives as another request's body.
+const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+
 std::set<pid_t> pids_of(const std::map<int, pid_t>& ready) {
   std::set<pid_t> out;
   for (auto [slot, pid] : ready) out.insert(pid);
@@ -524,4 +543,114 @@ TEST_CASE("demo: /healthz answers 503 with Connection: close during a drain",
   INFO(p.svc.proc.output());
   REQUIRE(status);
   CHECK(support::child::exited_with(*status, 0));
+}
+
+TEST_CASE("demo: a transfer coding other than chunked gets 501 or 400, a closed connection, and "
+          "its body is never answered as a request",
+          "[demo][http][bad_input][smuggling]") {
+  pool_name name;
+  auto p = start_pool(name, 1);
+  struct refused_case {
+    std::string version;
+    std::string fields;  ///< the Transfer-Encoding line(s), each ending in CRLF
+    int status;
+    std::string body = smuggled;
+  };
+  const std::vector<refused_case> cases{
+      {"HTTP/1.1", "Transfer-Encoding: gzip\r\n", 501},
+      {"HTTP/1.1", "Transfer-Encoding: xchunked\r\n", 501},
+      {"HTTP/1.1", "Transfer-Encoding: identity\r\n", 501},
+      {"HTTP/1.1", "Transfer-Encoding: gzip, chunked\r\n", 501},
+      {"HTTP/1.1", "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 501},
+      {"HTTP/1.1", "Transfer-Encoding: chunked, gzip\r\n", 400},
+      {"HTTP/1.1", "Transfer-Encoding: chunked, chunked\r\n", 400},
+      {"HTTP/1.1", "Transfer-Encoding: \"chunked\"\r\n", 400},
+      {"HTTP/1.1", "Transfer-Encoding: ,\r\n", 400},
+      {"HTTP/1.1", "Transfer-Encoding: chunked;x=1\r\n", 400},
+      {"HTTP/1.1", "Transfer-Encoding: gzip\r\nContent-Length: " + std::to_string(smuggled.size()) + "\r\n",
+       501},
+      // Valid chunks: a server that reads them answers 200 and closes, as HTTP/1.0 does.
+      {"HTTP/1.0", "Transfer-Encoding: chunked\r\n", 400, "5\r\nhello\r\n0\r\n\r\n" + smuggled},
+  };
+  for (const auto& c : cases) {
+    INFO(c.version << " with " << c.fields);
+    // A server that ignores the coding answers the body as a second request; one that reads
+    // it as chunked fails on it with a 400, not the 501 a coding it lacks deserves.
+    const auto reply = send_raw(p.svc.port, "GET / " + c.version + "\r\nHost: 127.0.0.1\r\n" + c.fields +
+                                                "\r\n" + c.body);
+    INFO(reply.raw);
+    CHECK(reply.closed_by_server);
+    CHECK(reply.responses.size() == 1);
+    if (reply.responses.empty()) continue;
+    CHECK(reply.responses[0].status == c.status);
+    CHECK_FALSE(reply.responses[0].keep_alive);
+    if (c.version == "HTTP/1.1") CHECK(reply.responses[0].header("connection") == "close");
+  }
+  auto after = support::http_get("127.0.0.1", p.svc.port, "/");
+  REQUIRE(after);
+  CHECK(after->status == 200);
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: a chunked request body is read as the body and the next request is answered",
+          "[demo][http][smuggling]") {
+  pool_name name;
+  auto p = start_pool(name, 1);
+  const std::vector<std::string> codings{"chunked", "Chunked"};
+  for (const auto& coding : codings) {
+    INFO("Transfer-Encoding: " << coding);
+    const auto reply = send_raw(p.svc.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: " + coding +
+                                                "\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
+                                                get_request("/healthz", "close"));
+    INFO(reply.raw);
+    CHECK(reply.closed_by_server);
+    REQUIRE(reply.responses.size() == 2);
+    CHECK(reply.responses[0].status == 200);
+    CHECK(reply.responses[0].body == "hello");
+    CHECK(reply.responses[0].keep_alive);
+    CHECK(reply.responses[1].status == 200);
+    CHECK(reply.responses[1].body == "ok\n");
+  }
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: an HTTP/1.1 request without exactly one Host gets 400 and a closed connection, "
+          "while HTTP/1.0 may omit it",
+          "[demo][http][bad_input]") {
+  pool_name name;
+  auto p = start_pool(name, 1);
+  const std::vector<std::string> host_cases{"", "Host: 127.0.0.1\r\nHost: example.com\r\n"};
+  for (const auto& host_lines : host_cases) {
+    INFO("Host lines: '" << host_lines << "'");
+    const auto reply = send_raw(p.svc.port, "GET / HTTP/1.1\r\n" + host_lines + "\r\n" + smuggled);
+    INFO(reply.raw);
+    CHECK(reply.closed_by_server);
+    CHECK(reply.responses.size() == 1);
+    if (reply.responses.empty()) continue;
+    CHECK(reply.responses[0].status == 400);
+    CHECK(reply.responses[0].header("connection") == "close");
+  }
+  const auto old_client = send_raw(p.svc.port, "GET / HTTP/1.0\r\n\r\n");
+  INFO(old_client.raw);
+  CHECK(old_client.closed_by_server);
+  REQUIRE(old_client.responses.size() == 1);
+  CHECK(old_client.responses[0].status == 200);
+  CHECK(old_client.responses[0].body == "hello");
+  require_clean_exit(p.svc);
+}
+
+TEST_CASE("demo: a 405 names the accepted methods in Allow", "[demo][http]") {
+  pool_name name;
+  auto p = start_pool(name, 1);
+  const std::vector<std::string> requests{"DELETE /", "POST /healthz", "OPTIONS /nope"};
+  for (const auto& method : requests) {
+    INFO(method);
+    const auto reply = send_raw(p.svc.port, method + " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                     "Content-Length: 0\r\nConnection: close\r\n\r\n");
+    INFO(reply.raw);
+    REQUIRE(reply.responses.size() == 1);
+    CHECK(reply.responses[0].status == 405);
+    CHECK(reply.responses[0].header("allow") == "GET, HEAD");
+  }
+  require_clean_exit(p.svc);
 }

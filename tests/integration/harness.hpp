@@ -71,6 +71,7 @@ struct pool_name {
   ~pool_name() {
     try {
       systempp::remove_stale_segments(value);
+      if (!systempp::find_live_master(value)) ::unlink(systempp::lock_path(value).c_str());
     } catch (...) {
     }
   }

@@ -2,6 +2,7 @@
 // segments, ownership of the name, stale-segment cleanup and the seqlocks.
 
 #include "systempp/control_block.hpp"
+#include "systempp/errors.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -433,13 +435,12 @@ TEST_CASE("an adopted segment is removed by its adopter", "[control_block]") {
   CHECK_FALSE(shm_exists(name));
 }
 
-TEST_CASE("remove_stale_segments removes segments of dead masters and keeps live ones",
+TEST_CASE("remove_stale_segments removes the pool's segments except the lock holder's",
           "[control_block]") {
   const auto pool = unique_pool();
-  const pid_t dead = dead_pid();
   std::string stale_name;
   {
-    auto stale = control_segment::create(pool, dead, 1, units);
+    auto stale = control_segment::create(pool, ::getppid(), 1, units);  // a live pid, not the master
     stale.disown();
     stale_name = stale.name();
   }
@@ -447,26 +448,69 @@ TEST_CASE("remove_stale_segments removes segments of dead masters and keeps live
   auto live = control_segment::create(pool, ::getpid(), 1, units);
   // Another pool whose name extends ours must not be touched.
   const auto other_pool = pool + "_x";
-  auto other = control_segment::create(other_pool, dead, 1, units);
+  auto other = control_segment::create(other_pool, dead_pid(), 1, units);
   REQUIRE(shm_exists(stale_name));
 
-  CHECK(remove_stale_segments(pool) == 1);
+  CHECK(remove_stale_segments(pool, ::getpid()) == 1);
   CHECK_FALSE(shm_exists(stale_name));
   CHECK(shm_exists(live.name()));
   CHECK(shm_exists(other.name()));
-  CHECK(remove_stale_segments(pool) == 0);
+  CHECK(remove_stale_segments(pool, ::getpid()) == 0);
   CHECK_THROWS_AS(remove_stale_segments("bad/name"), control_block_error);
 }
 
-TEST_CASE("find_live_master finds the live master and ignores dead ones", "[control_block]") {
+TEST_CASE("the master is the process holding the pool's lock, whatever pids the segments name",
+          "[control_block]") {
   const auto pool = unique_pool();
+  struct unlink_lock {
+    std::string path;
+    ~unlink_lock() { ::unlink(path.c_str()); }
+  } cleanup{lock_path(pool)};
+  auto segment = control_segment::create(pool, ::getpid(), 1, units);  // a live pid, no lock
   CHECK_FALSE(find_live_master(pool).has_value());
-  auto stale = control_segment::create(pool, dead_pid(), 1, units);
-  CHECK_FALSE(find_live_master(pool).has_value());
-  auto live = control_segment::create(pool, ::getpid(), 1, units);
-  const auto found = find_live_master(pool);
-  REQUIRE(found.has_value());
-  CHECK(*found == ::getpid());
+
+  // A child takes the lock and holds it until told to go.
+  int ready[2], go[2];
+  REQUIRE(::pipe(ready) == 0);
+  REQUIRE(::pipe(go) == 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    char byte = 'E';
+    std::optional<pool_lock> lock;
+    try {
+      lock.emplace(pool_lock::acquire(pool));
+      byte = 'L';
+    } catch (...) {
+    }
+    [[maybe_unused]] auto w = ::write(ready[1], &byte, 1);
+    [[maybe_unused]] auto r = ::read(go[0], &byte, 1);
+    ::_exit(0);
+  }
+  // Whatever happens below, the child is released and reaped.
+  struct release_child {
+    int go;
+    pid_t pid;
+    release_child(int g, pid_t p) : go(g), pid(p) {}
+    release_child(const release_child&) = delete;
+    ~release_child() {
+      [[maybe_unused]] auto w = ::write(go, "x", 1);
+      ::waitpid(pid, nullptr, 0);
+    }
+  };
+  std::optional<release_child> release(std::in_place, go[1], child);
+  char byte = 0;
+  REQUIRE(::read(ready[0], &byte, 1) == 1);
+  REQUIRE(byte == 'L');
+  CHECK(find_live_master(pool) == child);
+  try {
+    pool_lock::acquire(pool);
+    FAIL("a second lock holder");
+  } catch (const config_error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("already running (master pid " + std::to_string(child) + ")"));
+  }
+  release.reset();
+  CHECK_FALSE(find_live_master(pool).has_value());  // the lock went with the process
+  for (int fd : {ready[0], ready[1], go[0], go[1]}) ::close(fd);
 }
 
 TEST_CASE("read_slot returns consistent snapshots while a worker process keeps updating",

@@ -1129,3 +1129,61 @@ TEST_CASE("an upgrade adopts each worker in the state its record shows", "[polic
   CHECK(d.last_exit.kind == exit_kind::crashed);
   CHECK(d.spawns() == placements{{0, 0, 4}});
 }
+
+// --- a reload's success is every slot READY on the new generation ------------------------
+
+TEST_CASE("a reload gives a slot that has no worker (crash-looping) its new-generation worker "
+          "at once, and succeeds only when that one is READY",
+          "[policy]") {
+  driver d(config(2));
+  d.start();
+  const pids w = d.spawned_pids();
+  d.ready(w[0]);
+  d.exits(w[1], 1);  // slot 1 fails before READY: it waits out a backoff
+  CHECK(d.nothing());
+  d.reload();
+  CHECK(d.spawns() == placements{{0, 1, 2}});  // slot 0 is replaced as usual
+  const pid_t new0 = d.only_spawned();
+  d.ready(new0);
+  // slot 1 gets its generation-2 worker in its turn, without waiting out its backoff
+  CHECK(d.spawns() == placements{{1, 0, 2}});
+  CHECK_FALSE(d.reload_done());  // slot 1 has nothing READY yet
+  const pid_t new1 = d.only_spawned();
+  d.ready(new1);
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->ok());
+}
+
+TEST_CASE("a reload fails, naming the slot, when a crash-looping slot's new worker fails too",
+          "[policy]") {
+  driver d(config(2));
+  d.start();
+  const pids w = d.spawned_pids();
+  d.ready(w[0]);
+  d.exits(w[1], 1);
+  d.reload();
+  d.ready(d.only_spawned());  // slot 0 switches
+  const pid_t new1 = d.only_spawned();  // slot 1's first generation-2 worker
+  d.exits(new1, 4);
+  REQUIRE(d.reload_done());
+  CHECK_FALSE(d.reload_done()->ok());
+  CHECK_THAT(d.reload_done()->message, Catch::Contains("slot 1"));
+}
+
+TEST_CASE("a new-generation worker respawned during a rollout is waited for, not counted as "
+          "switched while it starts",
+          "[policy]") {
+  driver d(config(2));
+  const pids old = d.start_ready();
+  d.reload();
+  const pid_t new0 = d.only_spawned();
+  d.exits(old[1], 1);  // slot 1's old worker crashes: it is respawned on generation 2
+  CHECK(d.spawns() == placements{{1, 0, 2}});
+  const pid_t respawn = d.only_spawned();
+  d.ready(new0);
+  CHECK_FALSE(d.reload_done());  // slot 1's generation-2 worker is still starting
+  d.ready(respawn);
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->ok());
+  CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 2});
+}

@@ -31,6 +31,7 @@
 #include <boost/interprocess/mapped_region.hpp>
 
 #include "systempp/control_states.hpp"
+#include "systempp/pool_registry.hpp"
 #include "systempp/stage.hpp"
 
 namespace systempp {
@@ -340,32 +341,5 @@ class control_segment {
   bool owner_ = false;
   pid_t owner_pid_ = 0;  ///< the process allowed to remove the name
 };
-
-/// Where Linux shows POSIX shared memory: Boost's shm_open names are files here.
-inline constexpr std::string_view shm_dir = "/dev/shm/";
-
-/// What a segment's name says: "systempp.<pool>.<master pid>".
-struct segment_id {
-  std::string pool;
-  pid_t master_pid = 0;
-};
-
-/// Splits a file name in shm_dir; nullopt for anything that is not a segment name with a
-/// valid pool name and a pid > 0. Runs anywhere.
-std::optional<segment_id> parse_segment_name(std::string_view file);
-
-/// The pool whose segment is named after `master_pid` (a pidfile's pid), if any. Runs
-/// anywhere.
-std::optional<std::string> pool_of_master(pid_t master_pid);
-
-/// Removes "systempp.<pool>.<pid>" segments whose pid no longer exists; returns how many.
-/// Master only, at start. Throws control_block_error for an invalid pool name.
-std::size_t remove_stale_segments(std::string_view pool);
-
-/// The master pid of a segment of this pool whose master is alive, if any: refuses a second
-/// pool with the same name and finds the master for `app status --name`. A recycled pid
-/// looks alive; remove_stale_segments at start keeps that window small. Runs anywhere.
-/// Throws control_block_error for an invalid pool name.
-std::optional<pid_t> find_live_master(std::string_view pool);
 
 }  // namespace systempp

@@ -1,6 +1,9 @@
 #pragma once
 /// The master's Prometheus endpoint (`--metrics HOST:PORT`): GET /metrics answers with the
-/// text exposition format, rendered from the control block on the master's loop.
+/// text exposition format, rendered from the control block on the master's loop. At most
+/// 64 connections are served at once (more wait in the backlog until one closes), each
+/// has 5 s to send its request; an accept error (EMFILE) is logged once and retried after
+/// a pause of 100 ms doubling to 1 s, so it cannot spin the master's loop.
 
 #include <functional>
 #include <memory>
@@ -24,7 +27,8 @@ class metrics_server {
   /// Master only. `render` produces the exposition text; it runs on the loop's thread.
   metrics_server(boost::asio::io_context& io, listener l, std::function<std::string()> render,
                  std::shared_ptr<spdlog::logger> log);
-  /// Master only: closes the socket (through the acceptor, once started).
+  /// Master only: closes the socket (through the acceptor, once started). Connections in
+  /// progress end with the loop.
   ~metrics_server();
   /// Starts accepting; connections are served one request each. The acceptor takes the
   /// listener's socket over, so where().fd is empty afterwards. Master only, once.
@@ -36,7 +40,7 @@ class metrics_server {
 
  private:
   struct impl;
-  std::unique_ptr<impl> impl_;
+  std::shared_ptr<impl> impl_;  ///< shared with the coroutines, which the loop may destroy later
 };
 
 /// Parses `--metrics`: "PORT" (loopback) or "HOST:PORT". Throws config_error naming the

@@ -3,9 +3,12 @@
 /// listeners, the control block and the pidfile, either fresh or handed over by the previous
 /// master image (upgrade). Master only.
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <boost/asio/steady_timer.hpp>
 
 #include "systempp/control_block.hpp"
 #include "systempp/listeners.hpp"
@@ -19,8 +22,17 @@ class logger;
 
 namespace systempp::master {
 
+/// Where the listeners came from, which decides how a stop retires them (retire_listeners).
+enum class listener_origin {
+  bound,        ///< this master bound them (--bind): the socket is the pool's alone
+  activated,    ///< systemd's (LISTEN_FDS): systemd keeps its own copy
+  handed_over,  ///< from the previous image (SIGUSR2); the handover does not say whose
+};
+
 struct pool_setup {
+  std::optional<pool_lock> lock;  ///< held for the master's whole life (pool_registry.hpp)
   std::vector<listener> listeners;
+  listener_origin origin = listener_origin::bound;
   std::optional<control_segment> segment;
   int max_workers = 0;  ///< logical slots the block has records for
   std::string exec_path;  ///< this binary, resolved at start: what exec mode and upgrades run
@@ -31,6 +43,19 @@ struct pool_setup {
 /// previous image's listeners and block. Throws config_error (exit 2) for bad input.
 pool_setup open_pool(const options& opts, const std::optional<handover>& h, const std::vector<std::string>& units,
                      spdlog::logger& log);
+
+/// Blocks every signal the master handles (its column of the signal table), so that one
+/// arriving before the master's signal_set listens waits instead of killing the process
+/// with the default action. First thing in the master, before anything is created.
+void block_master_signals() noexcept;
+
+/// At a stop: refuses new connections once no worker accepts any more (no record is
+/// spawned, starting or ready: each closed its acceptors at pre_shutdown), or after 1 s.
+/// Listeners this master bound are shut down, which stops every process's copy of the
+/// socket listening; then the master closes its own copies. systemd's sockets and handed
+/// over ones are only closed, since shutting them down would also stop systemd's copy.
+/// Master only, on its loop; `timer` is the master's, cancelled when the loop ends.
+void retire_listeners(boost::asio::steady_timer& timer, pool_setup& pool, std::shared_ptr<spdlog::logger> log);
 
 /// The supervisor policy's configuration from the command line.
 policy_config policy_config_for(const options& opts, int workers, int max_workers);

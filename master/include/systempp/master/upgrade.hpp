@@ -39,11 +39,12 @@ struct handover {
     int channel = -1;  ///< the master's end of the worker's socketpair
   };
   int control_fd = -1;
+  int lock_fd = -1;  ///< the pool lock (pool_registry.hpp); -1 from an image without one
   std::vector<listener_fd> listeners;
   std::vector<adopted_worker> workers;
 };
 
-/// "control=3;listeners=http:5;workers=123:0:0:1:7,124:1:0:1:8"
+/// "control=3;lock=4;listeners=http:5;workers=123:0:0:1:7,124:1:0:1:8"
 std::string encode(const handover& h);
 /// The inverse; nullopt for anything malformed (then nothing is adopted).
 std::optional<handover> decode(std::string_view text);
@@ -57,7 +58,7 @@ std::string check_binary(const std::string& path, std::chrono::milliseconds time
 
 /// What this master hands over: the control block's fd, the listeners and every worker
 /// in the table with its channel. Master only.
-handover describe_pool(int control_fd, const std::vector<listener>& listeners, const supervisor& sup);
+handover describe_pool(int control_fd, int lock_fd, const std::vector<listener>& listeners, const supervisor& sup);
 
 /// Re-executes `path` in place with `argv`, handing `h` over: clears close-on-exec on its
 /// fds, describes them in SYSTEMPP_UPGRADE and blocks every signal (exec keeps the mask and
@@ -68,7 +69,7 @@ std::string exec_upgrade(const handover& h, const std::string& path, const std::
 
 /// SIGUSR2: re-executes the master in place, unless a stop or a rollout is in progress or
 /// `path --help` fails (then nothing changes). Returns only when it did not exec. Master only.
-void upgrade_master(int control_fd, const std::vector<listener>& listeners, const std::string& path,
+void upgrade_master(int control_fd, int lock_fd, const std::vector<listener>& listeners, const std::string& path,
                     const std::vector<std::string>& argv, supervisor& sup, system_calls& sys, spdlog::logger& log);
 
 /// The new image: takes the handed-over workers into the worker table, and into the policy

@@ -1,0 +1,126 @@
+// Files and descriptors: the pidfile is written through a private temp file that nothing
+// planted can redirect, a failed write leaves nothing behind, and what the runtime opens
+// does not leak into an exec'd image.
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "harness.hpp"
+
+using namespace harness;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A directory under the system temp dir, removed with everything in it at scope exit.
+struct temp_dir {
+  fs::path path;
+  explicit temp_dir(const pool_name& name) : path(fs::temp_directory_path() / ("files-" + name.value)) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+    path = fs::canonical(path);  // as /proc/<pid>/fd shows it
+  }
+  ~temp_dir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<std::string> entries_of(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::size_t lines_containing(const std::string& text, const std::string& word) {
+  std::size_t n = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.find(word) != std::string::npos) ++n;
+  return n;
+}
+
+void stop_cleanly(support::child& p) {
+  p.signal(SIGTERM);
+  auto status = p.wait_exit(20s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
+}  // namespace
+
+TEST_CASE("files: a symlink planted at the pidfile's old temp name does not redirect the write",
+          "[files][pidfile][security]") {
+  pool_name name;
+  temp_dir dir(name);
+  const auto pidfile = dir.path / "app.pid";
+  const auto victim = dir.path / "victim";
+  { std::ofstream(victim) << "precious\n"; }
+  fs::create_symlink(victim, dir.path / "app.pid.tmp");
+
+  auto s = start(app_path, {"--workers", "1", "--name", name.value, "--pidfile", pidfile.string()});
+  const std::string pid_line = std::to_string(s.proc.pid()) + "\n";
+  REQUIRE(support::wait_until([&] { return read_file(pidfile) == pid_line; }, 5s));
+  CHECK_FALSE(fs::is_symlink(pidfile));
+  CHECK(read_file(victim) == "precious\n");
+  // Only the planted names and the pidfile: no temp file of the master's own is left.
+  CHECK(entries_of(dir.path) == std::vector<std::string>{"app.pid", "app.pid.tmp", "victim"});
+
+  stop_cleanly(s.proc);
+  CHECK_FALSE(fs::exists(pidfile));
+  CHECK(read_file(victim) == "precious\n");
+}
+
+TEST_CASE("files: a pidfile that cannot be written exits 2 and leaves no pidfile or temp file",
+          "[files][pidfile][bad_input]") {
+  pool_name name;
+  temp_dir dir(name);
+  const auto pidfile = dir.path / "app.pid";
+  fs::create_directory(pidfile);  // the temp file can be written, the rename over it cannot
+
+  auto p = support::child::spawn({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0",
+                                  "--pidfile", pidfile.string()});
+  auto status = p.wait_exit(20s);
+  REQUIRE(status);
+  INFO(p.output());
+  CHECK(support::child::exited_with(*status, 2));
+  CHECK(lines_containing(p.output(), "error") == 1);
+  CHECK(p.output().find("--pidfile " + pidfile.string() + ": ") != std::string::npos);
+  CHECK(entries_of(dir.path) == std::vector<std::string>{"app.pid"});
+  CHECK(fs::is_empty(pidfile));
+  CHECK(support::shm_segments("systempp." + name.value + "." + std::to_string(p.pid())).empty());  // no control block
+}
+
+TEST_CASE("files: a master upgrade does not carry the log file's descriptor into the new image",
+          "[files][logs][upgrade]") {
+  pool_name name;
+  temp_dir dir(name);
+  const auto log = dir.path / "app.log";
+  auto p = support::child::spawn({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0",
+                                  "--log-file", log.string()});
+  auto seg = attach(name, p.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+
+  p.signal(SIGUSR2);  // the master execs itself; the new image opens the log again
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+  const auto fds = support::fd_targets(p.pid());
+  std::string listing;
+  for (const auto& [fd, target] : fds) listing += std::to_string(fd) + " -> " + target + "\n";
+  INFO(listing);
+  CHECK(std::count_if(fds.begin(), fds.end(), [&](const auto& kv) { return kv.second == log.string(); }) == 1);
+
+  stop_cleanly(p);
+}
