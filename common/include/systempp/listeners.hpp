@@ -1,6 +1,6 @@
 #pragma once
-/// Listening sockets: bound once by the master (or the inline process) and kept open for
-/// its whole life; workers inherit the fds and accept on them.
+/// Listening sockets: bound once by the master (or the inline process) and kept open until
+/// a stop begins; workers inherit the fds and accept on them.
 
 #include <cstdint>
 #include <string>
@@ -13,7 +13,8 @@ namespace systempp {
 
 /// A bound, listening, non-blocking socket owned by the process that bound it. Every
 /// process holds its own copy of the fd (inherited by fork or exec); the master keeps its
-/// copy open for its whole life, so a worker closing its copy loses no queued connection.
+/// copy open until a stop begins (then new connections are refused, docs/operations.md),
+/// so a worker closing its copy at a reload or recycle loses no queued connection.
 struct listener {
   std::string name;     ///< from `--bind NAME=...` (default "http") or LISTEN_FDNAMES
   std::string address;  ///< numeric host as bound, e.g. "127.0.0.1" or "::1"
