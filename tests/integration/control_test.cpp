@@ -3,7 +3,6 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 #include "harness.hpp"
 
@@ -186,11 +185,8 @@ TEST_CASE("control: reload --wait gives up at once when the master dies", "[cont
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 1).size() == 1);
   auto waiter = support::child::spawn({app_path, "reload", "--wait", "--timeout", "120", "--name", name.value});
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (seg.header().reload_outcome.load() != systempp::reload_outcome::in_progress &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(10ms);
-  REQUIRE(seg.header().reload_outcome.load() == systempp::reload_outcome::in_progress);
+  REQUIRE(support::wait_until(
+      [&] { return seg.header().reload_outcome.load() == systempp::reload_outcome::in_progress; }, 10s));
   REQUIRE(s.proc.signal(SIGKILL));
   const auto status = waiter.wait_exit(10s);
   REQUIRE(status);
