@@ -264,17 +264,18 @@ TEST_CASE("metrics: idle connections beyond the bound of 64 take no more descrip
     REQUIRE(fd);
     idle.push_back(std::move(fd));
   }
-  // The master takes connections up to the bound, then no more while they stay open: given
-  // a second to take another, it must not.
-  CHECK(support::wait_until([&] { return support::count_fds(master) >= before + 64; }, 5s));
-  CHECK_FALSE(support::wait_until([&] { return support::count_fds(master) > before + 64; }, 1s));
+  // The master takes connections up to the bound (it says so), then no more while they stay
+  // open: given a second to take another, it must not. Two descriptors of slack for what
+  // the master itself opens meanwhile (before the bound it took all 100).
+  REQUIRE(s.wait("metrics: 64 connections open", 15s));
   INFO("master fds " << before << " before, " << support::count_fds(master) << " with 100 idle connections");
+  CHECK_FALSE(support::wait_until([&] { return support::count_fds(master) > before + 64 + 2; }, 1s));
 
   // Each idle connection has 5 s to send its request; then a new scrape gets its turn.
   const auto r = support::http_get("127.0.0.1", mport, "/metrics", 15s);
   REQUIRE(r);
   CHECK(r->status == 200);
-  CHECK(s.count("metrics: 64 connections open") == 1);
+  CHECK(s.count("metrics: 64 connections open") == 1);  // logged once, not per refused accept
   REQUIRE(s.proc.signal(SIGTERM));
   require_exit_0(s.proc);
 }
