@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include <support/temp_dir.hpp>
 
 using namespace harness;
 
@@ -44,29 +45,11 @@ void require_clean_exit(service& s) {
   CHECK(support::child::exited_with(*status, 0));
 }
 
-/// A directory under the system temp dir, removed with everything in it at scope exit.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("systempp_demo_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
+/// A scratch directory and file writing, shared with the other tests.
+struct temp_dir : support::temp_dir {
+  temp_dir() : support::temp_dir("systempp_demo") {}
 };
-
-void write_file(const fs::path& p, const std::string& content) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << content;
-  REQUIRE(out.good());
-}
+using support::write_file;
 
 std::string get_request(const std::string& target, const std::string& connection = "keep-alive") {
   return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: " + connection + "\r\n\r\n";

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "harness.hpp"
+#include <support/temp_dir.hpp>
 
 using namespace harness;
 namespace fs = std::filesystem;
@@ -16,19 +17,9 @@ namespace fs = std::filesystem;
 namespace {
 
 /// A directory under the system temp dir, removed with everything in it at scope exit.
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const pool_name& name) : path(fs::temp_directory_path() / ("files-" + name.value)) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-    path = fs::canonical(path);  // as /proc/<pid>/fd shows it
-  }
-  ~temp_dir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
+/// This test's scratch directory, named after the pool.
+struct temp_dir : support::temp_dir {
+  explicit temp_dir(const pool_name& name) : support::temp_dir("files-" + name.value) {}
 };
 
 std::string read_file(const fs::path& p) {

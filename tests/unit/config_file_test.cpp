@@ -13,6 +13,7 @@
 
 #include <systempp/config_file.hpp>
 #include <systempp/errors.hpp>
+#include <support/temp_dir.hpp>
 
 TEST_CASE("config lines are key = value with comments and blanks ignored", "[config]") {
   auto entries = systempp::parse_config("# comment\n\nmessage = hi there \n  port=80\n", "f.conf");
@@ -38,29 +39,11 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-/// A directory under the system temp dir, removed with everything in it at scope exit.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("systempp_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
+/// A scratch directory and file writing, shared with the other tests.
+struct temp_dir : support::temp_dir {
+  temp_dir() : support::temp_dir("systempp_config") {}
 };
-
-void write_file(const fs::path& p, const std::string& content) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << content;
-  REQUIRE(out.good());
-}
+using support::write_file;
 
 /// read_config_file's config_error message, or "no error" when it read the file.
 std::string error_reading(const std::string& path) {
