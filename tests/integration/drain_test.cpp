@@ -247,13 +247,19 @@ TEST_CASE("logs: after a SIGUSR1 whose log file cannot be reopened, the master s
   require_exit_0(p);
 }
 
+// A one-worker pool with --metrics on a free port, its worker READY.
+service start_with_metrics(const pool_name& name) {
+  auto s = start(app_path, {"--workers", "1", "--name", name.value, "--metrics", "127.0.0.1:0"});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+  return s;
+}
+
 TEST_CASE("metrics: idle connections beyond the bound of 64 take no more descriptors of the master and a new scrape is answered once they time out",
           "[metrics][limits]") {
   pool_name name;
-  auto s = start(app_path, {"--workers", "1", "--name", name.value, "--metrics", "127.0.0.1:0"});
+  auto s = start_with_metrics(name);
   const auto mport = metrics_port(s);
-  auto seg = attach(name, s.proc.pid());
-  REQUIRE(wait_ready(seg, 1).size() == 1);
   const pid_t master = s.proc.pid();
   const std::size_t before = support::count_fds(master);
 
@@ -283,10 +289,8 @@ TEST_CASE("metrics: idle connections beyond the bound of 64 take no more descrip
 TEST_CASE("metrics: an accept failing with EMFILE is logged once and retried after a pause instead of spinning the master",
           "[metrics][limits]") {
   pool_name name;
-  auto s = start(app_path, {"--workers", "1", "--name", name.value, "--metrics", "127.0.0.1:0"});
+  auto s = start_with_metrics(name);
   const auto mport = metrics_port(s);
-  auto seg = attach(name, s.proc.pid());
-  REQUIRE(wait_ready(seg, 1).size() == 1);
   const pid_t master = s.proc.pid();
 
   // The master's lowest free descriptor number becomes its limit: every new fd fails.
