@@ -50,7 +50,7 @@ unique_fd open_lock_file(const std::string& path) {
     if (::lstat(path.c_str(), &st) == 0 && st.st_uid != ::geteuid())
       throw config_error(path + ": belongs to uid " + std::to_string(st.st_uid) +
                          ", not to this user: remove it to run this pool");
-    throw config_error(path + ": cannot open the pool lock: " + std::strerror(err));
+    throw_start_error(path + ": cannot open the pool lock: " + std::strerror(err), err);
   }
   throw config_error(path + ": cannot open the pool lock");
 }
@@ -115,8 +115,8 @@ pool_lock pool_lock::acquire(std::string_view pool) {
   unique_fd fd = open_lock_file(path);
   auto l = whole_file(F_WRLCK);
   if (::fcntl(fd.get(), F_SETLK, &l) == 0) return pool_lock(std::move(fd));
-  if (errno != EAGAIN && errno != EACCES)
-    throw config_error(path + ": cannot lock: " + std::strerror(errno));
+  if (const int err = errno; err != EAGAIN && err != EACCES)
+    throw_start_error(path + ": cannot lock: " + std::strerror(err), err);
   auto holder = whole_file(F_WRLCK);
   const bool known = ::fcntl(fd.get(), F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK;
   throw config_error("--name " + std::string(pool) + ": a pool with this name is already running" +

@@ -55,7 +55,7 @@ std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs) {
     // Close-on-exec: exec-mode spawning clears it explicitly on the fds it hands over.
     unique_fd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                           ai->ai_protocol));
-    if (!fd) throw config_error(fmt::format("{}: socket: {}", where, std::strerror(errno)));
+    if (const int err = errno; !fd) throw_start_error(fmt::format("{}: socket: {}", where, std::strerror(err)), err);
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (ai->ai_family == AF_INET6)
@@ -64,10 +64,12 @@ std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs) {
       const int err = errno;
       std::string hint;
       if (err == EACCES) hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)";
-      throw config_error(fmt::format("{}: bind: {}{}", where, std::strerror(err), hint));
+      throw_start_error(fmt::format("{}: bind: {}{}", where, std::strerror(err), hint), err);
     }
-    if (::listen(fd.get(), SOMAXCONN) != 0)
-      throw config_error(fmt::format("{}: listen: {}", where, std::strerror(errno)));
+    if (::listen(fd.get(), SOMAXCONN) != 0) {
+      const int err = errno;
+      throw_start_error(fmt::format("{}: listen: {}", where, std::strerror(err)), err);
+    }
 
     sockaddr_storage bound{};
     socklen_t len = sizeof bound;

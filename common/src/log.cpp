@@ -58,17 +58,18 @@ spdlog::file_event_handlers close_on_exec() {
 
 }  // namespace
 
-std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const options& opts) {
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const options& opts, bool or_stderr) {
   spdlog::sink_ptr sink;
-  if (opts.log_file.empty()) {
-    sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  } else {
+  std::string failed;
+  if (!opts.log_file.empty()) {
     try {
       sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false, close_on_exec());
     } catch (const spdlog::spdlog_ex& e) {
-      throw config_error("--log-file: cannot open " + opts.log_file + ": " + e.what());
+      failed = "--log-file: cannot open " + opts.log_file + ": " + e.what();
+      if (!or_stderr) throw config_error(failed);
     }
   }
+  if (!sink) sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto log = std::make_shared<spdlog::logger>(name, std::move(sink));
   auto formatter = std::make_unique<spdlog::pattern_formatter>();
   if (opts.format == log_format::json) {
@@ -80,6 +81,7 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const optio
   log->set_formatter(std::move(formatter));
   log->set_level(spdlog::level::from_str(opts.log_level));
   log->flush_on(spdlog::level::trace);
+  if (!failed.empty()) log->error("{}; logging to stderr", failed);
   return log;
 }
 

@@ -205,6 +205,9 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
   ctl.program = opts.program;
   const auto subs = mode == parse_mode::serve ? add_control_commands(cli, ctl)
                                               : std::vector<CLI::App*>{};
+  if (mode == parse_mode::serve)
+    cli.add_flag("--upgrade-version", opts.upgrade_version,
+                 "Check the other options and the log file, print the protocol version and exit");
 
   try {
     cli.parse(argc, argv);

@@ -32,13 +32,14 @@ namespace asio = boost::asio;
 
 class master_process {
  public:
-  master_process(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io)
-      : opts_(opts), units_(units), io_(io), signals_(io_), tick_(io_), watchdog_timer_(io_), retire_(io_), lc_(units), sys_(io) {}
+  master_process(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io,
+                 std::optional<incoming_upgrade> upgrade)
+      : opts_(opts), units_(units), io_(io), upgrade_(std::move(upgrade)), signals_(io_), tick_(io_), watchdog_timer_(io_), retire_(io_), lc_(units), sys_(io) {}
 
   int run();
 
  private:
-  int open(const std::optional<handover>& h);
+  int open();
   void start_supervisor(int workers, int max_workers);
   /// Runs one event's handling; an exception is logged, never let out of the loop (the
   /// pool would be lost with it). Returns false when one was thrown.
@@ -57,6 +58,7 @@ class master_process {
   const options& opts_;
   std::vector<detail::unit_entry>& units_;
   asio::io_context& io_;  ///< made by systempp::main before the units, so it outlives them
+  std::optional<incoming_upgrade> upgrade_;  ///< set until this image took over a pool (SIGUSR2)
   asio::signal_set signals_;
   asio::steady_timer tick_;
   asio::steady_timer watchdog_timer_;
@@ -95,17 +97,18 @@ int master_process::run() {
   sigset_t none;
   ::sigemptyset(&none);
   ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
-  auto handover = take_handover();  // set when this image replaced a running master (SIGUSR2)
-  if (const int code = open(handover); code != 0) return code;
+  if (const int code = open(); code != 0) return code;
   control_header& hdr = pool_.segment->header();
 
   lc_.set_timeout(opts_.stage_timeout);
   ctx_.emplace(process_role::master, opts_, log_, io_, pool_.listeners, lc_.refs());
   const auto init = lc_.run(stage::on_init, *ctx_);
-  if (!init.ok && handover) {
-    // The old image is gone; the workers it handed over are still serving. Keep
-    // supervising them rather than leaving them without a master.
-    log_->error("upgrade: the new image failed on_init ({}); keeping the adopted workers", init.error);
+  if (!init.ok && upgrade_) {
+    lc_.run(stage::on_exit, *ctx_);
+    upgrade_->fall_back("the new image failed on_init: " + init.error);
+    // Still here: nowhere to go back to. Keep supervising the workers rather than leaving
+    // them without a master.
+    log_->error("upgrade: on_init failed ({}); keeping the adopted workers", init.error);
   } else if (!init.ok) {
     lc_.run(stage::on_exit, *ctx_);
     if (!init.config_error) log_->error("start failed: {}", init.error);  // else already said once
@@ -113,18 +116,15 @@ int master_process::run() {
     return to_int(code_for(stage::on_init, init));
   }
 
-  start_supervisor(handover ? static_cast<int>(hdr.target_workers.load()) : opts_.workers, pool_.max_workers);
+  start_supervisor(upgrade_ ? static_cast<int>(hdr.target_workers.load()) : opts_.workers, pool_.max_workers);
   hdr.master_state.store(master_state::running);
   wait_signal();
   start_watchdog();
-  if (handover) {
-    notify_.main_pid(::getpid());
-    adopt_workers(*handover, *sup_);
-    log_->info("upgrade: adopted {} worker(s)", handover->workers.size());
-    // The adopted workers run the old code: roll them to this image, unless it is broken.
-    if (init.ok) begin_rollout("upgrade");
-  } else {
+  if (!upgrade_) {
     sup_->execute(sup_->policy().start(now_ms()));
+  } else {
+    notify_.main_pid(::getpid());
+    if (take_over(*upgrade_, *sup_, *report_, *log_) && init.ok) begin_rollout("upgrade");  // onto this image
   }
   io_.run();
 
@@ -138,18 +138,22 @@ int master_process::run() {
   return to_int(code);
 }
 
-// Everything that a failure at start would have to undo, opened before anything runs.
-int master_process::open(const std::optional<handover>& h) {
+// Everything that a failure at start would have to undo, opened before anything runs. An
+// image handed a pool by an upgrade hands it back instead of failing (upgrade.hpp).
+int master_process::open() {
   try {
-    log_ = make_logger("master", opts_);
+    log_ = make_logger("master", opts_, upgrade_ && upgrade_->returned());
+    if (upgrade_)
+      if (auto why = upgrade_->check(opts_.name); !why.empty()) throw std::runtime_error("handover: " + why);
     if (!opts_.metrics.empty()) {
       auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
       metrics_.emplace(io_, std::move(bound.front()), [this] { return table_ ? render_metrics(*pool_.segment, *table_, lc_) : std::string(); }, log_);
     }
-    pool_ = open_pool(opts_, h, lc_.unit_names(), *log_);
+    pool_ = open_pool(opts_, upgrade_ ? &upgrade_->pool() : nullptr, lc_.unit_names(), *log_);
   } catch (const std::exception& e) {
+    if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
-    return to_int(exit_code::usage);
+    return to_int(start_failure_code(e));
   }
   if (metrics_) {
     log_->info("metrics on http://{}/metrics", metrics_->where().endpoint());
@@ -200,10 +204,7 @@ void master_process::on_signal(int sig) {
         log_ = ctx_->reopen_log();
         for (const auto& [pid, w] : table_->workers()) table_->signal(pid, SIGUSR1);
         break;
-      case signal_effect::upgrade:
-        upgrade_master(pool_.segment->fd(), pool_.lock->fd(), pool_.listeners, pool_.exec_path, opts_.argv, *sup_,
-                       sys_, *log_);
-        break;
+      case signal_effect::upgrade: upgrade_master(pool_, opts_, *sup_, sys_, *report_, *log_); break;
       default: break;  // not a master signal: the set does not listen on it
     }
   });
@@ -288,9 +289,10 @@ void master_process::finish() {
   io_.stop();
 }
 
-int run_master(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io) {
+int run_master(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io,
+               std::optional<incoming_upgrade> upgrade) {
   block_master_signals();  // until the master's signal_set listens on them (run)
-  master_process m(opts, units, io);
+  master_process m(opts, units, io, std::move(upgrade));
   return m.run();
 }
 

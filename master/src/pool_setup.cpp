@@ -26,7 +26,7 @@ namespace systempp::master {
 namespace {
 
 [[noreturn]] void pidfile_failed(const std::string& path, const std::string& what, int err) {
-  throw config_error(fmt::format("--pidfile {}: {}: {}", path, what, std::strerror(err)));
+  throw_start_error(fmt::format("--pidfile {}: {}: {}", path, what, std::strerror(err)), err);
 }
 
 // A name only this process uses, created new: a file or symlink planted there is never
@@ -94,22 +94,47 @@ void remove_pidfile(const std::string& path, pid_t pid) {
   if (ec == std::errc{} && written == pid && (end == text + n || *end == '\n')) ::unlink(path.c_str());
 }
 
-pool_setup open_pool(const options& opts, const std::optional<handover>& h, const std::vector<std::string>& units,
+namespace {
+
+// The binary as it was started, made absolute but with its symlinks kept: every exec
+// (exec-mode workers, upgrades) resolves it anew, so both a binary renamed over the path
+// and a symlink switched to another release are what the next exec runs. A bare name
+// (found through PATH) is resolved once, through /proc/self/exe.
+std::string invoked_path(const std::string& program) {
+  std::error_code ec;
+  if (program.find('/') != std::string::npos) {
+    auto path = std::filesystem::absolute(program, ec).lexically_normal();
+    if (!ec) return path.string();
+  }
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? program : exe.string();
+}
+
+// This image's executable, to hand over at an upgrade so that a new image that fails can
+// return to it (whatever was put at the path since).
+unique_fd open_image() {
+  unique_fd fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (!fd) fd.reset(::open("/proc/self/exe", O_PATH | O_CLOEXEC));  // executable, not readable
+  return fd;
+}
+
+}  // namespace
+
+pool_setup open_pool(const options& opts, const handover* h, const std::vector<std::string>& units,
                      spdlog::logger& log) {
   pool_setup out;
-  // Resolved once: a binary renamed over this path later is what exec mode and upgrades run.
-  std::error_code ec;
-  out.exec_path = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-  if (ec) out.exec_path = opts.program;
+  out.exec_path = invoked_path(opts.program);
+  out.image = open_image();
   if (opts.mode == reload_mode::exec) log.info("exec mode: workers run {}", out.exec_path);
   if (h) {
+    // Checked by incoming_upgrade::check; the control fd stays open until the pool is taken
+    // over, in case this image must still hand it back.
     for (const auto& l : h->listeners) out.listeners.push_back(adopt_listener(unique_fd(l.fd), l.name));
-    out.origin = listener_origin::handed_over;
+    const bool bound = std::all_of(h->listeners.begin(), h->listeners.end(), [](auto& l) { return l.bound; });
+    out.origin = bound ? listener_origin::bound : listener_origin::activated;
     out.segment.emplace(control_segment::attach_fd(h->control_fd, access::read_write));
-    ::close(h->control_fd);
     out.segment->adopt();  // this image now removes it at exit
-    // The lock survived the exec with its fd; an image that had none takes it now.
-    out.lock.emplace(h->lock_fd >= 0 ? pool_lock::adopt(h->lock_fd) : pool_lock::acquire(opts.name));
+    out.lock.emplace(pool_lock::adopt(h->lock_fd));  // survived the exec with its fd
     out.max_workers = static_cast<int>(out.segment->slot_count()) / lanes_per_slot;
     return out;
   }
@@ -164,8 +189,7 @@ void stop_listening(pool_setup& pool, spdlog::logger& log) {
     for (const auto& l : pool.listeners) ::shutdown(l.fd.get(), SHUT_RD);
     log.info("stop: new connections are refused");
   } else {
-    log.info("stop: closed the master's copies of the {} listeners; new connections wait in their backlog",
-             pool.origin == listener_origin::activated ? "systemd" : "handed over");
+    log.info("stop: closed the master's copies of the systemd listeners; new connections wait in their backlog");
   }
   pool.listeners.clear();  // no worker is spawned during a stop, and no upgrade starts
 }

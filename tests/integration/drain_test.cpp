@@ -117,11 +117,18 @@ long cpu_ticks(pid_t pid) {
 }  // namespace
 
 TEST_CASE("drain: a connection opened during a graceful drain is refused at once while the request in flight completes",
-          "[drain][listeners]") {
+          "[drain][listeners][upgrade]") {
+  const bool upgraded = GENERATE(false, true);  // also by a master that took the listeners over (SIGUSR2)
+  INFO("after an upgrade: " << upgraded);
   pool_name name;
   auto s = start(app_path, {"--workers", "2", "--name", name.value});
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
+  if (upgraded) {
+    s.proc.signal(SIGUSR2);
+    REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+    REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 15s));
+  }
   held_request held(s.port, seg, "/sleep?ms=3000");
 
   REQUIRE(s.proc.signal(SIGTERM));

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <regex>
@@ -181,6 +183,37 @@ inline long long log_time_ms(const std::string& line) {
   const int milli = std::stoi(line.substr(t + 10, 3));
   return ((h * 60LL + m) * 60 + sec) * 1000 + milli;
 }
+
+/// A copy of a binary in its own directory, to be replaced under a running pool.
+struct binary_copy {
+  std::filesystem::path dir;
+  std::filesystem::path path;
+  explicit binary_copy(const std::string& name, const std::string& from) {
+    dir = std::filesystem::temp_directory_path() / ("systempp-" + name);
+    std::filesystem::create_directories(dir);
+    path = dir / "app";
+    std::filesystem::copy_file(from, path, std::filesystem::copy_options::overwrite_existing);
+  }
+  // Replaces the binary the way deploy tools do: write beside it, then rename over it.
+  void replace_with(const std::string& from) const {
+    const auto next = dir / "app.next";
+    std::filesystem::copy_file(from, next, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::rename(next, path);
+  }
+  void replace_with_script(const std::string& text) const {
+    const auto next = dir / "app.next";
+    {
+      std::ofstream out(next);
+      out << text;
+    }
+    std::filesystem::permissions(next, std::filesystem::perms::owner_all);
+    std::filesystem::rename(next, path);
+  }
+  ~binary_copy() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
 
 /// Keeps workers that abort from writing core files.
 inline void no_core_dumps() {

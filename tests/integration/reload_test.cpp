@@ -174,35 +174,6 @@ TEST_CASE("reload: --max-requests recycles workers under load without failures",
 namespace {
 
 // A private copy of a binary that a test may replace in place, as a deploy would.
-struct binary_copy {
-  std::filesystem::path dir;
-  std::filesystem::path path;
-  explicit binary_copy(const std::string& name, const std::string& from) {
-    dir = std::filesystem::temp_directory_path() / ("systempp-" + name);
-    std::filesystem::create_directories(dir);
-    path = dir / "app";
-    std::filesystem::copy_file(from, path, std::filesystem::copy_options::overwrite_existing);
-  }
-  // Replaces the binary the way deploy tools do: write beside it, then rename over it.
-  void replace_with(const std::string& from) const {
-    const auto next = dir / "app.next";
-    std::filesystem::copy_file(from, next, std::filesystem::copy_options::overwrite_existing);
-    std::filesystem::rename(next, path);
-  }
-  void replace_with_script(const std::string& text) const {
-    const auto next = dir / "app.next";
-    {
-      std::ofstream out(next);
-      out << text;
-    }
-    std::filesystem::permissions(next, std::filesystem::perms::owner_all);
-    std::filesystem::rename(next, path);
-  }
-  ~binary_copy() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-};
 
 }  // namespace
 
@@ -251,60 +222,3 @@ TEST_CASE("reload: in exec mode a broken new binary is rolled back by the readin
   CHECK(wait_ready(seg, 2) == before);
 }
 
-TEST_CASE("upgrade: SIGUSR2 under load re-executes the master in place and rolls the workers",
-          "[reload][upgrade]") {
-  pool_name name;
-  binary_copy bin(name.value, app_path);
-  auto s = start(bin.path.string(), {"--workers", "2", "--name", name.value});
-  auto seg = attach(name, s.proc.pid());
-  const auto before = wait_ready(seg, 2);
-  REQUIRE(before.size() == 2);
-  auto load = keepalive_load(s.port, 16);
-  wait_for_traffic(load);
-
-  bin.replace_with(probe_path);  // new code for the master and, through it, the workers
-  const auto mark = s.proc.output_size();
-  s.proc.signal(SIGUSR2);
-  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
-  REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 10s));
-  wait_for_traffic(load, load.snapshot().ok + 200);
-  const auto stats = load.stop();
-  INFO("requests " << stats.requests() << " errors: " << error_samples(stats));
-  CHECK(stats.failures() == 0);
-  CHECK(support::pid_alive(s.proc.pid()));
-  CHECK(seg.header().master_pid.load() == s.proc.pid());
-  REQUIRE(s.wait(R"(\[master\] \[)" + std::to_string(s.proc.pid()) + R"(\].*upgrade: adopted 2 worker\(s\))", 5s, mark));
-  CHECK(s.wait(R"(\[master\].*on_init alpha .* ok)", 5s, mark));  // the new image ran on_init
-  // The old workers drain and exit.
-  CHECK(support::wait_until([&] {
-    return std::none_of(before.begin(), before.end(), [](auto& kv) { return support::pid_alive(kv.second); });
-  }, 10s));
-
-  s.proc.signal(SIGTERM);
-  auto status = s.proc.wait_exit(20s);
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
-  CHECK(support::shm_segments("systempp." + name.value + ".").empty());
-}
-
-TEST_CASE("upgrade: a new binary that cannot start is refused and the old master keeps serving",
-          "[reload][upgrade][failure]") {
-  pool_name name;
-  binary_copy bin(name.value, app_path);
-  auto s = start(bin.path.string(), {"--workers", "2", "--name", name.value});
-  auto seg = attach(name, s.proc.pid());
-  const auto before = wait_ready(seg, 2);
-  REQUIRE(before.size() == 2);
-  bin.replace_with_script("#!/bin/sh\nexit 3\n");
-  s.proc.signal(SIGUSR2);
-  REQUIRE(s.wait("SIGUSR2: upgrade refused: .*--help failed", 10s));
-  CHECK(wait_ready(seg, 2) == before);
-  auto r = support::http_get("127.0.0.1", s.port, "/");
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  // It still reloads and stops normally afterwards.
-  s.proc.signal(SIGTERM);
-  auto status = s.proc.wait_exit(20s);
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
-}

@@ -1,9 +1,10 @@
 // A test-only app: the demo's units plus three probes (alpha, beta, gamma) that implement
 // every stage, so the runtime logs each call ("pre_startup beta 0.0 ms ok"). Faults are
 // injected from the environment:
-//   PROBE_FAULTS="unit:stage:kind,..."  kind = throw | config | hang | exit
+//   PROBE_FAULTS="unit:stage:kind,..."  kind = throw | config | hang | exit | abort
 //     throw: a runtime_error; config: a config_error (exit 2); hang: never completes
-//     (a sync stage blocks, an async one waits forever); exit: _exit(99) on the spot.
+//     (a sync stage blocks, an async one waits forever); exit: _exit(99) on the spot;
+//     abort: std::abort() (SIGABRT, a crash).
 //     A kind may end in "@slotN" or "@genN": the fault then applies only to that worker
 //     slot or pool generation.
 //   PROBE_BLOCK_LOOP_MS=N  N ms after READY, the worker's loop blocks for good (a wedged
@@ -57,6 +58,7 @@ bool apply_fault(std::string_view unit, stage s, const systempp::context& ctx) {
   if (kind == "throw") throw std::runtime_error("injected failure");
   if (kind == "config") throw systempp::config_error("injected configuration error");
   if (kind == "exit") ::_exit(99);
+  if (kind == "abort") std::abort();
   return kind == "hang";
 }
 

@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "systempp/fd.hpp"
+#include "systempp/protocol.hpp"
 
 namespace systempp::worker {
 
@@ -56,6 +57,7 @@ int exec_worker_image(const std::string& path, const std::vector<std::string>& a
     ::setenv(exec_env_worker,
              fmt::format("{}:{}:{}:{}", id.slot, id.lane, id.generation, id.master_pid).c_str(), 1);
     ::setenv(exec_env_listeners, names.c_str(), 1);
+    ::setenv(protocol_env, std::to_string(protocol_version).c_str(), 1);
     const int error = exec_image(path, argv);
     std::fprintf(stderr, "worker[%d]: exec %s: %s\n", id.slot, path.c_str(), std::strerror(error));
   } catch (...) {  // out of memory in the child: it cannot exec either
@@ -66,6 +68,12 @@ int exec_worker_image(const std::string& path, const std::vector<std::string>& a
 bool is_exec_worker() noexcept { return std::getenv(exec_env_worker) != nullptr; }
 
 exec_handover read_exec_handover() {
+  // The number first: a layout of another protocol is never read.
+  const char* protocol = std::getenv(protocol_env);
+  if (!protocol || std::to_string(protocol_version) != protocol)
+    throw std::runtime_error(fmt::format("the master speaks systempp protocol {}, this binary {}: restart the pool "
+                                         "to run this binary",
+                                         protocol ? protocol : "0 (unversioned)", protocol_version));
   const char* worker = std::getenv(exec_env_worker);
   int slot = 0, lane = 0, master = 0;
   unsigned gen = 0;
@@ -80,6 +88,7 @@ exec_handover read_exec_handover() {
     h.listeners.push_back(adopt_listener(unique_fd(fd++), name));
   ::unsetenv(exec_env_worker);
   ::unsetenv(exec_env_listeners);
+  ::unsetenv(protocol_env);
   return h;
 }
 

@@ -38,4 +38,24 @@ class config_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Thrown by the runtime when the machine is short of something it needs at start
+/// (descriptors, memory, disk space, processes): exit code 1, a runtime failure a service
+/// manager restarts, not 2. Any process.
+class resource_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Whether `err` (an errno) says the machine is short of a resource rather than that the
+/// request was wrong: EMFILE, ENFILE, ENOSPC, EDQUOT, ENOMEM, ENOBUFS, EAGAIN. Any process.
+bool is_resource_shortage(int err) noexcept;
+
+/// Throws resource_error when is_resource_shortage(err), else config_error; `what` is the
+/// whole message. Any process.
+[[noreturn]] void throw_start_error(const std::string& what, int err);
+
+/// The exit code of a start that failed with `e`: 2 for a config_error (bad option or
+/// configuration), 1 for anything else (a resource shortage, a system failure). Any process.
+exit_code start_failure_code(const std::exception& e) noexcept;
+
 }  // namespace systempp

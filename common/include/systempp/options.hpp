@@ -70,6 +70,10 @@ struct options {
   log_format format = log_format::text;
   /// --metrics: HOST:PORT (or PORT, on 127.0.0.1) of the master's /metrics; empty for none.
   std::string metrics;
+  /// --upgrade-version: check this command line and the log file, print the runtime's
+  /// protocol version ("systempp-protocol N") and exit; what a master asks a new binary
+  /// before it upgrades to it.
+  bool upgrade_version = false;
   std::string program;  ///< argv[0], for exec mode and messages
   std::vector<std::string> args;  ///< positional arguments left for a script's body
   std::vector<std::string> argv;  ///< the whole command line, to exec workers and upgrades

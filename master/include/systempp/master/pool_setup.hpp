@@ -23,10 +23,10 @@ class logger;
 namespace systempp::master {
 
 /// Where the listeners came from, which decides how a stop retires them (retire_listeners).
+/// The origin survives an upgrade: the handover says it for each listener.
 enum class listener_origin {
-  bound,        ///< this master bound them (--bind): the socket is the pool's alone
-  activated,    ///< systemd's (LISTEN_FDS): systemd keeps its own copy
-  handed_over,  ///< from the previous image (SIGUSR2); the handover does not say whose
+  bound,      ///< this master (or the image it was upgraded from) bound them (--bind)
+  activated,  ///< systemd's (LISTEN_FDS): systemd keeps its own copy
 };
 
 struct pool_setup {
@@ -35,13 +35,16 @@ struct pool_setup {
   listener_origin origin = listener_origin::bound;
   std::optional<control_segment> segment;
   int max_workers = 0;  ///< logical slots the block has records for
-  std::string exec_path;  ///< this binary, resolved at start: what exec mode and upgrades run
+  /// This binary as started (absolute, symlinks kept): what exec mode and upgrades run,
+  /// resolved anew by every exec.
+  std::string exec_path;
+  unique_fd image;  ///< this image's executable, handed over at an upgrade to fall back to
 };
 
 /// Fresh: refuses a second pool of the same name, removes stale blocks, takes systemd's
 /// sockets or binds --bind, creates the block and writes --pidfile. Handed over: adopts the
-/// previous image's listeners and block. Throws config_error (exit 2) for bad input.
-pool_setup open_pool(const options& opts, const std::optional<handover>& h, const std::vector<std::string>& units,
+/// previous image's listeners and block (checked first by incoming_upgrade::check). Throws config_error (exit 2) for bad input.
+pool_setup open_pool(const options& opts, const handover* h, const std::vector<std::string>& units,
                      spdlog::logger& log);
 
 /// Blocks every signal the master handles (its column of the signal table), so that one
@@ -52,8 +55,8 @@ void block_master_signals() noexcept;
 /// At a stop: refuses new connections once no worker accepts any more (no record is
 /// spawned, starting or ready: each closed its acceptors at pre_shutdown), or after 1 s.
 /// Listeners this master bound are shut down, which stops every process's copy of the
-/// socket listening; then the master closes its own copies. systemd's sockets and handed
-/// over ones are only closed, since shutting them down would also stop systemd's copy.
+/// socket listening; then the master closes its own copies. systemd's sockets are only
+/// closed, since shutting them down would also stop systemd's copy.
 /// Master only, on its loop; `timer` is the master's, cancelled when the loop ends.
 void retire_listeners(boost::asio::steady_timer& timer, pool_setup& pool, std::shared_ptr<spdlog::logger> log);
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "systempp/control_block.hpp"
@@ -28,6 +29,11 @@ class reload_report {
   void rolling(std::string_view why, std::uint32_t generation, int workers);
   /// The reload ended. `stopping`: the pool is being stopped, systemd is not told READY.
   void ended(const reload_done_action& done, bool stopping);
+  /// A reload that ended as it began, without a rollout: an upgrade refused, or handed back.
+  void ended_at_once(reload_result result, const std::string& message) {
+    begun();
+    ended({result, message}, false);
+  }
 
  private:
   control_header& header_;

@@ -8,9 +8,11 @@
 ///   fd 5, 6, ...    the listeners, in the master's order
 ///   SYSTEMPP_WORKER     "slot:lane:generation:master_pid", decimal
 ///   SYSTEMPP_LISTENERS  "name,name,...", one name per listener fd, same order
+///   SYSTEMPP_PROTOCOL   the writer's protocol_version (protocol.hpp), checked first
 /// Every other fd is close-on-exec. The image that reads this is the binary on disk at the
-/// time of the exec, possibly newer than the master that wrote it: changing the layout
-/// breaks an exec reload from an older master, so extend it only in ways old readers ignore.
+/// time of the exec, possibly newer than the master that wrote it: a change to the layout
+/// bumps protocol_version, and a reader of another version refuses to start (the reload is
+/// then rolled back by the readiness gate, with the reason in the worker's log).
 
 #include <sys/types.h>
 
@@ -58,10 +60,11 @@ struct exec_handover {
 /// True when this process image was exec'd as a pool worker. Any process.
 bool is_exec_worker() noexcept;
 
-/// Parses both variables, adopts the listener fds and unsets the variables (so the
-/// worker's own children do not take themselves for workers). The control block (fd 3)
-/// and the channel (fd 4) are left to the caller. Throws std::runtime_error when
-/// SYSTEMPP_WORKER is missing or malformed. Worker only, in the exec'd image, once.
+/// Checks SYSTEMPP_PROTOCOL, parses both variables, adopts the listener fds and unsets
+/// the variables (so the worker's own children do not take themselves for workers). The
+/// control block (fd 3) and the channel (fd 4) are left to the caller. Throws
+/// std::runtime_error when the protocol differs or SYSTEMPP_WORKER is missing or
+/// malformed. Worker only, in the exec'd image, once.
 exec_handover read_exec_handover();
 
 }  // namespace systempp::worker

@@ -1,0 +1,31 @@
+#pragma once
+/// The one version number of everything one image of the runtime hands another:
+/// - the master upgrade's handover (SYSTEMPP_UPGRADE, master/upgrade.hpp),
+/// - exec mode's variables and fd layout (SYSTEMPP_WORKER, SYSTEMPP_LISTENERS, fds 3..,
+///   worker/exec_layout.hpp),
+/// - the control block's layout (control_block.hpp).
+/// Two binaries may hand each other a running pool only when their numbers are equal. A
+/// master asks a new binary for its number (`app --upgrade-version`) before it execs it,
+/// and both readers check the number they are handed (SYSTEMPP_PROTOCOL for exec-mode
+/// workers, `protocol=` in the upgrade handover) before they use anything else.
+
+#include <cstdint>
+
+#include "systempp/control_block.hpp"
+
+namespace systempp {
+
+/// Bump when any of the above changes in a way the other side would misread.
+inline constexpr std::uint32_t protocol_version = 1;
+
+/// The environment variable carrying the writer's protocol_version to an exec-mode worker.
+inline constexpr const char* protocol_env = "SYSTEMPP_PROTOCOL";
+
+/// What `app --upgrade-version` prints (one line, then exit 0): "systempp-protocol 1".
+inline constexpr const char* protocol_banner = "systempp-protocol";
+
+// A new block layout is a new protocol: bump both numbers together, then this check.
+static_assert(control_block_layout_version == 2 && protocol_version == 1,
+              "the control block layout changed: bump protocol_version and update this check");
+
+}  // namespace systempp
