@@ -65,8 +65,9 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const optio
     try {
       sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false, close_on_exec());
     } catch (const spdlog::spdlog_ex& e) {
+      const int err = errno;  // of the failed open: spdlog's throw keeps it
       failed = "--log-file: cannot open " + opts.log_file + ": " + e.what();
-      if (!or_stderr) throw config_error(failed);
+      if (!or_stderr) throw_start_error(failed, err);
     }
   }
   if (!sink) sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();

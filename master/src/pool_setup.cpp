@@ -140,7 +140,7 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
   }
   // First: "running" means holding this lock, so two masters can never both pass here.
   out.lock.emplace(pool_lock::acquire(opts.name));
-  if (auto n = remove_stale_segments(opts.name, ::getpid()); n > 0)
+  if (auto n = remove_stale_segments(opts.name, keep_none); n > 0)
     log.warn("removed {} stale control block(s) of pool '{}'", n, opts.name);
   out.listeners = activated_listeners();
   if (out.listeners.empty()) {

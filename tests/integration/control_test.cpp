@@ -249,3 +249,59 @@ TEST_CASE("control: two masters of one name started at the same instant: exactly
   CHECK(support::pid_alive(winner.pid()));
   CHECK(systempp::find_live_master(name.value) == winner.pid());
 }
+
+TEST_CASE("control: a master that is pid 1 of a container, SIGKILLed and started again as pid 1, starts",
+          "[control][identity]") {
+  // Its first life leaves the block systempp.<name>.1 behind, and the second master is pid 1
+  // again: only the free lock tells that the block is stale.
+  pool_name name;
+  auto container = [&] {
+    return support::child::spawn({"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", app_path,
+                                  "--bind", "127.0.0.1:0", "--workers", "1", "--name", name.value});
+  };
+  const std::string block = systempp::segment_name(name.value, 1);
+  {
+    auto first = container();
+    REQUIRE(first.wait_for(std::regex("listening on"), 10s));
+    std::optional<pid_t> master;  // its pid out here
+    REQUIRE(support::wait_until([&] { return (master = systempp::find_live_master(name.value)).has_value(); }, 5s));
+    REQUIRE(support::shm_segments(block).size() == 1);
+    REQUIRE(::kill(*master, SIGKILL) == 0);  // pid 1 dies: the kernel kills its namespace
+    REQUIRE(first.wait_exit(10s));
+    REQUIRE(support::shm_segments(block).size() == 1);  // left behind
+  }
+  auto second = container();
+  INFO(second.output());
+  REQUIRE(second.wait_for(std::regex("listening on"), 10s));
+  std::optional<pid_t> master;
+  REQUIRE(support::wait_until([&] { return (master = systempp::find_live_master(name.value)).has_value(); }, 5s));
+  CHECK(second.output().find("already running") == std::string::npos);
+  auto seg = attach(name, 1);  // named after the pid it has in its namespace
+  CHECK(wait_ready(seg, 1).size() == 1);
+  REQUIRE(::kill(*master, SIGTERM) == 0);
+  const auto status = second.wait_exit(20s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+  CHECK(support::shm_segments(block).empty());
+}
+
+TEST_CASE("control: a block of another user under the pool's name neither blocks a start nor is trusted",
+          "[control][identity][security]") {
+  pool_name name;
+  const std::string planted = systempp::segment_name(name.value, 1);
+  const auto path = std::string(systempp::shm_dir) + planted;
+  { std::ofstream(path) << "not a control block\n"; }
+  REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
+
+  auto s = start(app_path, {"--workers", "1", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 1).size() == 1);
+  auto [status, out] = run_app({"status", "--name", name.value});
+  INFO(out);
+  CHECK(support::child::exited_with(status, 0));
+  CHECK(out.find("master " + std::to_string(s.proc.pid())) != std::string::npos);
+  s.proc.signal(SIGTERM);
+  REQUIRE(s.proc.wait_exit(20s));
+  CHECK(std::filesystem::exists(path));  // another user's file: neither read nor removed
+  std::filesystem::remove(path);
+}

@@ -115,3 +115,32 @@ TEST_CASE("files: a master upgrade does not carry the log file's descriptor into
 
   stop_cleanly(p);
 }
+
+TEST_CASE("files: a start short of descriptors or of disk space exits 1, a runtime failure, with one line naming it",
+          "[files][exit_codes]") {
+  const int step = GENERATE(0, 1, 2, 3);
+  pool_name name;
+  temp_dir dir(name);
+  const std::string app = app_path + " --workers 1 --name " + name.value + " --bind 127.0.0.1:0";
+  const std::string d = dir.path.string();
+  // Each limit runs out at another step of the start: the pool lock, the listener, the
+  // control block. A full disk under the pidfile: a tmpfs of one page, filled, in a mount
+  // namespace of its own (so nothing outlives the test).
+  const std::string scripts[] = {
+      "ulimit -n 8 && exec " + app,
+      "ulimit -n 10 && exec " + app,
+      "ulimit -n 12 && exec " + app,
+      "mount -t tmpfs -o size=4k tmpfs " + d + " && head -c 4096 /dev/zero > " + d + "/fill && exec " + app +
+          " --pidfile " + d + "/app.pid",
+  };
+  const std::string script = scripts[step];
+  const std::string reason = step < 3 ? "Too many open files" : "No space left on device";
+  auto p = support::child::spawn(std::vector<std::string>{"/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script});
+  const auto status = p.wait_exit(20s);
+  REQUIRE(status);
+  INFO(script << "\n" << p.output());
+  CHECK(support::child::exited_with(*status, 1));
+  CHECK(lines_containing(p.output(), reason) == 1);
+  CHECK(lines_containing(p.output(), "error") == 1);
+  CHECK(support::shm_segments("systempp." + name.value + ".").empty());  // no control block left
+}

@@ -457,6 +457,12 @@ TEST_CASE("remove_stale_segments removes the pool's segments except the lock hol
   CHECK(shm_exists(other.name()));
   CHECK(remove_stale_segments(pool, ::getpid()) == 0);
   CHECK_THROWS_AS(remove_stale_segments("bad/name"), control_block_error);
+  // A master that holds the lock and has no block yet keeps none, not even one named
+  // after its own pid (left by its previous life with the same pid).
+  live.disown();
+  shm_cleanup live_cleanup{live.name()};
+  CHECK(remove_stale_segments(pool, keep_none) == 1);
+  CHECK_FALSE(shm_exists(live.name()));
 }
 
 TEST_CASE("the master is the process holding the pool's lock, whatever pids the segments name",

@@ -64,9 +64,14 @@ std::optional<segment_id> parse_segment_name(std::string_view file);
 /// anywhere; confirm with find_live_master before trusting it.
 std::optional<std::string> pool_of_master(pid_t master_pid);
 
-/// Removes this user's segments of `pool` except the one of `keep` (the lock holder: pass
-/// the master's own pid while holding the lock, or 0 to ask find_live_master); returns
-/// how many. Throws control_block_error for an invalid pool name.
+/// `keep` for remove_stale_segments: a master holding the lock before it created its block.
+inline constexpr pid_t keep_none = -1;
+
+/// Removes this user's segments of `pool` except the one of `keep` (0 asks
+/// find_live_master for the lock holder; keep_none keeps none, for a master that holds the
+/// lock and has no block yet, since even a block named after its own pid is then stale: a
+/// container's pid 1, killed and started again); returns how many. Throws
+/// control_block_error for an invalid pool name.
 std::size_t remove_stale_segments(std::string_view pool, pid_t keep = 0);
 
 }  // namespace systempp
