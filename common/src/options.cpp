@@ -47,7 +47,8 @@ namespace {
 
 constexpr const char* exit_codes_text = R"(Exit codes:
   0  clean exit
-  1  runtime failure; in a pool: workers had to be killed or failed a shutdown stage
+  1  runtime failure (also a start short of fds, disk or memory); in a pool: workers
+     had to be killed or failed a shutdown stage
   2  usage or configuration error (a master never respawns it in a loop)
   3  on_init failed            4  pre_startup failed
   5  on_startup failed         6  post_startup failed
