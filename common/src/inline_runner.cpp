@@ -77,18 +77,27 @@ exit_code run_cycles(lifecycle& lc, context& ctx, asio::signal_set& signals) {
   for (int cycle = 1;; ++cycle) {
     bool reload = false;
     cycle_hooks hooks;
-    hooks.on_ready = [&] { ctx.log().info("ready (cycle {})", cycle); };
+    hooks.on_ready = [&] {
+      lc.commit_reload(ctx);  // the configuration of this cycle passed its start
+      ctx.log().info("ready (cycle {})", cycle);
+    };
     hooks.serve = [&] { return serve_until_signal(signals, ctx, reload); };
     hooks.on_drain = [&] { asio::co_spawn(ctx.io(), watch_drain(signals, ctx), asio::detached); };
     hooks.on_loop_stopped = [&] { signals.cancel(); };
 
     const auto result = run_cycle(lc, ctx, hooks);
+    if (result.code != exit_code::ok && lc.reload_open()) {
+      // A reloaded configuration that cannot start is undone like a pool's failed rollout.
+      lc.abort_reload(ctx);
+      ctx.log().error("cycle {} failed: {}; starting again with the previous configuration", cycle, result.error);
+      continue;
+    }
     if (result.code != exit_code::ok) {
       ctx.log().error("cycle {} failed: {}", cycle, result.error);
       return result.code;
     }
     if (!reload) return exit_code::ok;
-    if (auto r = lc.run(stage::on_reload, ctx); !r.ok)
+    if (auto r = lc.reload(ctx); !r.ok)
       ctx.log().error("reload rejected: {}; starting again with the previous configuration", r.error);
   }
 }

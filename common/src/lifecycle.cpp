@@ -225,6 +225,51 @@ stage_result lifecycle::run(stage s, context& ctx) {
   return result;
 }
 
+stage_result lifecycle::reload(context& ctx) {
+  commit_reload(ctx);
+  constexpr auto s = stage::on_reload;
+  stage_result result;
+  for (std::size_t u : order(s)) {
+    const auto& hooks = units_[u].hooks;
+    const auto hook = hooks.sync[static_cast<std::size_t>(s)];
+    if (!enter(u, s, hook != nullptr)) continue;
+    kept_.emplace_back(u, hooks.keep ? hooks.keep(units_[u].ref.object) : nullptr);
+    if (!leave(u, s, call_sync(hook, units_[u].ref.object, ctx, timeout_), ctx, result)) break;
+  }
+  forget_undone(s);
+  reload_open_ = true;
+  if (!result.ok) abort_reload(ctx);
+  return result;
+}
+
+void lifecycle::commit_reload(context& ctx) {
+  if (!reload_open_) return;
+  for (const auto& [u, copy] : kept_) {
+    if (!units_[u].hooks.commit) continue;
+    const auto a = call_sync(units_[u].hooks.commit, units_[u].ref.object, ctx, timeout_);
+    if (a.outcome != stage_outcome::ok) ctx.log().error("commit_reload {}: {}", refs_[u].name, a.error);
+  }
+  kept_.clear();
+  reload_open_ = false;
+}
+
+void lifecycle::abort_reload(context& ctx) {
+  if (!reload_open_) return;
+  for (auto it = kept_.rbegin(); it != kept_.rend(); ++it) {
+    const auto& [u, copy] = *it;
+    const auto& hooks = units_[u].hooks;
+    if (copy) {
+      hooks.restore(units_[u].ref.object, copy.get());
+    } else if (hooks.rollback) {
+      const auto a = call_sync(hooks.rollback, units_[u].ref.object, ctx, timeout_);
+      if (a.outcome != stage_outcome::ok) ctx.log().error("rollback_reload {}: {}", refs_[u].name, a.error);
+    }
+  }
+  if (!kept_.empty()) ctx.log().info("reload undone: {} unit(s) as before", kept_.size());
+  kept_.clear();
+  reload_open_ = false;
+}
+
 asio::awaitable<stage_result> lifecycle::run_async(stage s, context& ctx) {
   stage_result result;
   for (std::size_t u : order(s)) {

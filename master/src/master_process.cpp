@@ -105,9 +105,7 @@ int master_process::run() {
   const auto init = lc_.run(stage::on_init, *ctx_);
   if (!init.ok && upgrade_) {
     lc_.run(stage::on_exit, *ctx_);
-    upgrade_->fall_back("the new image failed on_init: " + init.error);
-    // Still here: nowhere to go back to. Keep supervising the workers rather than leaving
-    // them without a master.
+    upgrade_->fall_back("the new image failed on_init: " + init.error);  // returns: nowhere to go back to
     log_->error("upgrade: on_init failed ({}); keeping the adopted workers", init.error);
   } else if (!init.ok) {
     lc_.run(stage::on_exit, *ctx_);
@@ -143,8 +141,7 @@ int master_process::run() {
 int master_process::open() {
   try {
     log_ = make_logger("master", opts_, upgrade_ && upgrade_->returned());
-    if (upgrade_)
-      if (auto why = upgrade_->check(opts_.name); !why.empty()) throw std::runtime_error("handover: " + why);
+    if (const auto why = upgrade_ ? upgrade_->check(opts_.name) : ""; !why.empty()) throw std::runtime_error("handover: " + why);
     if (!opts_.metrics.empty()) {
       auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
       metrics_.emplace(io_, std::move(bound.front()), [this] { return table_ ? render_metrics(*pool_.segment, *table_, lc_) : std::string(); }, log_);
@@ -173,9 +170,11 @@ void master_process::start_supervisor(int workers, int max_workers) {
   supervisor_hooks hooks;
   hooks.finished = [this] { finish(); };
   hooks.reload_done = [this](const reload_done_action& done) {
+    done.ok() ? lc_.commit_reload(*ctx_) : lc_.abort_reload(*ctx_);  // respawns run what passed
     report_->ended(done, sup_->policy().stopping());
     if (done.next_queued) asio::post(io_, [this] { begin_reload(); });
   };
+  hooks.reload_undo = [this] { lc_.abort_reload(*ctx_); };
   hooks.pool_ready = [this](int ready) { notify_.ready(fmt::format("{} worker(s) ready", ready)); };
   hooks.executed = [this] { schedule_tick(); };
   sup_.emplace(policy_config_for(opts_, workers, max_workers), *table_, hdr, log_, std::move(hooks));
@@ -244,7 +243,7 @@ void master_process::begin_reload() {
   if (sup_->policy().request_reload() != reload_request::begin) return;  // ignored or coalesced
   report_->begun();
   log_->info("SIGHUP: reloading");
-  const auto r = lc_.run(stage::on_reload, *ctx_);
+  const auto r = lc_.reload(*ctx_);  // a transaction: undone if it fails now or in the rollout
   if (!r.ok) return sup_->execute({sup_->policy().reject_reload(r.error)});
   begin_rollout("reload");
 }
@@ -252,7 +251,8 @@ void master_process::begin_reload() {
 void master_process::begin_rollout(std::string_view why) {
   if (why != "reload") report_->begun();
   auto& policy = sup_->policy();
-  auto actions = policy.reload(now_ms());
+  // Only fork mode can roll switched slots back (exec and upgrades lack the previous code).
+  auto actions = policy.reload(now_ms(), why == "reload" && opts_.mode == reload_mode::fork);
   report_->rolling(why, policy.generation(), policy.workers());
   sup_->execute(std::move(actions));
 }

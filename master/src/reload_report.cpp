@@ -22,6 +22,7 @@ void reload_report::ended(const reload_done_action& done, bool stopping) {
   const auto took = monotonic_ms() - header_.reload_started_ms.load();
   header_.reload_duration_ms.store(took);
   write_reload_message(header_, done.message);
+  if (done.generation != 0) header_.pool_generation.store(done.generation);
   switch (done.result) {
     case reload_result::succeeded: header_.reload_outcome.store(reload_outcome::succeeded); break;
     case reload_result::failed: header_.reload_outcome.store(reload_outcome::failed); break;

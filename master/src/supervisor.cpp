@@ -37,6 +37,8 @@ void supervisor::execute(std::vector<action> actions) {
       if (hooks_.finished) hooks_.finished();
     } else if (const auto* r = std::get_if<reload_done_action>(&a)) {
       if (hooks_.reload_done) hooks_.reload_done(*r);
+    } else if (std::holds_alternative<reload_undo_action>(a)) {
+      if (hooks_.reload_undo) hooks_.reload_undo();
     } else if (const auto* p = std::get_if<pool_ready_action>(&a)) {
       if (hooks_.pool_ready) hooks_.pool_ready(p->ready);
     }

@@ -1,4 +1,6 @@
 // Must compile: the control case for the compile-failure tests (same command line).
+#include <memory>
+
 #include <systempp/app.hpp>
 struct ok_unit {
   void on_init() {}
@@ -6,4 +8,11 @@ struct ok_unit {
   boost::asio::awaitable<void> on_startup(systempp::context&) { co_return; }
   void on_shutdown(systempp::context&) {}
 };
-int main() { systempp::app_instance<systempp::app<ok_unit>> a; }
+// Not copyable, and takes part in a reload by rolling back itself.
+struct rolls_back {
+  std::unique_ptr<int> handle;
+  void on_reload() {}
+  void rollback_reload(systempp::context&) {}
+  void commit_reload() {}
+};
+int main() { systempp::app_instance<systempp::app<ok_unit, rolls_back>> a; }

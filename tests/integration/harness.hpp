@@ -215,6 +215,21 @@ struct binary_copy {
   }
 };
 
+/// A configuration file for --config, rewritten by the test and removed at scope exit.
+struct config_file {
+  std::filesystem::path path;
+  explicit config_file(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / (name + ".conf")) {}
+  void write(const std::string& text) const {
+    std::ofstream out(path, std::ios::trunc);
+    out << text;
+  }
+  ~config_file() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
+
 /// Keeps workers that abort from writing core files.
 inline void no_core_dumps() {
   rlimit none{0, 0};

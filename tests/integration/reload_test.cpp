@@ -11,19 +11,6 @@ using namespace harness;
 namespace {
 
 
-struct config_file {
-  std::filesystem::path path;
-  explicit config_file(const std::string& name)
-      : path(std::filesystem::temp_directory_path() / (name + ".conf")) {}
-  void write(const std::string& text) const {
-    std::ofstream out(path, std::ios::trunc);
-    out << text;
-  }
-  ~config_file() {
-    std::error_code ec;
-    std::filesystem::remove(path, ec);
-  }
-};
 
 
 }  // namespace

@@ -7,6 +7,8 @@
 //     abort: std::abort() (SIGABRT, a crash).
 //     A kind may end in "@slotN" or "@genN": the fault then applies only to that worker
 //     slot or pool generation.
+//   PROBE_FAULTS_FILE=PATH  read the faults from this file (same syntax) at every stage
+//     instead, so a test can change them while the pool runs.
 //   PROBE_BLOCK_LOOP_MS=N  N ms after READY, the worker's loop blocks for good (a wedged
 //     process: its heartbeat stops).
 
@@ -16,9 +18,12 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include <spdlog/spdlog.h>
 
 #include <systempp/systempp.hpp>
 
@@ -29,11 +34,22 @@ namespace {
 
 using systempp::stage;
 
-std::string fault_for(std::string_view unit, stage s, const systempp::context& ctx) {
+std::string faults() {
+  if (const char* file = std::getenv("PROBE_FAULTS_FILE")) {
+    std::ifstream in(file);
+    std::string text;
+    std::getline(in, text);
+    return text;
+  }
   const char* env = std::getenv("PROBE_FAULTS");
-  if (!env) return {};
+  return env ? env : "";
+}
+
+std::string fault_for(std::string_view unit, stage s, const systempp::context& ctx) {
+  const std::string text = faults();
+  if (text.empty()) return {};
   const std::string prefix = std::string(unit) + ":" + std::string(to_string(s)) + ":";
-  std::string_view all(env);
+  std::string_view all(text);
   while (!all.empty()) {
     auto comma = all.find(',');
     std::string_view item = all.substr(0, comma);
@@ -78,6 +94,9 @@ struct probe {
 
   void on_init(systempp::context& ctx) { if (apply_fault(name, stage::on_init, ctx)) hang_forever(); }
   void on_reload(systempp::context& ctx) { if (apply_fault(name, stage::on_reload, ctx)) hang_forever(); }
+  // Not copyable (the timer below): it takes part in the reload transaction by these.
+  void rollback_reload(systempp::context& ctx) { ctx.log().info("rollback_reload {}", name); }
+  void commit_reload(systempp::context& ctx) { ctx.log().info("commit_reload {}", name); }
   void pre_startup(systempp::context& ctx) { if (apply_fault(name, stage::pre_startup, ctx)) hang_forever(); }
   boost::asio::awaitable<void> on_startup(systempp::context& ctx) {
     if (apply_fault(name, stage::on_startup, ctx)) co_await wait_forever(ctx);

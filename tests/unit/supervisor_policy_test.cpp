@@ -102,7 +102,8 @@ struct driver {
     }));
   }
   void stop(stop_mode mode) { step(policy.stop(mode, now)); }
-  void reload() { step(policy.reload(now)); }
+  void reload(bool roll_back = false) { step(policy.reload(now, roll_back)); }
+  bool undone() const { return !of<systempp::master::reload_undo_action>().empty(); }
   void scale(int n) { step(policy.scale(n, now)); }
   void recycle(pid_t pid) { step(policy.recycle(pid, now)); }
   void beat(pid_t pid) { beats[pid] = now; }
@@ -1186,4 +1187,92 @@ TEST_CASE("a new-generation worker respawned during a rollout is waited for, not
   REQUIRE(d.reload_done());
   CHECK(d.reload_done()->ok());
   CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 2});
+}
+
+// --- a failed reload rolled back (fork mode) -----------------------------------------------
+
+TEST_CASE("a failed rollout rolls its switched slots back to a newer generation of the previous "
+          "configuration, without a capacity dip",
+          "[policy][rollback]") {
+  driver d(config(3));
+  const pids old = d.start_ready();
+  d.capacity_floor = 3;
+
+  d.reload(true);
+  const pid_t new0 = d.only_spawned();
+  d.ready(new0);  // slot 0 switches to generation 2
+  const pid_t new1 = d.only_spawned();
+  d.exits(old[0], 0);
+  d.exits(new1, 4);  // slot 1's replacement fails in pre_startup
+
+  // First the master undoes the configuration, then slot 0 gets generation 3 from it.
+  REQUIRE(d.undone());
+  const auto undo_at = std::find_if(d.last.begin(), d.last.end(), [](const action& a) {
+    return std::holds_alternative<systempp::master::reload_undo_action>(a);
+  });
+  const auto spawn_at = std::find_if(d.last.begin(), d.last.end(), [](const action& a) {
+    return std::holds_alternative<spawn_action>(a);
+  });
+  CHECK(undo_at < spawn_at);
+  CHECK(d.spawns() == placements{{0, 0, 3}});
+  CHECK_FALSE(d.reload_done());  // the reload ends once the rollback has
+  CHECK(d.policy.reloading());
+  CHECK(d.policy.generation() == 3);
+
+  const pid_t back0 = d.only_spawned();
+  d.ready(back0);
+  CHECK(d.drained_pids() == pids{new0});  // the failed generation's worker goes
+  REQUIRE(d.reload_done());
+  CHECK(d.reload_done()->result == reload_result::failed);
+  CHECK(d.reload_done()->generation == 3);
+  CHECK_THAT(d.reload_done()->message, Catch::Contains("slot 1") && Catch::Contains("exited with code 4") &&
+                                           Catch::Contains("rolled back: generation 3 serves the previous configuration"));
+  CHECK(d.serving_generations(3) == std::vector<std::uint32_t>{3, 1, 1});
+
+  // A crash afterwards is respawned from the previous configuration's generation.
+  d.capacity_floor = 0;
+  d.exits(old[2], -SIGSEGV);
+  CHECK(d.spawns() == placements{{2, 0, 3}});
+}
+
+TEST_CASE("a failed rollout with nothing switched ends at once, the configuration undone", "[policy][rollback]") {
+  driver d(config(2));
+  d.start_ready();
+  d.reload(true);
+  d.exits(d.only_spawned(), 2);
+  CHECK(d.undone());
+  REQUIRE(d.reload_done());
+  CHECK_THAT(d.reload_done()->message, Catch::Contains("no slot had switched"));
+  CHECK(d.spawns().empty());
+  CHECK_FALSE(d.policy.reloading());
+}
+
+TEST_CASE("a rollback whose own worker fails ends the reload, saying both", "[policy][rollback]") {
+  driver d(config(2));
+  const pids old = d.start_ready();
+  d.reload(true);
+  const pid_t new0 = d.only_spawned();
+  d.ready(new0);
+  const pid_t new1 = d.only_spawned();
+  d.exits(old[0], 0);
+  d.exits(new1, 4);  // slot 1's replacement fails
+  const pid_t back0 = d.only_spawned();
+  d.exits(back0, 5);  // and so does slot 0's rollback worker
+  REQUIRE(d.reload_done());
+  CHECK_THAT(d.reload_done()->message, Catch::Contains("exited with code 4") && Catch::Contains("the rollback failed too"));
+  CHECK_FALSE(d.policy.reloading());
+  CHECK(d.live.at(new0).serving());  // the slot keeps the worker it had
+}
+
+TEST_CASE("without roll_back a failed rollout keeps its switched slots (exec mode, upgrades)", "[policy][rollback]") {
+  driver d(config(2));
+  const pids old = d.start_ready();
+  d.reload(false);
+  d.ready(d.only_spawned());
+  const pid_t new1 = d.only_spawned();
+  d.exits(old[0], 0);
+  d.exits(new1, 4);
+  CHECK_FALSE(d.undone());
+  REQUIRE(d.reload_done());
+  CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 1});
 }

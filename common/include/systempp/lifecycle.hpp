@@ -13,9 +13,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "systempp/app.hpp"
@@ -100,6 +102,23 @@ class lifecycle {
   /// (its pending Asio operations complete with operation_aborted) and counts as timed out.
   boost::asio::awaitable<stage_result> run_async(stage s, context& ctx);
 
+  /// on_reload as a transaction. Before a unit's on_reload runs, the unit is kept (a copy,
+  /// unless it declares rollback_reload). When a unit fails, every unit whose on_reload ran
+  /// (the failing one too) is restored, in reverse order, and the result names the failure:
+  /// the units are exactly as before. When all pass, the transaction stays open until
+  /// commit_reload (the new configuration is live) or abort_reload (it is not, e.g. the
+  /// rollout failed). A reload begun while one is open commits that one first.
+  stage_result reload(context& ctx);
+  /// The open reload passed: calls commit_reload of the units that have it and drops the
+  /// copies. Nothing when none is open.
+  void commit_reload(context& ctx);
+  /// The open reload is undone: every unit kept is restored (copy assigned back, or its
+  /// rollback_reload called), in reverse order; a throwing rollback_reload is logged and the
+  /// others still run. Nothing when none is open.
+  void abort_reload(context& ctx);
+  /// True between a reload that passed and its commit or abort.
+  bool reload_open() const noexcept { return reload_open_; }
+
   /// Every stage run so far, in order.
   const std::vector<stage_record>& records() const noexcept { return records_; }
 
@@ -122,6 +141,10 @@ class lifecycle {
   std::vector<detail::unit_ref> refs_;
   std::vector<stage_set> completed_;  ///< per unit
   std::vector<stage_record> records_;
+  /// The open reload: each unit whose on_reload ran, with its copy (null when the unit
+  /// rolls back itself), in the order they ran.
+  std::vector<std::pair<std::size_t, std::shared_ptr<void>>> kept_;
+  bool reload_open_ = false;
   std::chrono::milliseconds timeout_{30'000};
   stage_observer* observer_ = nullptr;
 };

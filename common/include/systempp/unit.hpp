@@ -47,11 +47,22 @@ using sync_hook = void (*)(void* self, context& ctx);
 /// lifecycle::run_async.
 using async_hook = boost::asio::awaitable<void> (*)(void* self, context& ctx);
 
+/// Keeps what is needed to restore a unit after a failed reload: a copy of the unit.
+using keep_hook = std::shared_ptr<void> (*)(const void* self);
+/// Restores a unit from what keep_hook returned (copy assignment).
+using restore_hook = void (*)(void* self, const void* kept);
+
 /// The hooks of one unit, indexed by stage; null where the unit has no such stage. Built at
 /// compile time by hooks_of; read in any process.
 struct unit_hooks {
   std::array<sync_hook, stage_count> sync{};
   std::array<async_hook, stage_count> async{};
+  /// The reload transaction (lifecycle::reload): a unit with on_reload either is copied
+  /// before it (keep/restore) or undoes it itself (rollback); commit is optional.
+  keep_hook keep = nullptr;
+  restore_hook restore = nullptr;
+  sync_hook rollback = nullptr;  ///< rollback_reload
+  sync_hook commit = nullptr;    ///< commit_reload
 };
 
 // One trait per stage name: whether a unit declares the member at all (any shape), and
@@ -136,6 +147,45 @@ void register_hook(unit_hooks& hooks) {
   }
 }
 
+// The two members a unit may add to take part in the reload transaction, and how to call
+// them (with or without the context, like a stage).
+#define SYSTEMPP_DETAIL_TRANSACTION_HOOK(NAME)                                             \
+  template <class U>                                                                       \
+  struct NAME##_member {                                                                   \
+    static constexpr bool with_context = requires(U& u, context& c) { u.NAME(c); };        \
+    static constexpr bool declared = with_context || requires(U& u) { u.NAME(); };         \
+    static void call(void* self, context& c) {                                             \
+      if constexpr (with_context)                                                          \
+        static_cast<U*>(self)->NAME(c);                                                    \
+      else                                                                                 \
+        static_cast<U*>(self)->NAME();                                                     \
+    }                                                                                      \
+  };
+SYSTEMPP_DETAIL_TRANSACTION_HOOK(rollback_reload)
+SYSTEMPP_DETAIL_TRANSACTION_HOOK(commit_reload)
+#undef SYSTEMPP_DETAIL_TRANSACTION_HOOK
+
+/// How U takes part in a reload: a unit with on_reload is restored from a copy when the
+/// reload fails, unless it declares rollback_reload (then it undoes on_reload itself). One
+/// that can do neither is a compile error: it could be left half-reloaded.
+template <class U>
+void register_transaction(unit_hooks& h) {
+  constexpr bool reloads = on_reload_trait<U>::with_context || on_reload_trait<U>::without_context;
+  constexpr bool copyable = std::is_copy_constructible_v<U> && std::is_copy_assignable_v<U>;
+  static_assert(!reloads || rollback_reload_member<U>::declared || copyable,
+                "systempp: a unit with on_reload must be copyable (the runtime keeps a copy to "
+                "restore when the reload fails) or declare rollback_reload(systempp::context&)");
+  if constexpr (rollback_reload_member<U>::declared) {
+    h.rollback = &rollback_reload_member<U>::call;
+  } else if constexpr (reloads && copyable) {
+    h.keep = [](const void* self) -> std::shared_ptr<void> {
+      return std::make_shared<U>(*static_cast<const U*>(self));
+    };
+    h.restore = [](void* self, const void* kept) { *static_cast<U*>(self) = *static_cast<const U*>(kept); };
+  }
+  if constexpr (commit_reload_member<U>::declared) h.commit = &commit_reload_member<U>::call;
+}
+
 /// Every stage hook of U, checked at compile time. Called by app_instance in the launching
 /// process (and in each exec'd worker image).
 template <class U>
@@ -144,6 +194,7 @@ unit_hooks hooks_of() {
 #define SYSTEMPP_DETAIL_REGISTER_HOOK(NAME, ...) register_hook<U, NAME##_trait>(h);
   SYSTEMPP_STAGES(SYSTEMPP_DETAIL_REGISTER_HOOK)
 #undef SYSTEMPP_DETAIL_REGISTER_HOOK
+  register_transaction<U>(h);
   return h;
 }
 

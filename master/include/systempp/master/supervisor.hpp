@@ -24,6 +24,7 @@ time_point now_ms() noexcept;
 struct supervisor_hooks {
   std::function<void()> finished;                               ///< every worker is gone after a stop
   std::function<void(const reload_done_action&)> reload_done;  ///< a reload ended
+  std::function<void()> reload_undo;  ///< undo the reload's configuration before a rollback
   std::function<void(int ready)> pool_ready;                   ///< the first full pool is READY
   std::function<void()> executed;                              ///< after each batch: reschedule the tick
 };

@@ -82,19 +82,24 @@ struct finished_action {};
 /// How a reload ended: every slot switched, a new worker failed (rolled back), or
 /// on_reload refused the configuration (nothing was touched).
 enum class reload_result { succeeded, failed, rejected };
-/// A reload ended (for the log, the control block and systemd).
+/// A reload ended (for the log, the control block and systemd). The master commits the
+/// reload's configuration when it succeeded and undoes it otherwise.
 struct reload_done_action {
   reload_result result = reload_result::failed;
   std::string message;  ///< what serves now, or why it failed (with the failed start)
   bool next_queued = false;  ///< a coalesced SIGHUP: begin the next reload at once
+  std::uint32_t generation = 0;  ///< the pool generation now (0: unchanged, e.g. rejected)
   bool ok() const noexcept { return result == reload_result::succeeded; }
 };
+/// A rollout failed and its switched slots are rolled back: the master undoes the reload's
+/// configuration now (lifecycle::abort_reload), before the spawns that follow fork from it.
+struct reload_undo_action {};
 /// The first full pool is READY: tell systemd READY=1 (once per master life).
 struct pool_ready_action {
   int ready = 0;
 };
 using action = std::variant<spawn_action, drain_action, signal_action, finished_action,
-                            reload_done_action, pool_ready_action>;
+                            reload_done_action, reload_undo_action, pool_ready_action>;
 
 /// A live process the policy knows about.
 struct proc {
@@ -175,8 +180,11 @@ class supervisor_policy {
   /// on_reload refused the new configuration: the workers keep running untouched.
   reload_done_action reject_reload(std::string why) const;
   /// SIGHUP after on_reload succeeded (or a master upgrade): roll every slot to a new
-  /// generation.
-  std::vector<action> reload(time_point now);
+  /// generation. `roll_back`: when a new worker fails before READY, the slots that had
+  /// switched are rolled to one more generation made from the previous configuration
+  /// (reload_undo_action first), so the pool ends as it was; without it (exec mode, an
+  /// upgrade: the previous code is not at hand) they keep their new workers.
+  std::vector<action> reload(time_point now, bool roll_back = false);
   /// SIGTTIN/SIGTTOU/`app scale N`: the wanted number of workers.
   std::vector<action> scale(int workers, time_point now);
   /// --max-requests: this worker served its share; replace it without a capacity dip.
@@ -206,6 +214,9 @@ class supervisor_policy {
     std::uint32_t generation = 0;
     std::vector<int> pending;      ///< slots not yet switched
     std::vector<int> in_progress;  ///< slots whose replacement is starting
+    bool roll_back = false;        ///< on failure, switched slots go back (reload in fork mode)
+    bool rolling_back = false;     ///< this is that rollback, to the previous configuration
+    std::string failure;           ///< why the rollout that is being rolled back failed
   };
 
   proc* find(pid_t pid);
@@ -220,6 +231,7 @@ class supervisor_policy {
   void fill_slots(time_point now, std::vector<action>& out);
   void advance_rollout(time_point now, std::vector<action>& out);
   void abort_rollout(const std::string& why, time_point now, std::vector<action>& out);
+  bool begin_rollback(const std::string& why, time_point now, std::vector<action>& out);
   void check_finished(std::vector<action>& out);
   void check_timeouts(time_point now, std::vector<action>& out);
 
