@@ -1,14 +1,38 @@
 #include "systempp/fd.hpp"
 
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
+#include <cstring>
+
+#include "systempp/errors.hpp"
 
 namespace systempp {
 
 void unique_fd::reset(int fd) noexcept {
   if (fd_ >= 0 && fd_ != fd) ::close(fd_);
   fd_ = fd;
+}
+
+void require_free_descriptors(int n) {
+  std::vector<unique_fd> held;
+  for (int i = 0; i < n; ++i) {
+    unique_fd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (fd) {
+      held.push_back(std::move(fd));
+      continue;
+    }
+    const int err = errno;
+    if (!is_resource_shortage(err)) return;  // no /dev/null: nothing to learn here
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    throw resource_error(fmt::format("too few free file descriptors to start: {} (the limit is {}, {} more are needed)",
+                                     std::strerror(err), limit.rlim_cur, n - i));
+  }
 }
 
 int exec_image(const std::string& path, const std::vector<std::string>& argv) noexcept {

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "systempp/errors.hpp"
+#include "systempp/fd.hpp"
 #include "systempp/log.hpp"
 #include "systempp/master/metrics_server.hpp"
 #include "systempp/protocol.hpp"
@@ -38,6 +39,7 @@ int run_main(int argc, const char* const* argv, std::vector<unit_entry>& units,
   // here on any failure hands it back instead of losing it.
   auto upgrade = master::incoming_upgrade::take(argc, argv);
   try {
+    require_free_descriptors(6);  // the event loop's own (epoll, eventfd, timerfd, signal pipe)
     auto parsed = parse_command_line(argc, argv);
     if (upgrade && !std::holds_alternative<serve_command>(parsed)) {
       upgrade->fall_back("the new image rejected the command line");
@@ -52,7 +54,8 @@ int run_main(int argc, const char* const* argv, std::vector<unit_entry>& units,
     return master::run_master(opts, units, io, std::move(upgrade));
   } catch (const std::exception& e) {
     if (upgrade) upgrade->fall_back(std::string("the new image failed: ") + e.what());
-    std::cerr << (argc > 0 ? argv[0] : "app") << ": fatal: " << e.what() << "\n";
+    std::cerr << (argc > 0 ? argv[0] : "app") << (dynamic_cast<const resource_error*>(&e) ? ": error: " : ": fatal: ")
+              << e.what() << "\n";
     return to_int(exit_code::failure);
   }
 }

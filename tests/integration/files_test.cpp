@@ -6,6 +6,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "harness.hpp"
@@ -116,31 +117,59 @@ TEST_CASE("files: a master upgrade does not carry the log file's descriptor into
   stop_cleanly(p);
 }
 
-TEST_CASE("files: a start short of descriptors or of disk space exits 1, a runtime failure, with one line naming it",
+// Not in the ASan+UBSan build: UBSan probes memory through a pipe before each vptr check,
+// so with no descriptor left it reports every virtual call as invalid and, built with
+// -fno-sanitize-recover, aborts. The plain build runs it.
+#ifndef SYSTEMPP_UBSAN
+TEST_CASE("files: a start short of descriptors exits 1 at whichever step it runs out, with one line naming it",
           "[files][exit_codes]") {
-  const int step = GENERATE(0, 1, 2, 3);
+  pool_name name;
+  const std::string app = app_path + " --workers 1 --name " + name.value + " --bind 127.0.0.1:0";
+  // The descriptor limit is raised one at a time from far too few until the pool starts,
+  // so it runs out at every step of the start in turn, whatever the build's own use of
+  // descriptors is (a sanitizer's runtime takes some).
+  std::set<std::string> steps;
+  bool started = false;
+  for (int limit = 4; limit <= 64 && !started; ++limit) {
+    const std::string script = "ulimit -n " + std::to_string(limit) + " && exec " + app;
+    auto p = support::child::spawn(std::vector<std::string>{"/bin/sh", "-c", script});
+    while (!started && !p.wait_exit_only(20ms))
+      started = p.output().find("listening on") != std::string::npos;
+    if (started) {
+      p.signal(SIGTERM);
+      REQUIRE(p.wait_exit(20s));
+      break;
+    }
+    const auto status = p.wait_exit(20s);
+    REQUIRE(status);
+    INFO(script << "\n" << p.output());
+    CHECK(support::child::exited_with(*status, 1));  // never 2: nothing is wrong with the command line
+    CHECK(lines_containing(p.output(), "Too many open files") == 1);
+    CHECK(support::shm_segments("systempp." + name.value + ".").empty());  // no control block left
+    for (const char* step : {"pool lock", "--bind", "control block"})
+      if (p.output().find(step) != std::string::npos) steps.insert(step);
+  }
+  CHECK(started);
+  CHECK(steps == std::set<std::string>{"pool lock", "--bind", "control block"});
+}
+
+#endif  // SYSTEMPP_UBSAN
+
+TEST_CASE("files: a start on a full disk exits 1, naming the pidfile", "[files][exit_codes]") {
   pool_name name;
   temp_dir dir(name);
-  const std::string app = app_path + " --workers 1 --name " + name.value + " --bind 127.0.0.1:0";
   const std::string d = dir.path.string();
-  // Each limit runs out at another step of the start: the pool lock, the listener, the
-  // control block. A full disk under the pidfile: a tmpfs of one page, filled, in a mount
-  // namespace of its own (so nothing outlives the test).
-  const std::string scripts[] = {
-      "ulimit -n 8 && exec " + app,
-      "ulimit -n 10 && exec " + app,
-      "ulimit -n 12 && exec " + app,
-      "mount -t tmpfs -o size=4k tmpfs " + d + " && head -c 4096 /dev/zero > " + d + "/fill && exec " + app +
-          " --pidfile " + d + "/app.pid",
-  };
-  const std::string script = scripts[step];
-  const std::string reason = step < 3 ? "Too many open files" : "No space left on device";
-  auto p = support::child::spawn(std::vector<std::string>{"/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script});
+  // A tmpfs of one page, filled, in a mount namespace of its own (nothing outlives the test).
+  const std::string script = "mount -t tmpfs -o size=4k tmpfs " + d + " && head -c 4096 /dev/zero > " + d +
+                             "/fill && exec " + app_path + " --workers 1 --name " + name.value +
+                             " --bind 127.0.0.1:0 --pidfile " + d + "/app.pid";
+  auto p = support::child::spawn(
+      std::vector<std::string>{"/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script});
   const auto status = p.wait_exit(20s);
   REQUIRE(status);
-  INFO(script << "\n" << p.output());
+  INFO(p.output());
   CHECK(support::child::exited_with(*status, 1));
-  CHECK(lines_containing(p.output(), reason) == 1);
-  CHECK(lines_containing(p.output(), "error") == 1);
-  CHECK(support::shm_segments("systempp." + name.value + ".").empty());  // no control block left
+  CHECK(lines_containing(p.output(), "No space left on device") == 1);
+  CHECK(lines_containing(p.output(), "--pidfile " + d + "/app.pid") == 1);
+  CHECK(support::shm_segments("systempp." + name.value + ".").empty());
 }

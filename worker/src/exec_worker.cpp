@@ -42,6 +42,7 @@ int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units,
       l.master_pid = id.master_pid;
       l.channel = unique_fd(exec_channel_fd);
       sigemptyset(&l.restore_mask);  // exec kept the spawner's all-blocked mask
+      l.io = &io;                    // made before the units: it outlives what they bind to it
       code = run(l);
     }
     if (!lc.run(stage::on_exit, ctx).ok && code == 0) code = to_int(exit_code::unclean_shutdown);

@@ -80,6 +80,8 @@ void worker_process::ignore_pool_signals() noexcept { ignore_signals(signal_role
 worker_process::worker_process(launch& l)
     : opts_(*l.opts),
       record_(*l.record),
+      own_io_(l.io ? std::nullopt : std::make_optional<boost::asio::io_context>()),
+      io_(l.io ? *l.io : *own_io_),
       signals_(io_),
       channel_(io_, l.channel.release()),
       lifecycle_(*l.units),

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 
 #include "systempp/context.hpp"
 #include "systempp/control_block.hpp"
@@ -68,7 +69,8 @@ class worker_process {
 
   const options& opts_;
   worker_slot& record_;
-  boost::asio::io_context io_;
+  std::optional<boost::asio::io_context> own_io_;  ///< a forked child's loop (launch::io)
+  boost::asio::io_context& io_;
   boost::asio::signal_set signals_;
   boost::asio::posix::stream_descriptor channel_;
   lifecycle lifecycle_;

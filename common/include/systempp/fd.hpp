@@ -37,6 +37,12 @@ class unique_fd {
   int fd_ = -1;
 };
 
+/// Checks that `n` more descriptors can be opened (and closes them again); throws
+/// resource_error naming the limit otherwise. The runtime asks first thing, so that a
+/// process short of descriptors fails with one clear line rather than inside its event
+/// loop's construction. Any process.
+void require_free_descriptors(int n);
+
 /// Replaces this process image with `path`, run with `argv` (argv[0] included) and the
 /// current environment. Returns only when execv failed, with its errno. Used by exec-mode
 /// workers (in the forked child) and by the master's in-place upgrade.

@@ -40,6 +40,10 @@ struct launch {
   pid_t master_pid = 0;
   unique_fd channel;              ///< the worker's end of the socketpair
   sigset_t restore_mask;          ///< the signal mask to restore once handlers are set
+  /// The loop to run on: an exec'd image's own (made by systempp::main before the units, so
+  /// objects the units bind to it are destroyed before it); null in a forked child, which
+  /// makes a fresh loop (the master's is not usable after fork, and the child _exits).
+  boost::asio::io_context* io = nullptr;
 };
 
 /// The exec'd worker image: on_init, the worker cycle, on_exit. Worker only.
