@@ -130,13 +130,15 @@ void write_reload_message(control_header& header, std::string_view message) noex
 
 std::string read_reload_message(const control_header& header) {
   std::array<char, control_header::reload_message_size> copy{};
-  seqlock_read(header.reload_message_seq, [&] {
+  const bool consistent = seqlock_read(header.reload_message_seq, [&] {
     for (std::size_t i = 0; i < copy.size(); ++i) {
       // atomic_ref needs a non-const object; the loads do not write.
       auto& byte = const_cast<char&>(header.reload_message[i]);
       copy[i] = std::atomic_ref<char>(byte).load(std::memory_order_relaxed);
     }
   });
+  // A message rewritten through every retry is not shown torn: nothing is shown.
+  if (!consistent) return {};
   // A garbage segment may have no NUL: never read past the array.
   return std::string(copy.data(), ::strnlen(copy.data(), copy.size()));
 }

@@ -219,8 +219,8 @@ slot_snapshot read_slot(const worker_slot& slot) noexcept;
 /// Replaces the reload message, cut to 255 bytes at a UTF-8 character boundary.
 /// Master only (single writer).
 void write_reload_message(control_header& header, std::string_view message) noexcept;
-/// A consistent copy of the reload message (best effort after bounded retries). Runs
-/// anywhere.
+/// A consistent copy of the reload message, or an empty string when the master kept
+/// rewriting it through every one of the bounded retries (never a torn copy). Runs anywhere.
 std::string read_reload_message(const control_header& header);
 
 /// The name of unit `index`, or "" when the index is out of range. The view points into
