@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 
 #include "systempp/errors.hpp"
 
@@ -61,7 +62,13 @@ spdlog::file_event_handlers close_on_exec() {
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const options& opts, bool or_stderr) {
   spdlog::sink_ptr sink;
   std::string failed;
-  if (!opts.log_file.empty()) {
+  // spdlog creates a missing directory; a mistyped path must be an error instead.
+  const auto dir = std::filesystem::path(opts.log_file).parent_path();
+  std::error_code ec;
+  if (!opts.log_file.empty() && !dir.empty() && !std::filesystem::exists(dir, ec)) {
+    failed = "--log-file: cannot open " + opts.log_file + ": directory " + dir.string() + " does not exist";
+    if (!or_stderr) throw config_error(failed);
+  } else if (!opts.log_file.empty()) {
     try {
       sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false, close_on_exec());
     } catch (const spdlog::spdlog_ex& e) {

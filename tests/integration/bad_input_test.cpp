@@ -45,7 +45,7 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
   pool_name name;
   const auto pidfile = std::filesystem::temp_directory_path() / (name.value + ".pid");
   // A regular file where a directory should be: nothing can be created below it, even as
-  // root (and spdlog would create a merely missing directory).
+  // root. A merely missing directory is refused too, and never created.
   const auto missing_dir = std::filesystem::temp_directory_path() / (name.value + "-not-a-dir");
   { std::ofstream(missing_dir) << "x"; }
   struct row {
@@ -71,6 +71,7 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
       {{"--log-format", "xml"}, "--log-format"},
       {{"--metrics", "127.0.0.1:99999"}, "--metrics"},
       {{"--log-file", (missing_dir / "app.log").string()}, "--log-file"},
+      {{"--log-file", (missing_dir.string() + ".d/logs/app.log")}, "does not exist"},  // not created
       {{"--pidfile", (missing_dir / "app.pid").string()}, "--pidfile"},
       {{"--config", (missing_dir / "app.conf").string()}, "app.conf"},
   };
@@ -90,6 +91,7 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
       CHECK_FALSE(std::filesystem::exists(pidfile));
     }
   }
+  CHECK_FALSE(std::filesystem::exists(missing_dir.string() + ".d"));
   std::filesystem::remove(missing_dir);
 }
 

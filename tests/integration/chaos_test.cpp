@@ -238,6 +238,7 @@ TEST_CASE("chaos: random SIGKILLs of READY workers under load cost at most the k
     }, 10s);
     slowest_recovery_ms = std::max(slowest_recovery_ms, ms_since(killed_at));
     INFO("kill " << kills << " of pid " << victim);
+    INFO(s.proc.output().substr(s.proc.output().size() > 6000 ? s.proc.output().size() - 6000 : 0));
     REQUIRE(back);
     // The kill cadence (about one every 500 ms) is the behaviour under test, not a wait for
     // state: the pool was already confirmed whole above.

@@ -312,17 +312,21 @@ TEST_CASE("metrics: an accept failing with EMFILE is logged once and retried aft
 
   std::optional<support::response> scrape;
   std::jthread client([&] { scrape = support::http_get("127.0.0.1", mport, "/metrics", 15s); });
-  REQUIRE(s.wait("metrics: accept: Too many open files", 5s, mark));
+  const auto said_emfile = s.wait("metrics: accept: Too many open files", 5s, mark);
+  INFO("limit " << lowest << "; master output since:\n" << s.proc.output().substr(mark));
+  REQUIRE(said_emfile);
   // While the limit stays, the loop sleeps between tries: under a quarter second of CPU in one.
   const long ticks = cpu_ticks(master), per_second = ::sysconf(_SC_CLK_TCK);
   CHECK_FALSE(support::wait_until([&] { return cpu_ticks(master) > ticks + per_second / 4; }, 1s));
 
   REQUIRE(::prlimit(master, RLIMIT_NOFILE, &old, nullptr) == 0);
   client.join();
+  const auto accepting = s.wait("metrics: accepting again after", 5s, mark);
+  INFO("master output since:\n" << s.proc.output().substr(mark));
   REQUIRE(scrape);
   CHECK(scrape->status == 200);
   CHECK(s.count("metrics: accept: ") == 1);
-  CHECK(s.wait("metrics: accepting again after", 5s, mark));
+  CHECK(accepting);
   REQUIRE(s.proc.signal(SIGTERM));
   require_exit_0(s.proc);
 }
