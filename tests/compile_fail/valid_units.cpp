@@ -10,9 +10,10 @@ struct ok_unit {
 };
 // Not copyable, and takes part in a reload by rolling back itself.
 struct rolls_back {
+  using depends_on = systempp::units<ok_unit>;  // declared before it in the app below
   std::unique_ptr<int> handle;
   void on_reload() {}
   void rollback_reload(systempp::context&) {}
   void commit_reload() {}
 };
-int main() { systempp::app_instance<systempp::app<ok_unit, rolls_back>> a; }
+int main() { systempp::app_instance<systempp::app<rolls_back, ok_unit>> a; }

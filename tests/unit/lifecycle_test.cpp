@@ -318,3 +318,65 @@ TEST_CASE("a config_error thrown by an async startup stage exits with code 2", "
   inject = injection{"u3", stage::post_startup, fault::config};
   CHECK(run() == 2);
 }
+
+namespace deps {
+
+std::vector<std::string> started;
+
+struct settings {
+  static constexpr std::string_view name = "settings";
+  void on_init() { started.push_back("settings"); }
+};
+struct database {
+  static constexpr std::string_view name = "database";
+  using depends_on = systempp::units<settings>;
+  void on_init() { started.push_back("database"); }
+  void on_exit() { started.push_back("~database"); }
+};
+struct web {
+  static constexpr std::string_view name = "web";
+  using depends_on = systempp::units<database, settings>;
+  void on_init() { started.push_back("web"); }
+  void on_exit() { started.push_back("~web"); }
+};
+struct x {
+  static constexpr std::string_view name = "x";
+  void on_init() { started.push_back("x"); }
+};
+struct y {
+  static constexpr std::string_view name = "y";
+  void on_init() { started.push_back("y"); }
+};
+
+}  // namespace deps
+
+TEST_CASE("declared dependencies start first; declaration order breaks ties; teardown is the reverse",
+          "[lifecycle][dependencies]") {
+  deps::started.clear();
+  // Declared backwards, with two independent units around them.
+  systempp::app_instance<systempp::app<deps::x, deps::web, deps::y, deps::database, deps::settings>> instance;
+  std::vector<std::string> names;
+  for (const auto& e : instance.entries()) names.push_back(e.ref.name);
+  CHECK(names == std::vector<std::string>{"x", "y", "settings", "database", "web"});
+  // Each entry knows the positions of what it depends on.
+  CHECK(instance.entries()[3].depends_on == std::vector<std::size_t>{2});
+  CHECK(instance.entries()[4].depends_on == std::vector<std::size_t>{3, 2});
+
+  boost::asio::io_context io;
+  systempp::lifecycle lc(instance.entries());
+  systempp::options opts;
+  std::vector<systempp::listener> listeners;
+  systempp::context ctx{systempp::process_role::script, opts,
+                        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>()),
+                        io, listeners, lc.refs()};
+  REQUIRE(lc.run(stage::on_init, ctx).ok);
+  REQUIRE(lc.run(stage::on_exit, ctx).ok);
+  CHECK(deps::started == std::vector<std::string>{"x", "y", "settings", "database", "web", "~web", "~database"});
+}
+
+TEST_CASE("an app without dependencies keeps its declaration order", "[lifecycle][dependencies]") {
+  systempp::app_instance<systempp::app<deps::y, deps::x, deps::settings>> instance;
+  std::vector<std::string> names;
+  for (const auto& e : instance.entries()) names.push_back(e.ref.name);
+  CHECK(names == std::vector<std::string>{"y", "x", "settings"});
+}

@@ -4,15 +4,18 @@
 ///   using my_app = systempp::app<settings, database, http_server>;
 ///   using my_app_with_jobs = systempp::app<my_app, job_runner>;   // extends my_app
 ///
-/// Forward stages run units in this order, backward stages in reverse. An app listed inside
-/// another app is flattened in place, so a base app's units come first forward and last
-/// backward.
+/// Forward stages run units in this order, backward stages in reverse, except that a unit
+/// that declares `depends_on` (dependencies.hpp) comes after what it depends on. An app
+/// listed inside another app is flattened in place, so a base app's units come first
+/// forward and last backward.
 
 #include <memory>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "systempp/dependencies.hpp"
 #include "systempp/unit.hpp"
 
 namespace systempp {
@@ -22,10 +25,6 @@ template <class... Ts>
 struct app;
 
 namespace detail {
-
-/// A compile-time list of unit types. Compile time only.
-template <class... Ts>
-struct type_list {};
 
 /// Concatenates type_lists: concat<type_list<A>, type_list<B, C>>::type is
 /// type_list<A, B, C>. Compile time only.
@@ -73,12 +72,29 @@ struct units_tuple<type_list<Us...>> {
   using type = std::tuple<Us...>;
 };
 
-/// A unit ready for the runtime: name, type, object and its stage hooks. Built by
+/// A unit ready for the runtime: name, type, object, its stage hooks and the positions (in
+/// the entries, which are in start order) of the units it depends on. Built by
 /// app_instance; read by the runners in any process.
 struct unit_entry {
   unit_ref ref;
   unit_hooks hooks;
+  std::vector<std::size_t> depends_on;
 };
+
+/// The app's units in start order (dependencies first, declaration order among the rest).
+/// Compile time only.
+template <class List, class Graph, class Index = std::make_index_sequence<Graph::size>>
+struct in_start_order;
+template <class List, class Graph, std::size_t... I>
+struct in_start_order<List, Graph, std::index_sequence<I...>> {
+  using type = type_list<std::tuple_element_t<Graph::order[I], typename to_tuple<List>::type>...>;
+};
+
+/// The positions in `Ordered` of the units in `Deps`. Any process.
+template <class Ordered, class... Deps>
+std::vector<std::size_t> positions_of(type_list<Deps...>) {
+  return {index_in<Deps, Ordered>::value...};
+}
 
 }  // namespace detail
 
@@ -91,7 +107,8 @@ struct app {
 };
 
 /// The live units of an app: constructed once per process image (before any fork), in
-/// declaration order, destroyed in reverse. Forked workers use the master's objects as
+/// start order (what a unit depends on first; otherwise declaration order), destroyed in
+/// reverse. Forked workers use the master's objects as
 /// copied by fork (so state set in on_init is there); an exec'd worker image builds its own.
 /// Instantiating it runs the compile-time checks of every unit's stage members.
 template <class App>
@@ -101,17 +118,20 @@ class app_instance {
   app_instance() : units_(std::make_unique<tuple_type>()) {
     std::apply([this](auto&... u) { (add(u), ...); }, *units_);
   }
-  /// The type-erased view the runners use, in declaration order. Any process.
+  /// The type-erased view the runners use, in start order. Any process.
   std::vector<detail::unit_entry>& entries() noexcept { return entries_; }
 
  private:
-  using tuple_type = typename detail::units_tuple<typename App::units>::type;
+  using declared = typename App::units;
+  static_assert(detail::dependencies_checked<declared>::value);
+  using ordered = typename detail::in_start_order<declared, detail::dependency_graph<declared>>::type;
+  using tuple_type = typename detail::units_tuple<ordered>::type;
 
   template <class U>
   void add(U& u) {
     entries_.push_back(detail::unit_entry{
         detail::unit_ref{detail::unit_name<U>(), std::type_index(typeid(U)), &u},
-        detail::hooks_of<U>()});
+        detail::hooks_of<U>(), detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{})});
   }
 
   std::unique_ptr<tuple_type> units_;
