@@ -1,7 +1,10 @@
 #include "systempp/lifecycle.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -23,6 +26,7 @@ std::string_view to_string(stage_outcome o) noexcept {
     case stage_outcome::ok: return "ok";
     case stage_outcome::failed: return "failed";
     case stage_outcome::timed_out: return "timed out";
+    case stage_outcome::cancelled: return "cancelled";
   }
   return "?";
 }
@@ -84,6 +88,14 @@ lifecycle::lifecycle(std::vector<detail::unit_entry>& units)
     : units_(units), completed_(units.size()) {
   refs_.reserve(units.size());
   for (const auto& u : units) refs_.push_back(u.ref);
+  // The entries are in start order, so a unit's dependencies have their level already.
+  std::vector<std::size_t> level(units.size(), 0);
+  for (std::size_t u = 0; u < units.size(); ++u) {
+    for (std::size_t d : units[u].depends_on)
+      if (d < u) level[u] = std::max(level[u], level[d] + 1);
+    if (levels_.size() <= level[u]) levels_.resize(level[u] + 1);
+    levels_[level[u]].push_back(u);
+  }
 }
 
 std::vector<std::size_t> lifecycle::order(stage s) const {
@@ -174,6 +186,27 @@ asio::awaitable<stage_attempt> call_async(detail::async_hook hook, void* self, c
   }
   a.took = since(t0);
   co_return a;
+}
+
+struct sibling_failed {};  // ends a forward level's parallel group at its first failure
+
+// One unit's run of an async stage inside a level, booked by `book` the moment it ends
+// (log line, record, observer), while the others of the level may still run. A forward
+// stage's failure is thrown, so the group cancels the siblings; a sibling that the
+// cancellation stopped before it completed is booked as cancelled, one that completed
+// anyway as ok (it started, so it will be stopped).
+template <class Book>
+asio::awaitable<void> attempt_in_level(detail::async_hook hook, void* self, context& ctx,
+                                       std::chrono::milliseconds limit, bool forward, Book book) {
+  auto a = co_await call_async(hook, self, ctx, limit);
+  const auto state = co_await asio::this_coro::cancellation_state;
+  if (a.outcome != stage_outcome::ok && state.cancelled() != asio::cancellation_type::none) {
+    a.outcome = stage_outcome::cancelled;
+    a.error = "another unit of its level failed first";
+  }
+  const bool failed = a.outcome != stage_outcome::ok;
+  book(std::move(a));
+  if (forward && failed) throw sibling_failed{};
 }
 
 }  // namespace
@@ -272,14 +305,47 @@ void lifecycle::abort_reload(context& ctx) {
 
 asio::awaitable<stage_result> lifecycle::run_async(stage s, context& ctx) {
   stage_result result;
-  for (std::size_t u : order(s)) {
-    const auto hook = units_[u].hooks.async[static_cast<std::size_t>(s)];
-    if (!enter(u, s, hook != nullptr)) continue;
-    auto a = co_await call_async(hook, units_[u].ref.object, ctx, timeout_);
-    if (!leave(u, s, std::move(a), ctx, result)) break;
+  auto levels = levels_;
+  if (is_backward(s)) {  // the last level first, and each level in reverse start order
+    std::reverse(levels.begin(), levels.end());
+    for (auto& level : levels) std::reverse(level.begin(), level.end());
+  }
+  for (const auto& level : levels) {
+    std::vector<std::size_t> running;
+    for (std::size_t u : level)
+      if (enter(u, s, units_[u].hooks.async[static_cast<std::size_t>(s)] != nullptr)) running.push_back(u);
+    if (!running.empty()) co_await run_level(s, running, ctx, result);
+    if (!result.ok && !is_backward(s)) break;  // a forward stage stops at the failed level
   }
   forget_undone(s);
   co_return result;
+}
+
+// The units of one level at once; each is booked (leave) as it finishes, so the level's
+// first failure is the one the result names.
+asio::awaitable<void> lifecycle::run_level(stage s, const std::vector<std::size_t>& units, context& ctx,
+                                           stage_result& result) {
+  const auto index = static_cast<std::size_t>(s);
+  if (units.size() == 1) {
+    auto a = co_await call_async(units_[units[0]].hooks.async[index], units_[units[0]].ref.object, ctx, timeout_);
+    leave(units[0], s, std::move(a), ctx, result);
+    co_return;
+  }
+  const bool forward = !is_backward(s);
+  auto ex = co_await asio::this_coro::executor;
+  using op = decltype(asio::co_spawn(ex, std::declval<asio::awaitable<void>>(), asio::deferred));
+  std::vector<op> ops;
+  for (std::size_t unit : units) {
+    auto book = [this, unit, s, &ctx, &result](stage_attempt&& a) { leave(unit, s, std::move(a), ctx, result); };
+    ops.push_back(asio::co_spawn(
+        ex, attempt_in_level(units_[unit].hooks.async[index], units_[unit].ref.object, ctx, timeout_, forward, book),
+        asio::deferred));
+  }
+  auto group = asio::experimental::make_parallel_group(std::move(ops));
+  if (forward)
+    co_await group.async_wait(asio::experimental::wait_for_one_error(), asio::use_awaitable);
+  else
+    co_await group.async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
 }
 
 exit_code code_for(stage s, const stage_result& r) noexcept {

@@ -30,18 +30,24 @@ struct injection {
   fault kind = fault::none;
 };
 std::optional<injection> inject;
+std::optional<injection> inject_too;  // a second fault, for two units of one level
 
 void reset() {
   events.clear();
   inject.reset();
+  inject_too.reset();
+}
+
+bool apply(const std::optional<injection>& i, std::string_view unit, stage s) {
+  if (!i || i->unit != unit || i->where != s) return false;
+  if (i->kind == fault::throws) throw std::runtime_error("injected failure");
+  if (i->kind == fault::config) throw systempp::config_error("injected bad config");
+  return i->kind == fault::hangs;
 }
 
 bool hit(std::string_view unit, stage s) {
   events.push_back(std::string(unit) + ":" + std::string(to_string(s)));
-  if (!inject || inject->unit != unit || inject->where != s) return false;
-  if (inject->kind == fault::throws) throw std::runtime_error("injected failure");
-  if (inject->kind == fault::config) throw systempp::config_error("injected bad config");
-  return inject->kind == fault::hangs;
+  return apply(inject, unit, s) || apply(inject_too, unit, s);
 }
 
 // A slow sync stage: the sleep is the behaviour under test (a stage overrunning its
@@ -53,11 +59,27 @@ boost::asio::awaitable<void> hang_async(systempp::context& ctx) {
   co_await forever.async_wait(boost::asio::use_awaitable);
 }
 
-// A unit with every stage; N names it u1, u2, ...
+template <int N, bool Chained>
+struct probe;
+
+// A chained probe depends on the one before it, so each runs its async stages alone, one
+// after the other; a free one depends on nothing and shares its level with the others.
+template <int N, bool Chained>
+struct probe_dependencies {
+  using type = systempp::units<>;
+};
 template <int N>
+  requires(N > 1)
+struct probe_dependencies<N, true> {
+  using type = systempp::units<probe<N - 1, true>>;
+};
+
+// A unit with every stage; N names it u1, u2, ...
+template <int N, bool Chained = true>
 struct probe {
   static constexpr std::string_view names[] = {"u0", "u1", "u2", "u3", "u4"};
   static constexpr std::string_view name = names[N];
+  using depends_on = typename probe_dependencies<N, Chained>::type;
   void on_init(systempp::context&) { if (hit(name, stage::on_init)) hang_sync(); }
   void on_reload(systempp::context&) { if (hit(name, stage::on_reload)) hang_sync(); }
   void pre_startup(systempp::context&) { if (hit(name, stage::pre_startup)) hang_sync(); }
@@ -76,13 +98,15 @@ struct probe {
   void on_exit() { if (hit(name, stage::on_exit)) hang_sync(); }
 };
 
-using three = systempp::app<probe<1>, probe<2>, probe<3>>;
+using three = systempp::app<probe<1>, probe<2>, probe<3>>;  // a chain: u1 <- u2 <- u3
+using three_free = systempp::app<probe<1, false>, probe<2, false>, probe<3, false>>;  // one level
 
+template <class App = three>
 int run(std::vector<const char*> extra = {}, int body_code = 0) {
   std::vector<const char*> argv{"lifecycle_test", "--log-level", "off", "--stage-timeout", "0.1"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(nullptr);
-  return systempp::run_script<three>(static_cast<int>(argv.size() - 1),
+  return systempp::run_script<App>(static_cast<int>(argv.size() - 1),
                                      const_cast<char**>(argv.data()),
                                      [&](systempp::context&) {
                                        events.push_back("body");
@@ -188,6 +212,86 @@ TEST_CASE("a unit that throws in a stage: which callbacks run, and the exit code
       CHECK(events == r.expected);
     }
   }
+}
+
+TEST_CASE("units of one level: a failure in on_startup and which callbacks run", "[lifecycle][failure][concurrent]") {
+  struct row {
+    std::string name;
+    std::optional<injection> second;
+    std::vector<std::string> expected;
+  };
+  // All three start in one level; u2 throws at once. u1 and u3 completed their on_startup
+  // (nothing in them waits), so both are stopped, latest first; a u3 still waiting when u2
+  // fails is cancelled and, never having started, is not stopped.
+  const std::vector<row> table{
+      {"the siblings complete", std::nullopt,
+       join({stage_events(stage::on_init, {1, 2, 3}), stage_events(stage::pre_startup, {1, 2, 3}),
+             stage_events(stage::on_startup, {1, 2, 3}), stage_events(stage::pre_shutdown, {3, 1}),
+             stage_events(stage::on_shutdown, {3, 1}), stage_events(stage::post_shutdown, {3, 2, 1}),
+             stage_events(stage::on_exit, {3, 2, 1})})},
+      {"u3 is still waiting", injection{"u3", stage::on_startup, fault::hangs},
+       join({stage_events(stage::on_init, {1, 2, 3}), stage_events(stage::pre_startup, {1, 2, 3}),
+             stage_events(stage::on_startup, {1, 2, 3}), stage_events(stage::pre_shutdown, {1}),
+             stage_events(stage::on_shutdown, {1}), stage_events(stage::post_shutdown, {3, 2, 1}),
+             stage_events(stage::on_exit, {3, 2, 1})})},
+  };
+  for (const auto& r : table) {
+    DYNAMIC_SECTION(r.name) {
+      reset();
+      inject = injection{"u2", stage::on_startup, fault::throws};
+      inject_too = r.second;
+      CHECK(run<three_free>() == 5);
+      CHECK(events == r.expected);
+    }
+  }
+}
+
+TEST_CASE("units of one level: a hanging pre_shutdown does not hold the others back", "[lifecycle][timeout][concurrent]") {
+  reset();
+  inject = injection{"u2", stage::pre_shutdown, fault::hangs};
+  CHECK(run<three_free>() == 7);
+  CHECK(events == join({stage_events(stage::on_init, {1, 2, 3}), stage_events(stage::pre_startup, {1, 2, 3}),
+                        stage_events(stage::on_startup, {1, 2, 3}), stage_events(stage::post_startup, {1, 2, 3}),
+                        seq({"body"}), stage_events(stage::pre_shutdown, {3, 2, 1}),
+                        stage_events(stage::on_shutdown, {3, 2, 1}), stage_events(stage::post_shutdown, {3, 2, 1}),
+                        stage_events(stage::on_exit, {3, 2, 1})}));
+}
+
+namespace {
+
+// An on_startup that waits 200 ms on the loop.
+template <int N, bool Chained>
+struct sleeper {
+  static constexpr std::string_view names[] = {"s0", "s1", "s2", "s3"};
+  static constexpr std::string_view name = names[N];
+  using depends_on = std::conditional_t<Chained && (N > 1), systempp::units<sleeper<(N > 1 ? N - 1 : 1), Chained>>,
+                                        systempp::units<>>;
+  boost::asio::awaitable<void> on_startup(systempp::context& ctx) {
+    boost::asio::steady_timer t(ctx.io(), std::chrono::milliseconds(200));
+    co_await t.async_wait(boost::asio::use_awaitable);
+  }
+};
+
+template <bool Chained>
+std::chrono::milliseconds startup_of_three_sleepers() {
+  using sleepers = systempp::app<sleeper<1, Chained>, sleeper<2, Chained>, sleeper<3, Chained>>;
+  const char* argv[] = {"lifecycle_test", "--log-level", "off", nullptr};
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(systempp::run_script<sleepers>(3, const_cast<char**>(argv), [](systempp::context&) { return 0; }) == 0);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+}
+
+}  // namespace
+
+TEST_CASE("three independent units whose on_startup waits 200 ms start together, a chain of them one by one",
+          "[lifecycle][concurrent]") {
+  // 600 ms apart: the bounds tell concurrent from sequential on a loaded machine too.
+  const auto together = startup_of_three_sleepers<false>();
+  const auto chained = startup_of_three_sleepers<true>();
+  INFO("independent " << together.count() << " ms, chained " << chained.count() << " ms");
+  CHECK(together >= std::chrono::milliseconds(200));
+  CHECK(together < std::chrono::milliseconds(550));
+  CHECK(chained >= std::chrono::milliseconds(600));
 }
 
 TEST_CASE("a config_error in a startup stage exits with code 2", "[lifecycle][failure]") {

@@ -51,11 +51,15 @@ std::uint64_t request_limit(const options& opts) {
 
 }  // namespace
 
-void slot_observer::stage_begin(std::size_t unit, stage s) {
-  if (failed_) return;  // keep naming the stage that failed, for the master's log
+void slot_observer::publish(std::size_t unit, stage s) {
   slot_update u(r_);
   r_.unit.store(static_cast<std::uint32_t>(unit), std::memory_order_relaxed);
   r_.stage.store(static_cast<std::uint32_t>(s), std::memory_order_relaxed);
+}
+
+void slot_observer::stage_begin(std::size_t unit, stage s) {
+  running_.push_back(unit);
+  if (!failed_) publish(unit, s);  // else keep naming the stage that failed, for the master's log
 }
 
 void slot_observer::stage_end(std::size_t unit, stage s, std::chrono::microseconds took,
@@ -65,7 +69,16 @@ void slot_observer::stage_end(std::size_t unit, stage s, std::chrono::microsecon
     r_.stage_us[unit][static_cast<std::size_t>(s)].store(static_cast<std::uint32_t>(us),
                                                         std::memory_order_relaxed);
   }
-  if (outcome != stage_outcome::ok && !is_backward(s)) failed_ = true;
+  std::erase(running_, unit);
+  if (failed_) return;
+  // Units of one level run concurrently: the record names the one that failed first, or
+  // else one still running (the one to blame if the stage hangs).
+  if (outcome != stage_outcome::ok && !is_backward(s)) {
+    failed_ = true;
+    publish(unit, s);
+  } else if (!running_.empty()) {
+    publish(running_.front(), s);
+  }
 }
 
 bool worker_process::guard_parent(pid_t master_pid) noexcept {

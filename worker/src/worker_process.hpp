@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "systempp/context.hpp"
 #include "systempp/control_block.hpp"
@@ -30,7 +31,9 @@ class slot_observer final : public stage_observer {
                  stage_outcome outcome) override;
 
  private:
+  void publish(std::size_t unit, stage s);
   worker_slot& r_;
+  std::vector<std::size_t> running_;  ///< units inside the current stage (a level runs at once)
   bool failed_ = false;
 };
 

@@ -28,8 +28,8 @@
 namespace systempp {
 
 /// How one unit's run of one stage ended: ok, failed (it threw), timed_out (it overran
-/// --stage-timeout).
-enum class stage_outcome { ok, failed, timed_out };
+/// --stage-timeout), cancelled (another unit of its level failed first).
+enum class stage_outcome { ok, failed, timed_out, cancelled };
 
 /// "ok", "failed" or "timed out", as in the log line. Any process.
 std::string_view to_string(stage_outcome o) noexcept;
@@ -98,9 +98,17 @@ class lifecycle {
   /// recorded as timed out when it returns (the master's --ready-timeout catches hangs).
   stage_result run(stage s, context& ctx);
 
-  /// Runs an async stage inside ctx.io(). A unit that overruns the timeout is cancelled
-  /// (its pending Asio operations complete with operation_aborted) and counts as timed out.
+  /// Runs an async stage inside ctx.io(), level by level of the dependency graph (levels()):
+  /// the units of one level run concurrently, each level after the one before. A unit that
+  /// overruns the timeout is cancelled (its pending Asio operations complete with
+  /// operation_aborted) and counts as timed out. In a forward stage the first failure
+  /// cancels the siblings still running in its level (they count as cancelled, not
+  /// completed) and no later level runs; a backward stage waits for every unit.
   boost::asio::awaitable<stage_result> run_async(stage s, context& ctx);
+
+  /// The units by dependency level, in start order: level 0 depends on nothing, level k on
+  /// units of lower levels only. Sync stages run one unit at a time, in start order.
+  const std::vector<std::vector<std::size_t>>& levels() const noexcept { return levels_; }
 
   /// on_reload as a transaction. Before a unit's on_reload runs, the unit is kept (a copy,
   /// unless it declares rollback_reload). When a unit fails, every unit whose on_reload ran
@@ -132,6 +140,8 @@ class lifecycle {
   using stage_set = std::uint32_t;
 
   std::vector<std::size_t> order(stage s) const;
+  boost::asio::awaitable<void> run_level(stage s, const std::vector<std::size_t>& units, context& ctx,
+                                         stage_result& result);
   bool enter(std::size_t unit, stage s, bool has_hook);
   bool leave(std::size_t unit, stage s, detail::stage_attempt&& a, context& ctx,
              stage_result& result);
@@ -140,6 +150,7 @@ class lifecycle {
   std::vector<detail::unit_entry>& units_;
   std::vector<detail::unit_ref> refs_;
   std::vector<stage_set> completed_;  ///< per unit
+  std::vector<std::vector<std::size_t>> levels_;
   std::vector<stage_record> records_;
   /// The open reload: each unit whose on_reload ran, with its copy (null when the unit
   /// rolls back itself), in the order they ran.
