@@ -6,11 +6,14 @@
 
 #include <systempp/systempp.hpp>
 
+#include "settings.hpp"
+
 namespace demo {
 
 class http_server {
  public:
   static constexpr std::string_view name = "http_server";
+  using depends_on = systempp::units<settings>;  // reads its values from on_startup on
 
   http_server();
   ~http_server();

@@ -55,10 +55,12 @@ struct connection_stats {
   void post_shutdown(systempp::context& ctx) { ctx.log().info("served {} connection(s)", opened); }
 };
 
-/// The TCP service: accepts on the listeners the master bound, echoes lines.
+/// The TCP service: accepts on the listeners the master bound, echoes lines. It starts
+/// after the units it uses and stops before them.
 class echo_server {
  public:
   static constexpr std::string_view name = "echo_server";
+  using depends_on = systempp::units<settings, connection_stats>;
 
   asio::awaitable<void> on_startup(systempp::context& ctx) {
     ctx_ = &ctx;
@@ -98,8 +100,8 @@ class echo_server {
 
   asio::awaitable<void> serve(tcp::socket socket) {
     sockets_.push_back(&socket);
-    ctx_->unit<connection_stats>().opened++;
-    const auto& cfg = ctx_->unit<settings>();
+    ctx_->dependency<connection_stats>(*this).opened++;
+    const auto& cfg = ctx_->dependency<settings>(*this);
     std::string buffer;
     while (!ctx_->draining()) {
       auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n', use_tuple);
@@ -123,6 +125,7 @@ class echo_server {
   std::optional<asio::steady_timer> all_closed_;
 };
 
-using echo_app = systempp::app<settings, connection_stats, echo_server>;
+// The order here does not matter: echo_server declares what it needs.
+using echo_app = systempp::app<echo_server, settings, connection_stats>;
 
 int main(int argc, char** argv) { return systempp::main<echo_app>(argc, argv); }

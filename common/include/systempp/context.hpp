@@ -13,6 +13,7 @@
 #include <typeindex>
 #include <vector>
 
+#include "systempp/dependencies.hpp"
 #include "systempp/listeners.hpp"
 #include "systempp/options.hpp"
 
@@ -102,6 +103,16 @@ class context {
   template <class U>
   U& unit() const {
     return *static_cast<U*>(find_unit(std::type_index(typeid(U))));
+  }
+
+  /// The unit U that the calling unit declared in its `depends_on`: `ctx.dependency<settings>(*this)`.
+  /// A U it does not depend on is a compile error, and the app checked at compile time that
+  /// every dependency is in it, so this lookup cannot fail. Any process.
+  template <class U, class Self>
+  U& dependency(const Self&) const {
+    static_assert(detail::index_in<U, typename detail::dependencies_of<Self>::type>::value != detail::not_found,
+                  "systempp: ctx.dependency<U>(*this) names a unit that this unit does not list in depends_on");
+    return unit<U>();
   }
 
   /// True once a drain began (SIGTERM, DRAIN command or inline reload): long-running
