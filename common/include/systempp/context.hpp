@@ -4,6 +4,9 @@
 
 #include <sys/types.h>
 
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -11,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <typeindex>
+#include <typeinfo>
 #include <vector>
 
 #include "systempp/dependencies.hpp"
@@ -44,10 +48,31 @@ struct unit_ref {
   std::type_index type;
   void* object;
 };
+
+/// Demangled type name without namespaces or template arguments ("ns::cache<int>" gives
+/// "cache"). Any process.
+std::string short_type_name(const std::type_info& type);
+
+/// The unit's name in logs and status: `static constexpr std::string_view name` if the unit
+/// has one, otherwise its type name. Logs show it whole; the control block (`app status`,
+/// metrics) keeps the first 31 bytes. Any process.
+template <class U>
+std::string unit_name() {
+  if constexpr (requires { std::string_view{U::name}; })
+    return std::string(U::name);
+  else
+    return short_type_name(typeid(U));
+}
+
 }  // namespace detail
 
 /// A worker's record in the control block (control_block.hpp).
 struct worker_slot;
+
+namespace detail {
+/// The tasks units spawned through context::spawn (context.cpp).
+class task_group;
+}  // namespace detail
 
 /// Per-process view of the runtime. Owned by the runner; units receive it by reference in
 /// every stage and may keep the reference for the process's life.
@@ -119,6 +144,22 @@ class context {
   /// work should wind down. Worker / inline.
   bool draining() const noexcept { return draining_; }
 
+  /// Runs `task` on this process's loop as work of the current cycle: it is cancelled when
+  /// the drain starts (its pending operations complete with operation_aborted), and the
+  /// cycle waits for it, at most --stage-timeout, after on_shutdown and before the loop
+  /// stops and post_shutdown runs. So nothing a unit spawns this way runs after the unit's
+  /// post_shutdown. An exception that ends it is logged with the unit's name (a cancellation
+  /// only at debug level). Pass the calling unit: `ctx.spawn(*this, poll(ctx))`. In the
+  /// master, a task runs until the master stops. On the loop's thread only.
+  template <class Self>
+  void spawn(const Self&, boost::asio::awaitable<void> task) {
+    spawn_task(detail::unit_name<Self>(), std::move(task));
+  }
+  /// spawn() with the unit's name given. On the loop's thread only.
+  void spawn_task(std::string unit, boost::asio::awaitable<void> task);
+  /// Tasks spawned and not yet finished. On the loop's thread only.
+  std::size_t running_tasks() const noexcept;
+
   /// Counts a request in this worker's control-block slot (in flight until request_end).
   /// A no-op outside a pool worker. Worker / inline.
   void request_begin() const noexcept;
@@ -141,6 +182,11 @@ class context {
   std::shared_ptr<spdlog::logger> reopen_log();
   /// Set by run_cycle just before pre_shutdown, cleared after post_shutdown. Runners only.
   void set_draining(bool d) noexcept { draining_ = d; }
+  /// The drain started: every spawned task is asked to stop. Runners only, on the loop.
+  void cancel_tasks();
+  /// Waits until every spawned task has finished, at most `limit`; those still running then
+  /// are logged and left to the loop's end. Returns how many. Runners only, on the loop.
+  boost::asio::awaitable<std::size_t> join_tasks(std::chrono::milliseconds limit);
   /// Connects request_begin/request_end to this worker's record. Runners only (worker).
   void set_slot_record(worker_slot* s) noexcept { slot_record_ = s; }
 
@@ -158,6 +204,7 @@ class context {
   std::span<const detail::unit_ref> units_;
   bool draining_ = false;
   worker_slot* slot_record_ = nullptr;
+  std::shared_ptr<detail::task_group> tasks_;  ///< made by the first spawn
 };
 
 }  // namespace systempp

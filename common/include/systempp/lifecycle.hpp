@@ -132,6 +132,7 @@ class lifecycle {
 
   /// The per-unit, per-stage limit (--stage-timeout; 30 s by default).
   void set_timeout(std::chrono::milliseconds t) noexcept { timeout_ = t; }
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
   /// Who is told about stage begin/end (the worker's control-slot publisher); may be null.
   void set_observer(stage_observer* o) noexcept { observer_ = o; }
 

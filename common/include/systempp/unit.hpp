@@ -198,20 +198,5 @@ unit_hooks hooks_of() {
   return h;
 }
 
-/// Demangled type name without namespaces or template arguments ("ns::cache<int>" gives
-/// "cache"). Any process.
-std::string short_type_name(const std::type_info& type);
-
-/// The unit's name in logs and status: `static constexpr std::string_view name` if the unit
-/// has one, otherwise its type name. Logs show it whole; the control block (`app status`,
-/// metrics) keeps the first 31 bytes. Any process.
-template <class U>
-std::string unit_name() {
-  if constexpr (requires { std::string_view{U::name}; })
-    return std::string(U::name);
-  else
-    return short_type_name(typeid(U));
-}
-
 }  // namespace detail
 }  // namespace systempp
