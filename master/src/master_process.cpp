@@ -3,91 +3,21 @@
 // channel bytes and a tick; the supervisor carries out the policy's decisions. As in
 // nginx's master cycle: handlers only queue, the loop dispatches to named helpers.
 
+#include "master_process.hpp"
+
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include <iostream>
 
-#include "systempp/lifecycle.hpp"
 #include "systempp/log.hpp"
-#include "systempp/master/master_process.hpp"
-#include "systempp/master/metrics_server.hpp"
 #include "systempp/master/metrics_text.hpp"
-#include "systempp/master/pool_setup.hpp"
-#include "systempp/master/reload_report.hpp"
-#include "systempp/master/supervisor.hpp"
-#include "systempp/master/systemd.hpp"
 #include "systempp/master/worker_launch.hpp"
 #include "systempp/signal_table.hpp"
 
 namespace systempp::master {
-
-namespace asio = boost::asio;
-
-class master_process {
- public:
-  master_process(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io,
-                 std::optional<incoming_upgrade> upgrade)
-      : opts_(opts), units_(units), io_(io), upgrade_(std::move(upgrade)), signals_(io_), tick_(io_), watchdog_timer_(io_), retire_(io_), lc_(units), sys_(io) {}
-
-  int run();
-
- private:
-  int open();
-  void start_supervisor(int workers, int max_workers);
-  /// Runs one event's handling; an exception is logged, never let out of the loop (the
-  /// pool would be lost with it). Returns false when one was thrown.
-  template <class F>
-  bool guarded(std::string_view what, F&& handle) noexcept;
-  void wait_signal();
-  void on_signal(int sig);
-  void stop(stop_mode mode, int sig);
-  void scale(int sig);
-  void begin_reload();
-  void begin_rollout(std::string_view why);
-  void start_watchdog();
-  void schedule_tick();
-  void finish();
-
-  const options& opts_;
-  std::vector<detail::unit_entry>& units_;
-  asio::io_context& io_;  ///< made by systempp::main before the units, so it outlives them
-  std::optional<incoming_upgrade> upgrade_;  ///< set until this image took over a pool (SIGUSR2)
-  asio::signal_set signals_;
-  asio::steady_timer tick_;
-  asio::steady_timer watchdog_timer_;
-  asio::steady_timer retire_;  ///< a stop's wait before it retires the listeners
-  lifecycle lc_;
-  os_system_calls sys_;
-  systemd_notifier notify_;
-  std::shared_ptr<spdlog::logger> log_;
-  std::optional<metrics_server> metrics_;
-  pool_setup pool_;
-  std::optional<context> ctx_;
-  std::optional<worker_table> table_;
-  std::optional<supervisor> sup_;
-  std::optional<reload_report> report_;
-  bool finished_ = false;
-};
-
-template <class F>
-bool master_process::guarded(std::string_view what, F&& handle) noexcept {
-  try {
-    handle();
-    return true;
-  } catch (const std::exception& e) {
-    log_->critical("handling {}: {}", what, e.what());
-  } catch (...) {
-    log_->critical("handling {}: unknown exception", what);
-  }
-  return false;
-}
 
 int master_process::run() {
   // Signals become events on the loop before anything exists that a default action would leave
