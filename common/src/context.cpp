@@ -36,6 +36,28 @@ context::context(process_role role, const options& opts, std::shared_ptr<spdlog:
       listeners_(&listeners),
       units_(units) {}
 
+namespace {
+
+// One line, bounded: what travels on a worker's channel and shows in status.
+std::string clean_reason(std::string_view reason) {
+  std::string out(reason.substr(0, 200));
+  for (char& c : out)
+    if (c == '\n' || c == '\r' || c == '\0') c = ' ';
+  return out.empty() ? std::string("no reason given") : out;
+}
+
+}  // namespace
+
+void context::request_reload(std::string_view reason) const {
+  if (requester_) return requester_(control_request::reload, clean_reason(reason));
+  log_->warn("request_reload ({}): nothing to reload in a {}", clean_reason(reason), to_string(role_));
+}
+
+void context::request_stop(std::string_view reason) const {
+  if (requester_) return requester_(control_request::stop, clean_reason(reason));
+  log_->warn("request_stop ({}): nothing to stop in a {}", clean_reason(reason), to_string(role_));
+}
+
 std::shared_ptr<spdlog::logger> context::reopen_log() {
   try {
     log_ = make_logger(log_->name(), *opts_);

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <unistd.h>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -124,6 +125,11 @@ int run_inline(const options& opts, std::vector<unit_entry>& units, asio::io_con
   lifecycle lc(units);
   lc.set_timeout(opts.stage_timeout);
   context ctx(process_role::inline_process, opts, log, io, listeners, lc.refs());
+  // From any thread: said here, then carried out as the signal would be.
+  ctx.set_requester([log](control_request what, std::string reason) {
+    log->info("{} requested: {}", what == control_request::reload ? "reload" : "stop", reason);
+    ::kill(::getpid(), what == control_request::reload ? SIGHUP : SIGTERM);
+  });
 
   const auto init = lc.run(stage::on_init, ctx);
   if (!init.ok) {

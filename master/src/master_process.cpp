@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include <iostream>
+#include <utility>
 
 #include "systempp/log.hpp"
 #include "systempp/master/metrics_text.hpp"
@@ -32,6 +33,9 @@ int master_process::run() {
 
   lc_.set_timeout(opts_.stage_timeout);
   ctx_.emplace(process_role::master, opts_, log_, io_, pool_.listeners, lc_.refs());
+  ctx_->set_requester([this](control_request what, std::string reason) {  // any thread: onto the loop
+    asio::post(io_, [this, what, reason] { guarded("a request", [&] { requested(what, "the master", reason); }); });
+  });
   const auto init = lc_.run(stage::on_init, *ctx_);
   if (!init.ok && upgrade_) {
     lc_.run(stage::on_exit, *ctx_);
@@ -94,15 +98,20 @@ int master_process::open() {
 void master_process::start_supervisor(int workers, int max_workers) {
   control_header& hdr = pool_.segment->header();
   report_.emplace(hdr, notify_, log_);
-  table_.emplace(io_, *pool_.segment, sys_, lc_.unit_names(), [this](pid_t pid, char byte) {
-    guarded("a worker's message", [&] { sup_->message(pid, byte); });
+  table_.emplace(io_, *pool_.segment, sys_, lc_.unit_names(), [this](pid_t pid, char byte, std::string_view text) {
+    guarded("a worker's message", [&] { sup_->message(pid, byte, text); });
   });
   supervisor_hooks hooks;
   hooks.finished = [this] { finish(); };
   hooks.reload_done = [this](const reload_done_action& done) {
     done.ok() ? lc_.commit_reload(*ctx_) : lc_.abort_reload(*ctx_);  // respawns run what passed
-    report_->ended(done, sup_->policy().stopping());
-    if (done.next_queued) asio::post(io_, [this] { begin_reload(); });
+    auto said = done;
+    if (!reload_why_.empty()) said.message += " (" + std::exchange(reload_why_, {}) + ")";
+    report_->ended(said, sup_->policy().stopping());
+    if (done.next_queued) asio::post(io_, [this] { begin_reload("SIGHUP (coalesced)"); });
+  };
+  hooks.requested = [this](control_request what, const std::string& who, std::string_view reason) {
+    requested(what, who, reason);
   };
   hooks.reload_undo = [this] { lc_.abort_reload(*ctx_); };
   hooks.pool_ready = [this](int ready) { notify_.ready(fmt::format("{} worker(s) ready", ready)); };
@@ -124,9 +133,9 @@ void master_process::on_signal(int sig) {
   guarded(::sigabbrev_np(sig), [&] {
     switch (effect_of(signal_role::master, sig)) {
       case signal_effect::reap: sup_->reap(); break;
-      case signal_effect::drain: stop(stop_mode::graceful, sig); break;
-      case signal_effect::fast_stop: stop(stop_mode::fast, sig); break;
-      case signal_effect::reload: begin_reload(); break;
+      case signal_effect::drain: stop(stop_mode::graceful, "SIGTERM"); break;
+      case signal_effect::fast_stop: stop(stop_mode::fast, sig == SIGINT ? "SIGINT" : "SIGQUIT"); break;
+      case signal_effect::reload: begin_reload("SIGHUP"); break;
       case signal_effect::scale_up:
       case signal_effect::scale_down: scale(sig); break;
       case signal_effect::reopen_logs:
@@ -147,13 +156,13 @@ void master_process::wait_signal() {
   });
 }
 
-void master_process::stop(stop_mode mode, int sig) {
+void master_process::stop(stop_mode mode, std::string_view why) {
   const auto n = table_->size();
   if (mode == stop_mode::graceful) {
-    log_->info("SIGTERM: draining {} worker(s)", n);
+    log_->info("{}: draining {} worker(s)", why, n);
     notify_.stopping(fmt::format("draining {} worker(s)", n));
   } else {
-    log_->info("{}: fast stop", sig == SIGINT ? "SIGINT" : "SIGQUIT");
+    log_->info("{}: fast stop", why);
     notify_.stopping("fast stop");
   }
   pool_.segment->header().master_state.store(master_state::draining);
@@ -169,10 +178,17 @@ void master_process::scale(int sig) {
   log_->info("{}: {} worker(s)", requested ? "scale" : sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", n);
 }
 
-void master_process::begin_reload() {
-  if (sup_->policy().request_reload() != reload_request::begin) return;  // ignored or coalesced
+// A unit's ctx.request_reload/request_stop, from a worker's channel or the master itself.
+void master_process::requested(control_request what, const std::string& who, std::string_view reason) {
+  const auto why = fmt::format("{} requested by {}: {}", what == control_request::reload ? "reload" : "stop", who, reason);
+  what == control_request::reload ? begin_reload(why) : stop(stop_mode::graceful, why);
+}
+
+void master_process::begin_reload(const std::string& why) {
+  if (sup_->policy().request_reload() != reload_request::begin) return log_->info("{}: after the rollout in progress", why);
   report_->begun();
-  log_->info("SIGHUP: reloading");
+  log_->info("{}: reloading", why);
+  if (why != "SIGHUP") reload_why_ = why;  // said with the outcome, in the log and in status
   const auto r = lc_.reload(*ctx_);  // a transaction: undone if it fails now or in the rollout
   if (!r.ok) return sup_->execute({sup_->policy().reject_reload(r.error)});
   begin_rollout("reload");

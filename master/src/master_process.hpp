@@ -39,9 +39,10 @@ class master_process {
   bool guarded(std::string_view what, F&& handle) noexcept;
   void wait_signal();
   void on_signal(int sig);
-  void stop(stop_mode mode, int sig);
+  void stop(stop_mode mode, std::string_view why);
   void scale(int sig);
-  void begin_reload();
+  void requested(control_request what, const std::string& who, std::string_view reason);
+  void begin_reload(const std::string& why);
   void begin_rollout(std::string_view why);
   void start_watchdog();
   void schedule_tick();
@@ -65,6 +66,7 @@ class master_process {
   std::optional<worker_table> table_;
   std::optional<supervisor> sup_;
   std::optional<reload_report> report_;
+  std::string reload_why_;  ///< who asked for the reload in progress, when not a SIGHUP
   bool finished_ = false;
 };
 

@@ -67,8 +67,13 @@ void supervisor::signal(const signal_action& a) {
     log().warn("{}: kill {}: {}", table_.where(*w), ::sigabbrev_np(a.sig), ::strerror(err));
 }
 
-void supervisor::message(pid_t pid, char byte) {
-  if (byte == worker::msg_ready) {
+void supervisor::message(pid_t pid, char byte, std::string_view text) {
+  if (byte == worker::msg_reload_request || byte == worker::msg_stop_request) {
+    const worker_handle* w = table_.find(pid);
+    if (!w || !hooks_.requested) return;
+    hooks_.requested(byte == worker::msg_reload_request ? control_request::reload : control_request::stop,
+                     fmt::format("worker[{}] pid {}", w->slot, pid), text);
+  } else if (byte == worker::msg_ready) {
     if (const worker_handle* w = table_.find(pid))
       log().info("worker[{}] pid {} g{} ready", w->slot, pid, w->generation);
     execute(policy_.ready(pid, now_ms()));

@@ -13,7 +13,12 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <fmt/format.h>
 
+#include <optional>
+#include <string>
+#include <utility>
+
 #include "systempp/stage.hpp"
+#include "systempp/worker/worker_runtime.hpp"
 
 namespace systempp::master {
 
@@ -21,6 +26,25 @@ namespace asio = boost::asio;
 
 struct worker_channel {
   asio::posix::stream_descriptor descriptor;
+  char request = 0;  ///< a request byte whose text is being read, or 0
+  std::string text;  ///< that text so far
+
+  /// Takes one byte read. Returns the message it completes (the byte alone, or a request
+  /// with its text), or nothing while a request's text is still coming.
+  std::optional<std::pair<char, std::string>> take(char byte) {
+    if (request == 0 && byte != worker::msg_reload_request && byte != worker::msg_stop_request)
+      return std::pair{byte, std::string()};
+    if (request == 0) {
+      request = byte;
+      text.clear();
+      return std::nullopt;
+    }
+    if (byte != '\n') {
+      if (text.size() < worker::max_request_reason) text += byte;
+      return std::nullopt;
+    }
+    return std::pair{std::exchange(request, 0), std::move(text)};
+  }
 };
 
 worker_handle::worker_handle() noexcept = default;
@@ -126,9 +150,10 @@ void worker_table::watch(pid_t pid, worker_channel& channel) {
   channel.descriptor.async_read_some(asio::buffer(byte.get(), 1),
                           [this, pid, &channel, byte](boost::system::error_code ec, std::size_t n) {
                             if (ec || n == 0) return;
+                            auto message = channel.take(*byte);
                             // Read on first: the handler may reap (and destroy) this channel.
                             watch(pid, channel);
-                            on_message_(pid, *byte);
+                            if (message) on_message_(pid, message->first, message->second);
                           });
 }
 

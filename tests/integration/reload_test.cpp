@@ -209,3 +209,41 @@ TEST_CASE("reload: in exec mode a broken new binary is rolled back by the readin
   CHECK(wait_ready(seg, 2) == before);
 }
 
+
+TEST_CASE("request: ctx.request_reload from a worker's own thread rolls the pool, the reason in the log and status",
+          "[reload][request]") {
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "2", "--name", name.value}, {{"PROBE_REQUEST", "reload:worker0g1"}});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+  REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 15s));
+  const auto message = systempp::read_reload_message(seg.header());
+  INFO(message);
+  CHECK(std::regex_search(message, std::regex(R"(generation 2 serving \(reload requested by worker\[0\] pid \d+: probe asked\))")));
+  CHECK(s.count(R"(\[master\].*reload requested by worker\[0\] pid \d+: probe asked: reloading)") == 1);
+  s.proc.signal(SIGTERM);
+  auto status = s.proc.wait_exit(20s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
+TEST_CASE("request: ctx.request_stop from the master's on_init drains the pool once it started, exit 0",
+          "[request]") {
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "2", "--name", name.value}, {{"PROBE_REQUEST", "stop:master"}});
+  auto status = s.proc.wait_exit(20s);
+  INFO(s.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+  CHECK(s.count(R"(\[master\].*stop requested by the master: probe asked: draining)") == 1);
+  CHECK(support::shm_segments("systempp." + name.value + ".").empty());
+}
+
+TEST_CASE("request: ctx.request_stop in the inline process drains it, exit 0", "[request][inline]") {
+  auto s = start(probe_path, {"--workers", "0"}, {{"PROBE_REQUEST", "stop:worker-1g0"}});
+  auto status = s.proc.wait_exit(20s);
+  INFO(s.proc.output());
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+  CHECK(s.count("stop requested: probe asked") == 1);
+}

@@ -9,6 +9,9 @@
 //     slot or pool generation.
 //   PROBE_FAULTS_FILE=PATH  read the faults from this file (same syntax) at every stage
 //     instead, so a test can change them while the pool runs.
+//   PROBE_REQUEST="reload:worker0g1" | "stop:worker0g1" | "reload:master" | "stop:master"
+//     gamma calls ctx.request_reload/request_stop("probe asked"), from a thread of its own:
+//     in worker slot 0 of generation 1 once READY (post_startup), or in the master's on_init.
 //   PROBE_BLOCK_LOOP_MS=N  N ms after READY, the worker's loop blocks for good (a wedged
 //     process: its heartbeat stops).
 
@@ -87,12 +90,35 @@ boost::asio::awaitable<void> wait_forever(systempp::context& ctx) {
   co_await t.async_wait(boost::asio::use_awaitable);
 }
 
+// PROBE_REQUEST: whether this process (the master, or worker slot/generation) asks now.
+void maybe_request(systempp::context& ctx) {
+  const char* env = std::getenv("PROBE_REQUEST");
+  if (!env) return;
+  const std::string_view spec(env);
+  const auto colon = spec.find(':');
+  const std::string_view what = spec.substr(0, colon);
+  const std::string_view where = colon == std::string_view::npos ? "" : spec.substr(colon + 1);
+  const std::string here = ctx.role() == systempp::process_role::master
+                               ? "master"
+                               : "worker" + std::to_string(ctx.slot()) + "g" + std::to_string(ctx.generation());
+  if (where != here) return;
+  std::thread([&ctx, reload = what == "reload"] {
+    if (reload)
+      ctx.request_reload("probe asked");
+    else
+      ctx.request_stop("probe asked");
+  }).join();
+}
+
 template <int N>
 struct probe {
   static constexpr std::string_view names[] = {"alpha", "beta", "gamma"};
   static constexpr std::string_view name = names[N];
 
-  void on_init(systempp::context& ctx) { if (apply_fault(name, stage::on_init, ctx)) hang_forever(); }
+  void on_init(systempp::context& ctx) {
+    if (apply_fault(name, stage::on_init, ctx)) hang_forever();
+    if (N == 2 && ctx.role() == systempp::process_role::master) maybe_request(ctx);
+  }
   void on_reload(systempp::context& ctx) { if (apply_fault(name, stage::on_reload, ctx)) hang_forever(); }
   // Not copyable (the timer below): it takes part in the reload transaction by these.
   void rollback_reload(systempp::context& ctx) { ctx.log().info("rollback_reload {}", name); }
@@ -104,6 +130,7 @@ struct probe {
   boost::asio::awaitable<void> post_startup(systempp::context& ctx) {
     if (apply_fault(name, stage::post_startup, ctx)) co_await wait_forever(ctx);
     if (N == 2) schedule_block(ctx);
+    if (N == 2 && ctx.role() != systempp::process_role::master) maybe_request(ctx);
   }
   boost::asio::awaitable<void> pre_shutdown(systempp::context& ctx) {
     if (apply_fault(name, stage::pre_shutdown, ctx)) co_await wait_forever(ctx);

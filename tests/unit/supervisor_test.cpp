@@ -100,7 +100,7 @@ struct fake_master {
 
   explicit fake_master(int workers)
       : segment(control_segment::create(pool, ::getpid(), 32, std::vector<std::string>{"unit_a"})),
-        table(io, segment, sys, {"unit_a"}, [this](pid_t pid, char byte) { sup.message(pid, byte); }),
+        table(io, segment, sys, {"unit_a"}, [this](pid_t pid, char byte, std::string_view text) { sup.message(pid, byte, text); }),
         sup(config(workers), table, segment.header(), log, hooks()) {
     sup.set_child([] {}, [this](const spawn_action&, worker_slot&, unique_fd channel, const sigset_t&) {
       sys.worker_ends[sys.pending_pid_] = std::move(channel);

@@ -4,6 +4,7 @@
 #include "worker_process.hpp"
 
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -112,6 +113,12 @@ worker_process::worker_process(launch& l)
   lifecycle_.set_observer(&observer_);
   ctx_.set_process(process_role::worker, l.slot, l.generation, ::getpid());
   ctx_.set_slot_record(&record_);
+  // From any thread: one write of the whole message, which the master reads up to '\n'.
+  ctx_.set_requester([fd = channel_.native_handle()](control_request what, std::string reason) {
+    std::string message(1, what == control_request::reload ? msg_reload_request : msg_stop_request);
+    message += reason.substr(0, max_request_reason) + '\n';
+    [[maybe_unused]] auto n = ::send(fd, message.data(), message.size(), MSG_NOSIGNAL);
+  });
   set_state(record_, worker_state::starting);
 }
 

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -40,6 +41,9 @@ enum class process_role { master, worker, inline_process, script };
 
 /// "master", "worker", "inline" or "script". Any process.
 std::string_view to_string(process_role r) noexcept;
+
+/// What context::request_reload and request_stop ask for.
+enum class control_request { reload, stop };
 
 namespace detail {
 /// A unit object as the runtime sees it: its name and type for lookups. Any process.
@@ -160,6 +164,15 @@ class context {
   /// Tasks spawned and not yet finished. On the loop's thread only.
   std::size_t running_tasks() const noexcept;
 
+  /// Asks for what SIGHUP does (a rolling reload of the pool, a new cycle inline), with
+  /// `reason` in the log and in `app status`. From any thread and any process of a pool: a
+  /// worker sends it to the master, which coalesces it with other reloads like a SIGHUP. In
+  /// a script it is logged and ignored.
+  void request_reload(std::string_view reason) const;
+  /// Asks for what SIGTERM does (a graceful drain and exit 0), with `reason` in the log. Any
+  /// thread, any process, like request_reload.
+  void request_stop(std::string_view reason) const;
+
   /// Counts a request in this worker's control-block slot (in flight until request_end).
   /// A no-op outside a pool worker. Worker / inline.
   void request_begin() const noexcept;
@@ -187,6 +200,9 @@ class context {
   /// Waits until every spawned task has finished, at most `limit`; those still running then
   /// are logged and left to the loop's end. Returns how many. Runners only, on the loop.
   boost::asio::awaitable<std::size_t> join_tasks(std::chrono::milliseconds limit);
+  /// Who carries out request_reload/request_stop in this process: it must be callable from
+  /// any thread. Runners only, before the units can call it.
+  void set_requester(std::function<void(control_request, std::string reason)> r) { requester_ = std::move(r); }
   /// Connects request_begin/request_end to this worker's record. Runners only (worker).
   void set_slot_record(worker_slot* s) noexcept { slot_record_ = s; }
 
@@ -205,6 +221,7 @@ class context {
   bool draining_ = false;
   worker_slot* slot_record_ = nullptr;
   std::shared_ptr<detail::task_group> tasks_;  ///< made by the first spawn
+  std::function<void(control_request, std::string)> requester_;
 };
 
 }  // namespace systempp

@@ -3,7 +3,8 @@
 /// - the master upgrade's handover (SYSTEMPP_UPGRADE, master/upgrade.hpp),
 /// - exec mode's variables and fd layout (SYSTEMPP_WORKER, SYSTEMPP_LISTENERS, fds 3..,
 ///   worker/exec_layout.hpp),
-/// - the control block's layout (control_block.hpp).
+/// - the control block's layout (control_block.hpp),
+/// - the messages on a worker's channel (worker_runtime.hpp: msg_*).
 /// Two binaries may hand each other a running pool only when their numbers are equal. A
 /// master asks a new binary for its number (`app --upgrade-version`) before it execs it,
 /// and both readers check the number they are handed (SYSTEMPP_PROTOCOL for exec-mode
@@ -16,7 +17,8 @@
 namespace systempp {
 
 /// Bump when any of the above changes in a way the other side would misread.
-inline constexpr std::uint32_t protocol_version = 1;
+/// 2: a worker's reload and stop requests on its channel (context::request_reload).
+inline constexpr std::uint32_t protocol_version = 2;
 
 /// The environment variable carrying the writer's protocol_version to an exec-mode worker.
 inline constexpr const char* protocol_env = "SYSTEMPP_PROTOCOL";
@@ -25,7 +27,7 @@ inline constexpr const char* protocol_env = "SYSTEMPP_PROTOCOL";
 inline constexpr const char* protocol_banner = "systempp-protocol";
 
 // A new block layout is a new protocol: bump both numbers together, then this check.
-static_assert(control_block_layout_version == 2 && protocol_version == 1,
+static_assert(control_block_layout_version == 2 && protocol_version == 2,
               "the control block layout changed: bump protocol_version and update this check");
 
 }  // namespace systempp

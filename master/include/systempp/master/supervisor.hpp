@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "systempp/context.hpp"
 #include "systempp/master/supervisor_policy.hpp"
 #include "systempp/master/worker_table.hpp"
 
@@ -25,6 +26,8 @@ struct supervisor_hooks {
   std::function<void()> finished;                               ///< every worker is gone after a stop
   std::function<void(const reload_done_action&)> reload_done;  ///< a reload ended
   std::function<void()> reload_undo;  ///< undo the reload's configuration before a rollback
+  /// A worker's unit asked for a reload or a stop (context::request_reload): who and why.
+  std::function<void(control_request what, const std::string& who, std::string_view reason)> requested;
   std::function<void(int ready)> pool_ready;                   ///< the first full pool is READY
   std::function<void()> executed;                              ///< after each batch: reschedule the tick
 };
@@ -45,8 +48,9 @@ class supervisor {
 
   /// Carries out every action, in order, then calls hooks.executed.
   void execute(std::vector<action> actions);
-  /// A byte from a worker's channel: READY or a recycle request.
-  void message(pid_t pid, char byte);
+  /// A message from a worker's channel: READY, a recycle request, or a unit's request
+  /// for a reload or a stop (with its reason in `text`).
+  void message(pid_t pid, char byte, std::string_view text = {});
   /// SIGCHLD: reaps every exited worker and hands each exit to the policy.
   void reap();
   /// SIGTTIN/SIGTTOU/`app scale`: resizes the pool (within 1..max_workers), counts the

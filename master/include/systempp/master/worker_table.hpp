@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "systempp/control_block.hpp"
@@ -49,8 +50,9 @@ struct worker_handle {
 /// What a forked child runs: where it was placed, its own record, its end of the channel,
 /// and the signal mask to restore once its handlers exist. Returns the child's exit code.
 using child_main = std::function<int(const spawn_action& a, worker_slot& record, unique_fd channel, const sigset_t& mask)>;
-/// A byte a worker sent on its channel (READY, recycle).
-using message_handler = std::function<void(pid_t pid, char byte)>;
+/// A message a worker sent on its channel: a byte (READY, recycle), or a request byte with
+/// the text that followed it up to '\n' (worker_runtime.hpp).
+using message_handler = std::function<void(pid_t pid, char byte, std::string_view text)>;
 
 /// A reaped worker: its handle (removed from the table) and its wait status.
 struct reaped_worker {

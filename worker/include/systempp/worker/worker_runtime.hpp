@@ -27,6 +27,11 @@ inline constexpr char msg_ready = 'R';  ///< worker -> master: READY (see the sl
 inline constexpr char msg_drain = 'D';  ///< master -> worker: drain now (see the slot's command)
 inline constexpr char msg_quit = 'Q';   ///< master -> worker: fast stop
 inline constexpr char msg_recycle = 'X';  ///< worker -> master: served --max-requests, replace me
+/// worker -> master: a unit called ctx.request_reload / request_stop; the reason follows,
+/// up to 200 bytes, ended by '\n' (which the reason never contains).
+inline constexpr char msg_reload_request = 'H';
+inline constexpr char msg_stop_request = 'T';
+inline constexpr std::size_t max_request_reason = 200;
 
 /// Everything a worker needs. Filled by the master's spawner in the forked child, or by
 /// run_exec_worker in an exec'd image; read by run() in that worker only.
