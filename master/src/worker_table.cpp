@@ -27,7 +27,7 @@ namespace asio = boost::asio;
 struct worker_channel {
   asio::posix::stream_descriptor descriptor;
   char request = 0;  ///< a request byte whose text is being read, or 0
-  std::string text;  ///< that text so far
+  std::string text{};  ///< that text so far
 
   /// Takes one byte read. Returns the message it completes (the byte alone, or a request
   /// with its text), or nothing while a request's text is still coming.

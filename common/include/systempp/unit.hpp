@@ -23,6 +23,10 @@
 #include <type_traits>
 #include <typeinfo>
 
+#if defined(__GNUC__) && !defined(__clang__)
+#include <tr2/type_traits>
+#endif
+
 #include "systempp/context.hpp"
 #include "systempp/stage.hpp"
 
@@ -65,6 +69,46 @@ struct unit_hooks {
   sync_hook commit = nullptr;    ///< commit_reload
 };
 
+/// The class a pointer to member belongs to. Compile time only.
+template <class M>
+struct member_class;
+template <class R, class C>
+struct member_class<R C::*> {
+  using type = C;
+};
+
+/// Whether a unit says that where it redefines a stage of its base class, it calls the
+/// base's stage itself (`static constexpr bool calls_base_stages = true;`).
+template <class U>
+consteval bool calls_base_stages() {
+  if constexpr (requires { bool{U::calls_base_stages}; })
+    return U::calls_base_stages;
+  else
+    return false;
+}
+
+/// Whether U's own stage member hides one that a direct base class declares: C++ name
+/// hiding would then keep the base's stage from ever running. GCC tells the bases
+/// (std::tr2::direct_bases); other compilers skip this check. Compile time only.
+#if defined(__GNUC__) && !defined(__clang__)
+template <template <class> class Trait, class... Bases>
+consteval bool any_declares(std::tr2::__reflection_typelist<Bases...>) {
+  return (Trait<Bases>::declared || ...);
+}
+template <class U, template <class> class Trait>
+consteval bool hides_base_stage() {
+  if constexpr (!Trait<U>::declared_here())
+    return false;
+  else
+    return any_declares<Trait>(typename std::tr2::direct_bases<U>::type{});
+}
+#else
+template <class U, template <class> class Trait>
+consteval bool hides_base_stage() {
+  return false;
+}
+#endif
+
 // One trait per stage name: whether a unit declares the member at all (any shape), and
 // how to call it. `&U::name` catches a member whose parameters are wrong; the call checks
 // catch overloads and templates.
@@ -76,6 +120,12 @@ struct unit_hooks {
     static constexpr bool without_context = requires(U& u) { u.NAME(); };                  \
     static constexpr bool declared =                                                       \
         with_context || without_context || requires { &U::NAME; };                        \
+    static consteval bool declared_here() {                                                \
+      if constexpr (requires { &U::NAME; })                                                \
+        return std::is_same_v<typename member_class<decltype(&U::NAME)>::type, U>;         \
+      else                                                                                 \
+        return false;                                                                      \
+    }                                                                                      \
     static decltype(auto) call(U& u, context& c) {                                         \
       if constexpr (with_context)                                                          \
         return u.NAME(c);                                                                  \
@@ -83,6 +133,10 @@ struct unit_hooks {
         return u.NAME();                                                                   \
     }                                                                                      \
     static consteval bool check() {                                                        \
+      static_assert(!hides_base_stage<U, NAME##_trait>() || calls_base_stages<U>(),        \
+                    "systempp: a unit redefines stage '" #NAME "' of its base class, which " \
+                    "hides the base's (it would never run): call the base's " #NAME          \
+                    " from it and declare `static constexpr bool calls_base_stages = true;`"); \
       if constexpr (declared) {                                                            \
         static_assert(with_context || without_context,                                     \
                       "systempp: stage member '" #NAME                                     \
