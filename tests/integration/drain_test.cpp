@@ -76,21 +76,6 @@ struct held_request {
   }
 };
 
-void require_exit_0(support::child& p) {
-  const auto status = p.wait_exit(20s);
-  INFO(p.output());
-  REQUIRE(status);
-  INFO(support::child::describe(*status));
-  CHECK(support::child::exited_with(*status, 0));
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::size_t occurrences(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
   for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;

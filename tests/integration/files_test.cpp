@@ -23,13 +23,6 @@ struct temp_dir : support::temp_dir {
   explicit temp_dir(const pool_name& name) : support::temp_dir("files-" + name.value) {}
 };
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::vector<std::string> entries_of(const fs::path& dir) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());

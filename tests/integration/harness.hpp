@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <set>
+#include <sstream>
 
 #include <systempp/control_block.hpp>
 
@@ -229,6 +230,23 @@ struct config_file {
     std::filesystem::remove(path, ec);
   }
 };
+
+/// A file's whole content, byte for byte ("" when it cannot be read).
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// Waits (20 s at most) for `p` to exit, and checks it exited 0, showing its output if not.
+inline void require_exit_0(support::child& p) {
+  const auto status = p.wait_exit(std::chrono::seconds(20));
+  INFO(p.output());
+  REQUIRE(status);
+  INFO(support::child::describe(*status));
+  CHECK(support::child::exited_with(*status, 0));
+}
 
 /// Keeps workers that abort from writing core files.
 inline void no_core_dumps() {

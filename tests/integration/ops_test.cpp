@@ -11,13 +11,6 @@ using namespace harness;
 
 namespace {
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // Every sample line is `name{labels} value`; returns name{labels} -> value.
 std::map<std::string, double> parse_prometheus(const std::string& text) {
   static const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})?) (-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?)$)");

@@ -31,13 +31,6 @@ std::string exe_of(pid_t pid) {
   return fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string();
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // The port a master that logs to `log` listens on, from its "listening on" line.
 std::uint16_t port_in_log(const fs::path& log) {
   const std::regex listening(R"(listening on 127\.0\.0\.1:(\d+))");
@@ -48,14 +41,6 @@ std::uint16_t port_in_log(const fs::path& log) {
     return std::regex_search(text, m, listening);
   }, 10s));
   return static_cast<std::uint16_t>(std::stoi(m[1].str()));
-}
-
-void require_exit_0(support::child& p) {
-  const auto status = p.wait_exit(20s);
-  INFO(p.output());
-  REQUIRE(status);
-  INFO(support::child::describe(*status));
-  CHECK(support::child::exited_with(*status, 0));
 }
 
 // After a refused or handed-back upgrade: a SIGHUP still rolls the pool, and SIGTERM still
