@@ -108,7 +108,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
     auto said = done;
     if (!reload_why_.empty()) said.message += " (" + std::exchange(reload_why_, {}) + ")";
     report_->ended(said, sup_->policy().stopping());
-    if (done.next_queued) asio::post(io_, [this] { begin_reload("SIGHUP (coalesced)"); });
+    if (done.next_queued) asio::post(io_, [this] { begin_reload("SIGHUP (coalesced)", false); });
   };
   hooks.requested = [this](control_request what, const std::string& who, std::string_view reason) {
     requested(what, who, reason);
@@ -135,7 +135,7 @@ void master_process::on_signal(int sig) {
       case signal_effect::reap: sup_->reap(); break;
       case signal_effect::drain: stop(stop_mode::graceful, "SIGTERM"); break;
       case signal_effect::fast_stop: stop(stop_mode::fast, sig == SIGINT ? "SIGINT" : "SIGQUIT"); break;
-      case signal_effect::reload: begin_reload("SIGHUP"); break;
+      case signal_effect::reload: begin_reload("SIGHUP", false); break;
       case signal_effect::scale_up:
       case signal_effect::scale_down: scale(sig); break;
       case signal_effect::reopen_logs:
@@ -181,14 +181,14 @@ void master_process::scale(int sig) {
 // A unit's ctx.request_reload/request_stop, from a worker's channel or the master itself.
 void master_process::requested(control_request what, const std::string& who, std::string_view reason) {
   const auto why = fmt::format("{} requested by {}: {}", what == control_request::reload ? "reload" : "stop", who, reason);
-  what == control_request::reload ? begin_reload(why) : stop(stop_mode::graceful, why);
+  what == control_request::reload ? begin_reload(why, true) : stop(stop_mode::graceful, why);
 }
 
-void master_process::begin_reload(const std::string& why) {
+void master_process::begin_reload(const std::string& why, bool in_status) {
   if (sup_->policy().request_reload() != reload_request::begin) return log_->info("{}: after the rollout in progress", why);
   report_->begun();
   log_->info("{}: reloading", why);
-  if (why != "SIGHUP") reload_why_ = why;  // said with the outcome, in the log and in status
+  if (in_status) reload_why_ = why;  // a unit's request: said with the outcome too
   const auto r = lc_.reload(*ctx_);  // a transaction: undone if it fails now or in the rollout
   if (!r.ok) return sup_->execute({sup_->policy().reject_reload(r.error)});
   begin_rollout("reload");

@@ -42,7 +42,8 @@ class master_process {
   void stop(stop_mode mode, std::string_view why);
   void scale(int sig);
   void requested(control_request what, const std::string& who, std::string_view reason);
-  void begin_reload(const std::string& why);
+  /// `why` starts the log line; `in_status`: it is also appended to the reload's outcome.
+  void begin_reload(const std::string& why, bool in_status);
   void begin_rollout(std::string_view why);
   void start_watchdog();
   void schedule_tick();
@@ -66,7 +67,7 @@ class master_process {
   std::optional<worker_table> table_;
   std::optional<supervisor> sup_;
   std::optional<reload_report> report_;
-  std::string reload_why_;  ///< who asked for the reload in progress, when not a SIGHUP
+  std::string reload_why_;  ///< the unit's request behind the reload in progress, if any
   bool finished_ = false;
 };
 

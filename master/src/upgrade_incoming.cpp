@@ -47,10 +47,17 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
   return out;
 }
 
-std::vector<char*> environment_with(prepared_fall_back& p, std::string& upgrade) {
-  auto out = pointers(p.env);
+// `env` plus the handover variable, as execve takes them (both must outlive the result).
+std::vector<char*> environment_with(std::vector<std::string>& env, std::string& upgrade) {
+  auto out = pointers(env);
   out.insert(out.end() - 1, upgrade.data());
   return out;
+}
+
+std::vector<std::string> current_environment() {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  return env;
 }
 
 // Returns only when fexecve failed, with the fds and the signal mask as they were.
@@ -84,14 +91,14 @@ void arm(const handover& h, const std::vector<std::string>& argv) {
   p.fds = handover_fds(h);
   p.argv = argv;
   p.argv_ptrs = pointers(p.argv);
-  for (char** e = environ; *e; ++e) p.env.emplace_back(*e);
+  p.env = current_environment();
   for (int sig : fatal_signals) {
     handover back = h;
     back.back = fmt::format("the new image died of signal {} ({}) before it took the pool over", sig,
                             ::sigabbrev_np(sig));
     p.handovers.push_back(fmt::format("{}={}", upgrade_env, encode(back)));
   }
-  for (auto& text : p.handovers) p.envps.push_back(environment_with(p, text));
+  for (auto& text : p.handovers) p.envps.push_back(environment_with(p.env, text));
   armed = &p;
   struct sigaction sa {};
   sa.sa_handler = on_fatal_signal;
@@ -166,10 +173,8 @@ void incoming_upgrade::fall_back(std::string_view why) const {
   handover back = h_;
   back.back = std::string(why);
   std::string text = fmt::format("{}={}", upgrade_env, encode(back));
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) env.emplace_back(*e);
-  auto envp = pointers(env);
-  envp.insert(envp.end() - 1, text.data());
+  auto env = current_environment();
+  auto envp = environment_with(env, text);
   auto args = argv_;
   auto argvp = pointers(args);
   disarm();
