@@ -72,7 +72,8 @@ int dup_cloexec(int fd) noexcept { return ::fcntl(fd, F_DUPFD_CLOEXEC, 0); }
 
 control_segment control_segment::create(std::string_view pool, pid_t master_pid,
                                         std::uint32_t slot_count,
-                                        std::span<const std::string> unit_names) {
+                                        std::span<const std::string> unit_names,
+                                        std::span<const std::string> stage_names) {
   check_pool_name(pool);
   std::string name = segment_name(pool, master_pid);
   if (slot_count > max_slots) fail(name, "too many slots: " + std::to_string(slot_count));
@@ -80,6 +81,8 @@ control_segment control_segment::create(std::string_view pool, pid_t master_pid,
     fail(name, "too many units: " + std::to_string(unit_names.size()) + " > " +
                    std::to_string(control_header::max_units));
   }
+  if (stage_names.size() > max_stages)
+    fail(name, "too many stages: " + std::to_string(stage_names.size()) + " > " + std::to_string(max_stages));
 
   const std::size_t size = sizeof(control_header) + std::size_t{slot_count} * sizeof(worker_slot);
   int fd = -1;
@@ -129,6 +132,10 @@ control_segment control_segment::create(std::string_view pool, pid_t master_pid,
     // Names are for display: a long one is cut rather than refused.
     const auto n = std::min(unit_names[i].size(), control_header::unit_name_size - 1);
     std::memcpy(header->unit_names[i], unit_names[i].data(), n);
+  }
+  for (std::size_t i = 0; i < stage_names.size(); ++i) {
+    const auto n = std::min(stage_names[i].size(), control_header::unit_name_size - 1);
+    std::memcpy(header->stage_names[i], stage_names[i].data(), n);
   }
   // Last, with release: whoever sees the magic sees a fully initialised header.
   header->magic.store(control_block_magic, std::memory_order_release);

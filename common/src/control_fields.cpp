@@ -73,7 +73,7 @@ void copy_fields(const worker_slot& s, slot_snapshot& out) noexcept {
   out.requests = s.requests.load(r);
   out.errors = s.errors.load(r);
   for (std::size_t u = 0; u < worker_slot::max_units; ++u) {
-    for (std::size_t st = 0; st < stage_count; ++st) {
+    for (std::size_t st = 0; st < max_stages; ++st) {
       out.stage_us[u][st] = s.stage_us[u][st].load(r);
     }
   }
@@ -148,6 +148,12 @@ std::string_view unit_name(const control_header& header, std::uint32_t index) no
                                            control_header::max_units);
   if (index >= count) return {};
   const char* name = header.unit_names[index];
+  return {name, ::strnlen(name, control_header::unit_name_size)};
+}
+
+std::string_view stage_name(const control_header& header, std::uint32_t index) noexcept {
+  if (index >= max_stages) return {};
+  const char* name = header.stage_names[index];
   return {name, ::strnlen(name, control_header::unit_name_size)};
 }
 

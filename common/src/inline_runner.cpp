@@ -105,7 +105,7 @@ exit_code run_cycles(lifecycle& lc, context& ctx, asio::signal_set& signals) {
 
 }  // namespace
 
-int run_inline(const options& opts, std::vector<unit_entry>& units, asio::io_context& io) {
+int run_inline(const options& opts, app_units& units, asio::io_context& io) {
   // The signal set exists before anything else, so a signal that arrives during on_init
   // or between cycles is queued for the loop instead of killing the process.
   asio::signal_set signals(io);

@@ -1,5 +1,7 @@
 #include "systempp/lifecycle.hpp"
 
+#include "stage_call.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -19,7 +21,6 @@
 namespace systempp {
 
 namespace asio = boost::asio;
-using clock_type = std::chrono::steady_clock;
 
 std::string_view to_string(stage_outcome o) noexcept {
   switch (o) {
@@ -84,24 +85,66 @@ constexpr bool eligible(std::uint32_t completed, stage s) noexcept {
 
 }  // namespace
 
-lifecycle::lifecycle(std::vector<detail::unit_entry>& units)
-    : units_(units), completed_(units.size()) {
-  refs_.reserve(units.size());
-  for (const auto& u : units) refs_.push_back(u.ref);
+lifecycle::lifecycle(detail::app_units& app)
+    : units_(app.units), before_(max_stages), after_(max_stages), completed_(app.units.size()) {
+  refs_.reserve(units_.size());
+  for (const auto& u : units_) refs_.push_back(u.ref);
   // The entries are in start order, so a unit's dependencies have their level already.
-  std::vector<std::size_t> level(units.size(), 0);
-  for (std::size_t u = 0; u < units.size(); ++u) {
-    for (std::size_t d : units[u].depends_on)
+  std::vector<std::size_t> level(units_.size(), 0);
+  for (std::size_t u = 0; u < units_.size(); ++u) {
+    for (std::size_t d : units_[u].depends_on)
       if (d < u) level[u] = std::max(level[u], level[d] + 1);
     if (levels_.size() <= level[u]) levels_.resize(level[u] + 1);
     levels_[level[u]].push_back(u);
   }
+  for (std::size_t id = stage_count; id < first_custom_stage; ++id) extras_.push_back(hook_row(static_cast<stage>(id)));
+  extras_.insert(extras_.end(), app.stages.begin(), app.stages.end());
+  // Several at one place run in declaration order, the hook nearest its stage: an
+  // after-list starts with the hook, a before-list ends with it.
+  auto place = [this](std::size_t i) {
+    auto& lists = extras_[i].place == stage_place::after ? after_ : before_;
+    lists[static_cast<std::size_t>(extras_[i].anchor)].push_back(static_cast<stage>(stage_count + i));
+  };
+  for (std::size_t i = 0; i < hook_count; ++i)
+    if (extras_[i].place == stage_place::after) place(i);
+  for (std::size_t i = hook_count; i < extras_.size(); ++i) place(i);
+  for (std::size_t i = 0; i < hook_count; ++i)
+    if (extras_[i].place == stage_place::before) place(i);
+}
+
+std::string_view lifecycle::stage_name(stage s) const noexcept {
+  const auto id = static_cast<std::size_t>(s);
+  if (id < stage_count) return to_string(s);
+  return id - stage_count < extras_.size() ? extras_[id - stage_count].name : std::string_view{};
+}
+
+std::vector<std::string> lifecycle::stage_names() const {
+  std::vector<std::string> names;
+  for (std::size_t id = 0; id < stage_count + extras_.size(); ++id) names.emplace_back(stage_name(static_cast<stage>(id)));
+  return names;
+}
+
+stage_direction lifecycle::direction(stage s) const noexcept {
+  const auto id = static_cast<std::size_t>(s);
+  return id < stage_count ? stage_row_of(s).direction : extras_[id - stage_count].direction;
+}
+
+// A hook or custom stage fails like the built-in stage its anchors lead to.
+bool lifecycle::stops_at_failure(stage s) const noexcept {
+  while (static_cast<std::size_t>(s) >= stage_count) s = extras_[static_cast<std::size_t>(s) - stage_count].anchor;
+  return !is_backward(s);
+}
+
+lifecycle::unit_mask lifecycle::takers(stage s) const {
+  unit_mask who(units_.size());
+  for (std::size_t u = 0; u < units_.size(); ++u) who[u] = eligible(completed_[u], s);
+  return who;
 }
 
 std::vector<std::size_t> lifecycle::order(stage s) const {
   std::vector<std::size_t> idx(units_.size());
   std::iota(idx.begin(), idx.end(), std::size_t{0});
-  if (is_backward(s)) std::reverse(idx.begin(), idx.end());
+  if (direction(s) == stage_direction::backward) std::reverse(idx.begin(), idx.end());
   return idx;
 }
 
@@ -109,52 +152,14 @@ void lifecycle::forget_undone(stage s) noexcept {
   for (stage_set& c : completed_) c &= ~forgotten_after(s);
 }
 
-struct detail::stage_attempt {
-  stage_outcome outcome = stage_outcome::ok;
-  std::string error;
-  bool config = false;  ///< the unit threw config_error
-  std::chrono::microseconds took{0};
-};
-
 namespace {
 
+using detail::call_sync;
+using detail::clock_type;
+using detail::failure_of;
+using detail::since;
 using detail::stage_attempt;
-
-stage_attempt failure_of(std::exception_ptr thrown) {
-  try {
-    std::rethrow_exception(thrown);
-  } catch (const config_error& e) {
-    return {stage_outcome::failed, e.what(), true, {}};
-  } catch (const std::exception& e) {
-    return {stage_outcome::failed, e.what(), false, {}};
-  } catch (...) {
-    return {stage_outcome::failed, "unknown exception", false, {}};
-  }
-}
-
-stage_attempt timed_out(std::chrono::milliseconds limit) {
-  return {stage_outcome::timed_out,
-          fmt::format("exceeded the stage timeout of {} ms", limit.count()), false, {}};
-}
-
-std::chrono::microseconds since(clock_type::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0);
-}
-
-// A sync stage cannot be interrupted: an overrun is only known when it returns.
-stage_attempt call_sync(detail::sync_hook hook, void* self, context& ctx,
-                        std::chrono::milliseconds limit) {
-  const auto t0 = clock_type::now();
-  stage_attempt a;
-  try {
-    hook(self, ctx);
-    if (clock_type::now() - t0 > limit) a = timed_out(limit);
-  } catch (...) {
-    a = failure_of(std::current_exception());
-  }
-  a.took = since(t0);
-  return a;
-}
+using detail::timed_out;
 
 // Asio's || waits for the first *successful* branch, so the stage's exception is carried
 // out as a value: a throwing stage must end the race at once, not when the timer fires.
@@ -211,11 +216,13 @@ asio::awaitable<void> attempt_in_level(detail::async_hook hook, void* self, cont
 
 }  // namespace
 
-// Whether `unit` runs `s` now. A unit without the stage's member completes it at once.
+// Whether `unit` runs `s` now. A unit without a built-in stage's member completes it at
+// once; hooks and custom stages complete nothing (they ride on their built-in stage).
 bool lifecycle::enter(std::size_t unit, stage s, bool has_hook) {
-  if (!eligible(completed_[unit], s)) return false;
+  const bool builtin = static_cast<std::size_t>(s) < stage_count;
+  if (builtin && !eligible(completed_[unit], s)) return false;
   if (!has_hook) {
-    completed_[unit] |= bit(s);
+    if (builtin) completed_[unit] |= bit(s);
     return false;
   }
   if (observer_) observer_->stage_begin(unit, s);
@@ -227,98 +234,81 @@ bool lifecycle::enter(std::size_t unit, stage s, bool has_hook) {
 bool lifecycle::leave(std::size_t unit, stage s, stage_attempt&& a, context& ctx,
                       stage_result& result) {
   const bool ok = a.outcome == stage_outcome::ok;
-  if (ok) completed_[unit] |= bit(s);
+  if (ok && static_cast<std::size_t>(s) < stage_count) completed_[unit] |= bit(s);
   if (observer_) observer_->stage_end(unit, s, a.took, a.outcome);
   const double ms = static_cast<double>(a.took.count()) / 1000.0;
   const auto& name = refs_[unit].name;
   if (ok) {
-    ctx.log().info("{} {} {:.1f} ms ok", to_string(s), name, ms);
+    ctx.log().info("{} {} {:.1f} ms ok", stage_name(s), name, ms);
   } else {
-    ctx.log().error("{} {} {:.1f} ms {}: {}", to_string(s), name, ms, to_string(a.outcome),
-                    a.error);
+    ctx.log().error("{} {} {:.1f} ms {}: {}", stage_name(s), name, ms, to_string(a.outcome), a.error);
     if (result.ok) {
       result.ok = false;
       result.failed_unit = unit;
       result.config_error = a.config;
-      result.error = fmt::format("unit {}, stage {}: {}", name, to_string(s), a.error);
+      result.error = fmt::format("unit {}, stage {}: {}", name, stage_name(s), a.error);
     }
   }
   records_.push_back(stage_record{unit, s, a.took, a.outcome, std::move(a.error)});
-  return ok || is_backward(s);
+  return ok || !stops_at_failure(s);
 }
 
 stage_result lifecycle::run(stage s, context& ctx) {
   stage_result result;
-  for (std::size_t u : order(s)) {
-    const auto hook = units_[u].hooks.sync[static_cast<std::size_t>(s)];
-    if (!enter(u, s, hook != nullptr)) continue;
-    if (!leave(u, s, call_sync(hook, units_[u].ref.object, ctx, timeout_), ctx, result)) break;
-  }
+  run_chain(s, takers(s), ctx, result);
   forget_undone(s);
   return result;
 }
 
-stage_result lifecycle::reload(context& ctx) {
-  commit_reload(ctx);
-  constexpr auto s = stage::on_reload;
-  stage_result result;
+// Stage `s` with what is anchored before and after it, for the units in `who`. A forward
+// chain stops at the first failure (what comes after its failed part does not run).
+void lifecycle::run_chain(stage s, const unit_mask& who, context& ctx, stage_result& result) {
+  const bool stops = stops_at_failure(s);
+  const auto id = static_cast<std::size_t>(s);
+  for (stage b : before_[id])
+    if (result.ok || !stops) run_chain(b, who, ctx, result);
+  if (result.ok || !stops) run_units(s, who, ctx, result);
+  for (stage a : after_[id])
+    if (result.ok || !stops) run_chain(a, who, ctx, result);
+}
+
+void lifecycle::run_units(stage s, const unit_mask& who, context& ctx, stage_result& result) {
+  const auto id = static_cast<std::size_t>(s);
   for (std::size_t u : order(s)) {
-    const auto& hooks = units_[u].hooks;
-    const auto hook = hooks.sync[static_cast<std::size_t>(s)];
-    if (!enter(u, s, hook != nullptr)) continue;
-    kept_.emplace_back(u, hooks.keep ? hooks.keep(units_[u].ref.object) : nullptr);
+    const auto hook = units_[u].hooks.sync[id];
+    if (!who[u] || !enter(u, s, hook != nullptr)) continue;
     if (!leave(u, s, call_sync(hook, units_[u].ref.object, ctx, timeout_), ctx, result)) break;
   }
-  forget_undone(s);
-  reload_open_ = true;
-  if (!result.ok) abort_reload(ctx);
-  return result;
-}
-
-void lifecycle::commit_reload(context& ctx) {
-  if (!reload_open_) return;
-  for (const auto& [u, copy] : kept_) {
-    if (!units_[u].hooks.commit) continue;
-    const auto a = call_sync(units_[u].hooks.commit, units_[u].ref.object, ctx, timeout_);
-    if (a.outcome != stage_outcome::ok) ctx.log().error("commit_reload {}: {}", refs_[u].name, a.error);
-  }
-  kept_.clear();
-  reload_open_ = false;
-}
-
-void lifecycle::abort_reload(context& ctx) {
-  if (!reload_open_) return;
-  for (auto it = kept_.rbegin(); it != kept_.rend(); ++it) {
-    const auto& [u, copy] = *it;
-    const auto& hooks = units_[u].hooks;
-    if (copy) {
-      hooks.restore(units_[u].ref.object, copy.get());
-    } else if (hooks.rollback) {
-      const auto a = call_sync(hooks.rollback, units_[u].ref.object, ctx, timeout_);
-      if (a.outcome != stage_outcome::ok) ctx.log().error("rollback_reload {}: {}", refs_[u].name, a.error);
-    }
-  }
-  if (!kept_.empty()) ctx.log().info("reload undone: {} unit(s) as before", kept_.size());
-  kept_.clear();
-  reload_open_ = false;
 }
 
 asio::awaitable<stage_result> lifecycle::run_async(stage s, context& ctx) {
   stage_result result;
+  co_await run_chain_async(s, takers(s), ctx, result);
+  forget_undone(s);
+  co_return result;
+}
+
+// run_chain inside the loop: each stage level by level of the dependency graph.
+asio::awaitable<void> lifecycle::run_chain_async(stage s, const unit_mask& who, context& ctx,
+                                                 stage_result& result) {
+  const bool stops = stops_at_failure(s);
+  const auto id = static_cast<std::size_t>(s);
+  for (stage b : before_[id])
+    if (result.ok || !stops) co_await run_chain_async(b, who, ctx, result);
   auto levels = levels_;
-  if (is_backward(s)) {  // the last level first, and each level in reverse start order
+  if (direction(s) == stage_direction::backward) {  // the last level first, each in reverse
     std::reverse(levels.begin(), levels.end());
     for (auto& level : levels) std::reverse(level.begin(), level.end());
   }
   for (const auto& level : levels) {
+    if (!result.ok && stops) break;  // a forward stage stops at the failed level
     std::vector<std::size_t> running;
     for (std::size_t u : level)
-      if (enter(u, s, units_[u].hooks.async[static_cast<std::size_t>(s)] != nullptr)) running.push_back(u);
+      if (who[u] && enter(u, s, units_[u].hooks.async[id] != nullptr)) running.push_back(u);
     if (!running.empty()) co_await run_level(s, running, ctx, result);
-    if (!result.ok && !is_backward(s)) break;  // a forward stage stops at the failed level
   }
-  forget_undone(s);
-  co_return result;
+  for (stage a : after_[id])
+    if (result.ok || !stops) co_await run_chain_async(a, who, ctx, result);
 }
 
 // The units of one level at once; each is booked (leave) as it finishes, so the level's
@@ -331,7 +321,7 @@ asio::awaitable<void> lifecycle::run_level(stage s, const std::vector<std::size_
     leave(units[0], s, std::move(a), ctx, result);
     co_return;
   }
-  const bool forward = !is_backward(s);
+  const bool forward = stops_at_failure(s);
   auto ex = co_await asio::this_coro::executor;
   using op = decltype(asio::co_spawn(ex, std::declval<asio::awaitable<void>>(), asio::deferred));
   std::vector<op> ops;

@@ -80,8 +80,8 @@ std::string json_escape(std::string_view s) {
 }
 
 std::string stage_text(const slot_snapshot& w, const control_header& h) {
-  if (w.stage >= stage_count || w.unit >= h.unit_count.load()) return "-";
-  return fmt::format("{}/{}", unit_name(h, w.unit), to_string(static_cast<stage>(w.stage)));
+  if (stage_name(h, w.stage).empty() || w.unit >= h.unit_count.load()) return "-";
+  return fmt::format("{}/{}", unit_name(h, w.unit), stage_name(h, w.stage));
 }
 
 bool live(const slot_snapshot& w) {
@@ -119,9 +119,9 @@ std::string worker_json(const pool_view& v, std::uint32_t index, const slot_snap
   std::string stages;
   for (std::uint32_t u = 0; u < v.units(); ++u) {
     std::string per;
-    for (std::size_t st = 0; st < stage_count; ++st)
-      if (w.stage_us[u][st])
-        per += fmt::format("{}\"{}\":{:.3f}", per.empty() ? "" : ",", to_string(static_cast<stage>(st)),
+    for (std::uint32_t st = 0; st < max_stages; ++st)
+      if (w.stage_us[u][st] && !stage_name(h, st).empty())
+        per += fmt::format("{}\"{}\":{:.3f}", per.empty() ? "" : ",", json_escape(stage_name(h, st)),
                            w.stage_us[u][st] / 1000.0);
     stages += fmt::format("{}\"{}\":{{{}}}", stages.empty() ? "" : ",", json_escape(unit_name(h, u)), per);
   }
@@ -130,7 +130,7 @@ std::string worker_json(const pool_view& v, std::uint32_t index, const slot_snap
       R"("requests":{},"in_flight":{},"errors":{},"heartbeat_age_ms":{},"restarts":{},"stage_ms":{{{}}}}})",
       slot_of_record(index), lane_of_record(index), w.pid, w.generation, to_string(w.state),
       w.unit < h.unit_count.load() ? fmt::format("\"{}\"", json_escape(unit_name(h, w.unit))) : "null",
-      w.stage < stage_count ? fmt::format("\"{}\"", to_string(static_cast<stage>(w.stage))) : "null",
+      stage_name(h, w.stage).empty() ? "null" : fmt::format("\"{}\"", json_escape(stage_name(h, w.stage))),
       v.age_s(w.started_ms), w.requests, w.in_flight, w.errors, v.beat_age_ms(w), w.restarts, stages);
 }
 
@@ -165,12 +165,11 @@ void status_text(const pool_ref& p, const pool_view& v) {
   // Blame: the slowest run of each unit's stage among the live workers.
   std::cout << "\nstage timings (slowest live worker):\n";
   for (std::uint32_t u = 0; u < v.units(); ++u)
-    for (std::size_t st = 0; st < stage_count; ++st) {
+    for (std::uint32_t st = 0; st < max_stages; ++st) {
       std::uint32_t slowest = 0;
       for (const auto& [index, w] : v.workers) slowest = std::max(slowest, w.stage_us[u][st]);
-      if (slowest)
-        std::cout << fmt::format("  {:>9.1f} ms  {} {}\n", slowest / 1000.0, to_string(static_cast<stage>(st)),
-                                 unit_name(h, u));
+      if (slowest && !stage_name(h, st).empty())
+        std::cout << fmt::format("  {:>9.1f} ms  {} {}\n", slowest / 1000.0, stage_name(h, st), unit_name(h, u));
     }
 }
 

@@ -33,7 +33,7 @@ int print_upgrade_version(const options& opts) {
 
 namespace systempp::detail {
 
-int run_main(int argc, const char* const* argv, std::vector<unit_entry>& units,
+int run_main(int argc, const char* const* argv, app_units& units,
              boost::asio::io_context& io) {
   // First: this image may have been handed a running pool by a master upgrade, and from
   // here on any failure hands it back instead of losing it.

@@ -80,7 +80,7 @@ int master_process::open() {
       auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
       metrics_.emplace(io_, std::move(bound.front()), [this] { return table_ ? render_metrics(*pool_.segment, *table_, lc_) : std::string(); }, log_);
     }
-    pool_ = open_pool(opts_, upgrade_ ? &upgrade_->pool() : nullptr, lc_.unit_names(), *log_);
+    pool_ = open_pool(opts_, upgrade_ ? &upgrade_->pool() : nullptr, lc_.unit_names(), lc_.stage_names(), *log_);
   } catch (const std::exception& e) {
     if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
@@ -235,7 +235,7 @@ void master_process::finish() {
   io_.stop();
 }
 
-int run_master(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io,
+int run_master(const options& opts, detail::app_units& units, asio::io_context& io,
                std::optional<incoming_upgrade> upgrade) {
   block_master_signals();  // until the master's signal_set listens on them (run)
   master_process m(opts, units, io, std::move(upgrade));

@@ -24,7 +24,7 @@ namespace asio = boost::asio;
 
 class master_process {
  public:
-  master_process(const options& opts, std::vector<detail::unit_entry>& units, asio::io_context& io,
+  master_process(const options& opts, detail::app_units& units, asio::io_context& io,
                  std::optional<incoming_upgrade> upgrade)
       : opts_(opts), units_(units), io_(io), upgrade_(std::move(upgrade)), signals_(io_), tick_(io_), watchdog_timer_(io_), retire_(io_), lc_(units), sys_(io) {}
 
@@ -50,7 +50,7 @@ class master_process {
   void finish();
 
   const options& opts_;
-  std::vector<detail::unit_entry>& units_;
+  detail::app_units& units_;
   asio::io_context& io_;  ///< made by systempp::main before the units, so it outlives them
   std::optional<incoming_upgrade> upgrade_;  ///< set until this image took over a pool (SIGUSR2)
   asio::signal_set signals_;

@@ -68,22 +68,22 @@ void render_reloads(const control_header& h, exposition& e) {
 
 void render_stages(const metrics_input& in, exposition& e) {
   const control_header& h = *in.header;
-  std::map<std::pair<std::uint32_t, std::size_t>, std::uint32_t> slowest;
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> slowest;
   const std::uint32_t units = std::min<std::uint32_t>(h.unit_count.load(), worker_slot::max_units);
   for (const auto& snap : in.live)
     for (std::uint32_t u = 0; u < units; ++u)
-      for (std::size_t st = 0; st < stage_count; ++st)
-        if (snap.stage_us[u][st]) slowest[{u, st}] = std::max(slowest[{u, st}], snap.stage_us[u][st]);
+      for (std::uint32_t st = 0; st < max_stages; ++st)
+        if (snap.stage_us[u][st] && !stage_name(h, st).empty()) slowest[{u, st}] = std::max(slowest[{u, st}], snap.stage_us[u][st]);
   e.family("systempp_stage_duration_seconds", "gauge", "Slowest run of a unit's stage among live workers.");
   for (const auto& [key, us] : slowest)
     e.line("systempp_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}", unit_name(h, key.first),
-           to_string(static_cast<stage>(key.second)), us / 1e6);
+           stage_name(h, key.second), us / 1e6);
   e.family("systempp_master_stage_duration_seconds", "gauge", "The master's own stages (last run).");
   std::map<std::pair<std::size_t, stage>, const master_stage_time*> last;  // in declaration order
   for (const auto& run : in.master_stages) last[{run.unit_index, run.which}] = &run;
   for (const auto& [key, run] : last)
     e.line("systempp_master_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}", run->unit,
-           to_string(run->which), run->seconds);
+           run->stage_name, run->seconds);
 }
 
 }  // namespace
@@ -100,7 +100,8 @@ std::string render_metrics(const control_segment& segment, const worker_table& t
   metrics_input in{&segment.header(), {}, {}};
   for (const auto& [pid, w] : table.workers()) in.live.push_back(read_slot(segment.record(w.slot, w.lane)));
   for (const auto& rec : lc.records())
-    in.master_stages.push_back({rec.unit, lc.unit_name(rec.unit), rec.which, rec.duration.count() / 1e6});
+    in.master_stages.push_back({rec.unit, lc.unit_name(rec.unit), rec.which, rec.duration.count() / 1e6,
+                                std::string(lc.stage_name(rec.which))});
   return render_metrics(in);
 }
 

@@ -121,7 +121,7 @@ unique_fd open_image() {
 }  // namespace
 
 pool_setup open_pool(const options& opts, const handover* h, const std::vector<std::string>& units,
-                     spdlog::logger& log) {
+                     const std::vector<std::string>& stages, spdlog::logger& log) {
   pool_setup out;
   out.exec_path = invoked_path(opts.program);
   out.image = open_image();
@@ -151,7 +151,8 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
   }
   out.max_workers = std::min(max_pool_workers, std::max(16, opts.workers * 2));
   out.segment.emplace(control_segment::create(opts.name, ::getpid(),
-                                              static_cast<std::uint32_t>(out.max_workers * lanes_per_slot), units));
+                                              static_cast<std::uint32_t>(out.max_workers * lanes_per_slot), units,
+                                              stages));
   if (!opts.pidfile.empty()) write_pidfile(opts.pidfile, ::getpid());
   control_header& hdr = out.segment->header();
   hdr.master_state.store(master_state::starting);

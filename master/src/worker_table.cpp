@@ -87,8 +87,8 @@ std::string worker_table::where(const worker_handle& w) const {
   const auto st = r.stage.load(std::memory_order_relaxed);
   const auto un = r.unit.load(std::memory_order_relaxed);
   std::string text = fmt::format("worker[{}] pid {} g{}", w.slot, w.pid, w.generation);
-  if (st < stage_count && un < unit_names_.size())
-    text += fmt::format(" (in {} of unit {})", to_string(static_cast<stage>(st)), unit_names_[un]);
+  if (const auto stage = stage_name(segment_.header(), st); !stage.empty() && un < unit_names_.size())
+    text += fmt::format(" (in {} of unit {})", stage, unit_names_[un]);
   return text;
 }
 

@@ -16,4 +16,13 @@ struct rolls_back {
   void rollback_reload(systempp::context&) {}
   void commit_reload() {}
 };
-int main() { systempp::app_instance<systempp::app<rolls_back, ok_unit>> a; }
+// Hooks and custom stages, one anchored to another.
+SYSTEMPP_STAGE(warmup, async, forward, after, systempp::stages::post_startup);
+SYSTEMPP_STAGE(after_warmup, sync, backward, after, systempp::stages::on_exit);
+struct staged {
+  boost::asio::awaitable<void> before_on_startup(systempp::context&) { co_return; }
+  void after_on_init() {}
+  void warmup(systempp::context&) {}
+  void after_warmup() {}
+};
+int main() { systempp::app_instance<systempp::app<rolls_back, ok_unit, staged, warmup, after_warmup>> a; }

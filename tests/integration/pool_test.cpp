@@ -267,3 +267,91 @@ TEST_CASE("pool: SIGTERM sent to a worker directly drains it, and it is replaced
     return after.size() == 2 && std::none_of(after.begin(), after.end(), [&](auto& kv) { return kv.second == target; });
   }, 10s));
 }
+
+namespace {
+
+// `probe_app status --name N [--json]`, which must succeed; returns its output.
+std::string status_of(const pool_name& name, bool json = true) {
+  std::vector<std::string> args{probe_path, "status", "--name", name.value};
+  if (json) args.push_back("--json");
+  auto p = support::child::spawn(args);
+  const auto status = p.wait_exit(20s);
+  INFO(p.output());
+  REQUIRE(status);
+  REQUIRE(support::child::exited_with(*status, 0));
+  return p.output();
+}
+
+// The object of the worker with `pid` in a `status --json` output ("" when it is not there).
+std::string worker_json(const std::string& json, pid_t pid) {
+  const auto at = json.find("\"pid\":" + std::to_string(pid) + ",");
+  if (at == std::string::npos) return {};
+  const auto begin = json.rfind("{\"slot\":", at);
+  const auto end = json.find("{\"slot\":", at);
+  return begin == std::string::npos ? std::string{} : json.substr(begin, end - begin);
+}
+
+// A unit's time in a stage, from a worker's "stage_ms" object; -1 when it has none.
+double stage_ms(const std::string& worker, const std::string& unit, const std::string& stage) {
+  const std::regex timing("\"" + unit + "\":\\{[^}]*\"" + stage + "\":([0-9.]+)");
+  std::smatch m;
+  return std::regex_search(worker, m, timing) ? std::stod(m[1].str()) : -1.0;
+}
+
+// Milliseconds from the master's spawn of `pid` to its READY, from its control block record.
+long long spawn_to_ready_ms(const systempp::control_segment& seg, pid_t pid) {
+  for (std::uint32_t i = 0; i < seg.slot_count(); ++i) {
+    const auto w = systempp::read_slot(seg.slot(i));
+    if (w.pid == pid && w.ready_ms != 0)
+      return static_cast<long long>(w.ready_ms) - static_cast<long long>(w.started_ms);
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("pool: a worker runs the on_startup of independent units concurrently",
+          "[pool][units]") {
+  // alpha, beta and gamma each wait 400 ms in on_startup: one after the other a worker
+  // would need at least 1200 ms to become READY, together about 400.
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "2", "--name", name.value}, {{"PROBE_DELAY", "on_startup:400"}});
+  auto seg = attach(name, s.proc.pid());
+  const auto ready = wait_ready(seg, 2);
+  INFO(s.proc.output());
+  REQUIRE(ready.size() == 2);
+  const std::string json = status_of(name);
+  INFO(json);
+  for (auto [slot, pid] : ready) {
+    INFO("worker slot " << slot << " pid " << pid);
+    const std::string worker = worker_json(json, pid);
+    REQUIRE_FALSE(worker.empty());
+    CHECK(worker.find("\"state\":\"ready\"") != std::string::npos);
+    for (const char* unit : {"alpha", "beta", "gamma"}) {
+      INFO("unit " << unit << ": on_startup " << stage_ms(worker, unit, "on_startup") << " ms");
+      CHECK(stage_ms(worker, unit, "on_startup") >= 400.0);
+    }
+    const long long to_ready = spawn_to_ready_ms(seg, pid);
+    INFO("spawn to READY " << to_ready << " ms");
+    CHECK(to_ready >= 400);
+    CHECK(to_ready < 1000);
+  }
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
+}
+
+TEST_CASE("pool: the app's custom stage is timed per unit in status, like a built-in stage", "[pool][stages]") {
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "1", "--name", name.value}, {{"PROBE_DELAY", "warmup:150"}});
+  auto seg = attach(name, s.proc.pid());
+  const auto ready = wait_ready(seg, 1);
+  REQUIRE(ready.size() == 1);
+  const std::string worker = worker_json(status_of(name), ready.begin()->second);
+  INFO(worker);
+  for (const char* unit : {"alpha", "beta", "gamma"}) CHECK(stage_ms(worker, unit, "warmup") >= 150.0);
+  const std::string text = status_of(name, false);
+  INFO(text);
+  CHECK(std::regex_search(text, std::regex(R"(\d+\.\d ms  warmup beta)")));
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
+}

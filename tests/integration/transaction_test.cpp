@@ -133,3 +133,18 @@ TEST_CASE("transaction: a rollout failing after a slot switched rolls that slot 
   REQUIRE(support::wait_until([&] { return settled(*p.seg, 2, 4); }, 15s));
   CHECK(p.messages() == std::set<std::string>{"two"});
 }
+
+TEST_CASE("transaction: a new worker failing the app's custom stage fails the rollout like a built-in stage",
+          "[reload][transaction][stages]") {
+  probe_pool p;
+  const auto before = wait_ready(*p.seg, 2);
+  p.faults.write("beta:warmup:throw@gen2\n");  // warmup: after post_startup, before READY
+  p.s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(*p.seg, 1) == systempp::reload_outcome::failed);
+  const auto message = systempp::read_reload_message(p.seg->header());
+  INFO(message);
+  CHECK(message.find("warmup of unit beta") != std::string::npos);
+  CHECK(message.find("no slot had switched: the previous configuration serves") != std::string::npos);
+  CHECK(wait_ready(*p.seg, 2) == before);  // the same workers serve
+  CHECK(p.messages() == std::set<std::string>{"one"});
+}

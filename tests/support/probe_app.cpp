@@ -1,6 +1,7 @@
 // A test-only app: the demo's units plus three probes (alpha, beta, gamma) that implement
-// every stage, so the runtime logs each call ("pre_startup beta 0.0 ms ok"). Faults are
-// injected from the environment:
+// every stage, and the custom stage "warmup" (after post_startup, before READY), so the
+// runtime logs each call ("pre_startup beta 0.0 ms ok"). Faults are injected from the
+// environment (a stage may be "warmup" too):
 //   PROBE_FAULTS="unit:stage:kind,..."  kind = throw | config | hang | exit | abort
 //     throw: a runtime_error; config: a config_error (exit 2); hang: never completes
 //     (a sync stage blocks, an async one waits forever); exit: _exit(99) on the spot;
@@ -14,12 +15,16 @@
 //     in worker slot 0 of generation 1 once READY (post_startup), or in the master's on_init.
 //   PROBE_BLOCK_LOOP_MS=N  N ms after READY, the worker's loop blocks for good (a wedged
 //     process: its heartbeat stops).
+//   PROBE_DELAY="stage:ms"  e.g. "on_startup:300": alpha, beta and gamma each wait ms on a
+//     steady_timer of ctx.io() in that async stage (on_startup, post_startup, warmup,
+//     pre_shutdown or on_shutdown), after its fault check.
 
 #include <unistd.h>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <stdexcept>
@@ -48,10 +53,11 @@ std::string faults() {
   return env ? env : "";
 }
 
-std::string fault_for(std::string_view unit, stage s, const systempp::context& ctx) {
+// `stage_name`: a built-in stage, a hook or the custom stage "warmup".
+std::string fault_for(std::string_view unit, std::string_view stage_name, const systempp::context& ctx) {
   const std::string text = faults();
   if (text.empty()) return {};
-  const std::string prefix = std::string(unit) + ":" + std::string(to_string(s)) + ":";
+  const std::string prefix = std::string(unit) + ":" + std::string(stage_name) + ":";
   std::string_view all(text);
   while (!all.empty()) {
     auto comma = all.find(',');
@@ -71,14 +77,17 @@ std::string fault_for(std::string_view unit, stage s, const systempp::context& c
 }
 
 // Returns true when the stage should hang.
-bool apply_fault(std::string_view unit, stage s, const systempp::context& ctx) {
-  const std::string kind = fault_for(unit, s, ctx);
+bool apply_fault(std::string_view unit, std::string_view stage_name, const systempp::context& ctx) {
+  const std::string kind = fault_for(unit, stage_name, ctx);
   if (kind.empty()) return false;
   if (kind == "throw") throw std::runtime_error("injected failure");
   if (kind == "config") throw systempp::config_error("injected configuration error");
   if (kind == "exit") ::_exit(99);
   if (kind == "abort") std::abort();
   return kind == "hang";
+}
+bool apply_fault(std::string_view unit, stage s, const systempp::context& ctx) {
+  return apply_fault(unit, to_string(s), ctx);
 }
 
 void hang_forever() {
@@ -87,6 +96,23 @@ void hang_forever() {
 
 boost::asio::awaitable<void> wait_forever(systempp::context& ctx) {
   boost::asio::steady_timer t(ctx.io(), std::chrono::hours(24));
+  co_await t.async_wait(boost::asio::use_awaitable);
+}
+
+// PROBE_DELAY: how long the probes wait in async stage `s` (zero unless it names `s`).
+std::chrono::milliseconds delay_for(std::string_view stage_name) {
+  const char* env = std::getenv("PROBE_DELAY");
+  if (!env) return {};
+  const std::string_view spec(env);
+  const auto colon = spec.find(':');
+  if (colon == std::string_view::npos || spec.substr(0, colon) != stage_name) return {};
+  return std::chrono::milliseconds(std::atoi(env + colon + 1));
+}
+
+boost::asio::awaitable<void> probe_delay(systempp::context& ctx, std::string_view stage_name) {
+  const auto ms = delay_for(stage_name);
+  if (ms <= std::chrono::milliseconds::zero()) co_return;
+  boost::asio::steady_timer t(ctx.io(), ms);
   co_await t.async_wait(boost::asio::use_awaitable);
 }
 
@@ -126,17 +152,27 @@ struct probe {
   void pre_startup(systempp::context& ctx) { if (apply_fault(name, stage::pre_startup, ctx)) hang_forever(); }
   boost::asio::awaitable<void> on_startup(systempp::context& ctx) {
     if (apply_fault(name, stage::on_startup, ctx)) co_await wait_forever(ctx);
+    co_await probe_delay(ctx, to_string(stage::on_startup));
   }
   boost::asio::awaitable<void> post_startup(systempp::context& ctx) {
     if (apply_fault(name, stage::post_startup, ctx)) co_await wait_forever(ctx);
+    co_await probe_delay(ctx, to_string(stage::post_startup));
     if (N == 2) schedule_block(ctx);
     if (N == 2 && ctx.role() != systempp::process_role::master) maybe_request(ctx);
   }
+  // The app's custom stage (after post_startup, before READY); faults and delays name it
+  // "warmup" like a built-in stage.
+  boost::asio::awaitable<void> warmup(systempp::context& ctx) {
+    if (apply_fault(name, "warmup", ctx)) co_await wait_forever(ctx);
+    co_await probe_delay(ctx, "warmup");
+  }
   boost::asio::awaitable<void> pre_shutdown(systempp::context& ctx) {
     if (apply_fault(name, stage::pre_shutdown, ctx)) co_await wait_forever(ctx);
+    co_await probe_delay(ctx, to_string(stage::pre_shutdown));
   }
   boost::asio::awaitable<void> on_shutdown(systempp::context& ctx) {
     if (apply_fault(name, stage::on_shutdown, ctx)) co_await wait_forever(ctx);
+    co_await probe_delay(ctx, to_string(stage::on_shutdown));
   }
   void post_shutdown(systempp::context& ctx) { if (apply_fault(name, stage::post_shutdown, ctx)) hang_forever(); }
   void on_exit(systempp::context& ctx) { if (apply_fault(name, stage::on_exit, ctx)) hang_forever(); }
@@ -153,7 +189,9 @@ struct probe {
   std::unique_ptr<boost::asio::steady_timer> block_timer_;
 };
 
-using probe_app = systempp::app<demo::settings, probe<0>, probe<1>, probe<2>, demo::http_server>;
+SYSTEMPP_STAGE(warmup, async, forward, after, systempp::stages::post_startup);
+
+using probe_app = systempp::app<demo::settings, probe<0>, probe<1>, probe<2>, demo::http_server, warmup>;
 
 }  // namespace
 

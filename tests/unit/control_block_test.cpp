@@ -91,10 +91,10 @@ const std::vector<std::string> units{"settings", "database", "http_server"};
 // change must break this test, as a reminder to bump control_block_layout_version (the
 // shared-memory format is read by other builds after a master upgrade).
 TEST_CASE("the control block layout is pinned", "[control_block]") {
-  CHECK(control_block_layout_version == 2);
-  CHECK(sizeof(control_header) == 960);
+  CHECK(control_block_layout_version == 3);
+  CHECK(sizeof(control_header) == 2496);
   CHECK(alignof(control_header) == 64);
-  CHECK(sizeof(worker_slot) == 704);
+  CHECK(sizeof(worker_slot) == 3200);
   CHECK(alignof(worker_slot) == 64);
 
   CHECK(offsetof(control_header, magic) == 0);
@@ -112,6 +112,7 @@ TEST_CASE("the control block layout is pinned", "[control_block]") {
   CHECK(offsetof(control_header, unit_names) == 384);
   CHECK(offsetof(control_header, master_started_ms) == 896);
   CHECK(offsetof(control_header, scale_request) == 904);
+  CHECK(offsetof(control_header, stage_names) == 908);
 
   CHECK(offsetof(worker_slot, seq) == 0);
   CHECK(offsetof(worker_slot, epoch) == 4);

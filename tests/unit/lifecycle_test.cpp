@@ -394,9 +394,9 @@ TEST_CASE("an app extending another keeps base units first forward and last back
 
 TEST_CASE("units are named by their name member or their type", "[lifecycle][composition]") {
   systempp::app_instance<extended_app> instance;
-  REQUIRE(instance.entries().size() == 3);
-  CHECK(instance.entries()[0].ref.name == "base_a");
-  CHECK(instance.entries()[2].ref.name == "extra");
+  REQUIRE(instance.entries().units.size() == 3);
+  CHECK(instance.entries().units[0].ref.name == "base_a");
+  CHECK(instance.entries().units[2].ref.name == "extra");
 }
 
 TEST_CASE("an async stage that throws fails at once with its message, not as a timeout",
@@ -460,11 +460,11 @@ TEST_CASE("declared dependencies start first; declaration order breaks ties; tea
   // Declared backwards, with two independent units around them.
   systempp::app_instance<systempp::app<deps::x, deps::web, deps::y, deps::database, deps::settings>> instance;
   std::vector<std::string> names;
-  for (const auto& e : instance.entries()) names.push_back(e.ref.name);
+  for (const auto& e : instance.entries().units) names.push_back(e.ref.name);
   CHECK(names == std::vector<std::string>{"x", "y", "settings", "database", "web"});
   // Each entry knows the positions of what it depends on.
-  CHECK(instance.entries()[3].depends_on == std::vector<std::size_t>{2});
-  CHECK(instance.entries()[4].depends_on == std::vector<std::size_t>{3, 2});
+  CHECK(instance.entries().units[3].depends_on == std::vector<std::size_t>{2});
+  CHECK(instance.entries().units[4].depends_on == std::vector<std::size_t>{3, 2});
 
   boost::asio::io_context io;
   systempp::lifecycle lc(instance.entries());
@@ -481,6 +481,6 @@ TEST_CASE("declared dependencies start first; declaration order breaks ties; tea
 TEST_CASE("an app without dependencies keeps its declaration order", "[lifecycle][dependencies]") {
   systempp::app_instance<systempp::app<deps::y, deps::x, deps::settings>> instance;
   std::vector<std::string> names;
-  for (const auto& e : instance.entries()) names.push_back(e.ref.name);
+  for (const auto& e : instance.entries().units) names.push_back(e.ref.name);
   CHECK(names == std::vector<std::string>{"y", "x", "settings"});
 }

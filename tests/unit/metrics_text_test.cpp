@@ -23,8 +23,11 @@ bool has_line(const std::string& text, const std::string& line) {
 }  // namespace
 
 TEST_CASE("metrics add live workers to the folded totals and count workers by state", "[metrics]") {
+  std::vector<std::string> stages;
+  for (std::size_t i = 0; i < systempp::first_custom_stage; ++i) stages.emplace_back(to_string(static_cast<stage>(i)));
+  stages.emplace_back("warmup");  // the app's first custom stage
   auto seg = control_segment::create("mttest_" + std::to_string(::getpid()), ::getpid(), 4,
-                                     std::vector<std::string>{"settings", "http"});
+                                     std::vector<std::string>{"settings", "http"}, stages);
   control_header& h = seg.header();
   h.requests_total.store(100);  // folded in from workers already reaped
   h.errors_total.store(3);
@@ -45,9 +48,11 @@ TEST_CASE("metrics add live workers to the folded totals and count workers by st
   slot_snapshot b = a;
   b.state = worker_state::draining;
   b.stage_us[1][static_cast<std::size_t>(stage::on_startup)] = 500'000;
+  b.stage_us[1][systempp::first_custom_stage] = 125'000;
   in.live = {a, b};
-  in.master_stages = {{0, "settings", stage::on_init, 0.5}, {0, "settings", stage::on_init, 0.25},
-                      {1, "http", stage::on_init, 0.125}};
+  in.master_stages = {{0, "settings", stage::on_init, 0.5, "on_init"},
+                      {0, "settings", stage::on_init, 0.25, "on_init"},
+                      {1, "http", stage::on_init, 0.125, "on_init"}};
 
   const std::string text = render_metrics(in);
   CHECK(has_line(text, "# TYPE systempp_requests_total counter"));
@@ -66,6 +71,7 @@ TEST_CASE("metrics add live workers to the folded totals and count workers by st
   CHECK(has_line(text, "systempp_reload_last_duration_seconds 1.500"));
   // The slowest live run of a stage, and the master's last run of each of its own.
   CHECK(has_line(text, "systempp_stage_duration_seconds{unit=\"http\",stage=\"on_startup\"} 0.500000"));
+  CHECK(has_line(text, "systempp_stage_duration_seconds{unit=\"http\",stage=\"warmup\"} 0.125000"));
   CHECK(has_line(text, "systempp_master_stage_duration_seconds{unit=\"settings\",stage=\"on_init\"} 0.250000"));
   CHECK(text.find("unit=\"settings\",stage=\"on_init\"} 0.500000") == std::string::npos);
   CHECK(text.find("systempp_master_stage_duration_seconds{unit=\"settings\"") <

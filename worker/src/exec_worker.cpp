@@ -16,7 +16,7 @@
 
 namespace systempp::worker {
 
-int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units,
+int run_exec_worker(const options& opts, detail::app_units& units,
                     boost::asio::io_context& io) noexcept {
   try {
     auto [id, listeners] = read_exec_handover();

@@ -67,14 +67,14 @@ void slot_observer::stage_end(std::size_t unit, stage s, std::chrono::microsecon
                               stage_outcome outcome) {
   if (unit < worker_slot::max_units) {
     const auto us = std::min<std::int64_t>(took.count(), UINT32_MAX);
-    r_.stage_us[unit][static_cast<std::size_t>(s)].store(static_cast<std::uint32_t>(us),
+    r_.stage_us[unit][static_cast<std::size_t>(s) % max_stages].store(static_cast<std::uint32_t>(us),
                                                         std::memory_order_relaxed);
   }
   std::erase(running_, unit);
   if (failed_) return;
   // Units of one level run concurrently: the record names the one that failed first, or
   // else one still running (the one to blame if the stage hangs).
-  if (outcome != stage_outcome::ok && !is_backward(s)) {
+  if (outcome != stage_outcome::ok && lc_.stops_at_failure(s)) {
     failed_ = true;
     publish(unit, s);
   } else if (!running_.empty()) {
@@ -99,7 +99,7 @@ worker_process::worker_process(launch& l)
       signals_(io_),
       channel_(io_, l.channel.release()),
       lifecycle_(*l.units),
-      observer_(record_),
+      observer_(record_, lifecycle_),
       ctx_(process_role::worker, opts_,
            make_logger(fmt::format("worker[{}] g{}", l.slot, l.generation), opts_), io_,
            *l.listeners, lifecycle_.refs()),

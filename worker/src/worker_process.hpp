@@ -25,7 +25,7 @@ namespace systempp::worker {
 /// record. Worker only.
 class slot_observer final : public stage_observer {
  public:
-  explicit slot_observer(worker_slot& r) : r_(r) {}
+  slot_observer(worker_slot& r, const lifecycle& lc) : r_(r), lc_(lc) {}
   void stage_begin(std::size_t unit, stage s) override;
   void stage_end(std::size_t unit, stage s, std::chrono::microseconds took,
                  stage_outcome outcome) override;
@@ -33,6 +33,7 @@ class slot_observer final : public stage_observer {
  private:
   void publish(std::size_t unit, stage s);
   worker_slot& r_;
+  const lifecycle& lc_;
   std::vector<std::size_t> running_;  ///< units inside the current stage (a level runs at once)
   bool failed_ = false;
 };

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "systempp/dependencies.hpp"
+#include "systempp/stage_types.hpp"
 #include "systempp/unit.hpp"
 
 namespace systempp {
@@ -43,16 +44,58 @@ struct concat<type_list<As...>, type_list<Bs...>, Rest...> {
   using type = typename concat<type_list<As..., Bs...>, Rest...>::type;
 };
 
-/// A unit becomes a one-element list; an app<...> becomes its (already flat) unit list.
-/// Compile time only.
+/// A unit becomes a one-element list; an app<...> becomes its (already flat) unit list; a
+/// custom stage is not a unit. Compile time only.
 template <class T>
 struct flatten_one {
-  using type = type_list<T>;
+  using type = std::conditional_t<is_custom_stage<T>, type_list<>, type_list<T>>;
 };
 template <class... Us>
 struct flatten_one<app<Us...>> {
   using type = typename app<Us...>::units;
 };
+
+/// The custom stages an app lists (SYSTEMPP_STAGE), nested apps' in place. Compile time only.
+template <class T>
+struct stages_of_one {
+  using type = std::conditional_t<is_custom_stage<T>, type_list<T>, type_list<>>;
+};
+template <class... Us>
+struct stages_of_one<app<Us...>> {
+  using type = typename app<Us...>::stages;
+};
+
+/// Instantiated only for a custom stage anchored to a custom stage that is not in the app:
+/// the compiler's message names both (the stage, then its anchor). Compile time only.
+template <class Stage, class Anchor>
+struct stage_anchor_not_in_app {
+  static_assert(always_false<Stage, Anchor>,
+                "systempp: a custom stage is anchored to a custom stage that is not in the app "
+                "(see the template arguments: the stage, then its anchor)");
+};
+
+/// A hook type's id (the void at the end of a hook_list gets one it never uses).
+template <class H>
+consteval stage hook_id_of() {
+  if constexpr (std::is_void_v<H>)
+    return stage::on_init;
+  else
+    return H::id;
+}
+
+/// The id of custom stage S's anchor in an app whose custom stages are `Customs`.
+template <class S, class Customs>
+consteval stage anchor_id() {
+  using anchor = typename S::anchor;
+  if constexpr (requires { anchor::id; }) {
+    return anchor::id;
+  } else if constexpr (index_in<anchor, Customs>::value == not_found) {
+    static_assert(sizeof(stage_anchor_not_in_app<S, anchor>) > 0);
+    return stage::on_init;
+  } else {
+    return static_cast<stage>(first_custom_stage + index_in<anchor, Customs>::value);
+  }
+}
 
 /// How many times T occurs in Ts. Compile time only.
 template <class T, class... Ts>
@@ -71,6 +114,38 @@ struct units_tuple<type_list<Us...>> {
                 "systempp: units must be default-constructible");
   using type = std::tuple<Us...>;
 };
+
+/// Stores U's member for stage type S under id `Id` (void: the end of a hook_list).
+/// Compile time checks; the store runs where app_instance is constructed.
+template <class U, class S, stage Id>
+void register_stage(unit_hooks& h) {
+  if constexpr (!std::is_void_v<S>) register_hook<U, S::template trait, Id, S::loop>(h);
+}
+
+/// Stores U's members for every hook (before_X, after_X) it has.
+template <class U, class... Hooks>
+void register_hooks(unit_hooks& h, hook_list<Hooks...>) {
+  (register_stage<U, Hooks, hook_id_of<Hooks>()>(h), ...);
+}
+
+/// Stores U's members for the app's custom stages (ids from first_custom_stage on).
+template <class U, class... Customs>
+void register_custom_stages(unit_hooks& h, type_list<Customs...> list) {
+  (register_stage<U, Customs,
+                  static_cast<stage>(first_custom_stage + index_in<Customs, decltype(list)>::value)>(h),
+   ...);
+}
+
+/// The rows of an app's custom stages, in id order. Any process.
+template <class... Customs>
+std::vector<extra_stage> custom_stage_rows(type_list<Customs...>) {
+  using list = type_list<Customs...>;
+  static_assert(sizeof...(Customs) <= max_custom_stages, "systempp: too many custom stages in the app");
+  static_assert(((count_of<Customs, Customs...> == 1) && ...),
+                "systempp: a custom stage appears twice in the app");
+  return {extra_stage{Customs::name, Customs::loop, Customs::direction, anchor_id<Customs, list>(),
+                      Customs::place}...};
+}
 
 /// A unit ready for the runtime: name, type, object, its stage hooks and the positions (in
 /// the entries, which are in start order) of the units it depends on. Built by
@@ -98,12 +173,23 @@ std::vector<std::size_t> positions_of(type_list<Deps...>) {
 
 }  // namespace detail
 
-/// An ordered composition of units (and of other apps, flattened in place). A type only:
-/// never instantiated; `units` is the flat type_list in declaration order.
+namespace detail {
+/// What the runners get from an app: its units in start order and its custom stages.
+struct app_units {
+  std::vector<unit_entry> units;
+  std::vector<extra_stage> stages;  ///< ids first_custom_stage, first_custom_stage + 1, ...
+};
+}  // namespace detail
+
+/// An ordered composition of units, custom stages (SYSTEMPP_STAGE) and other apps,
+/// flattened in place. A type only: never instantiated; `units` is the flat type_list of
+/// units in declaration order, `stages` that of custom stages.
 template <class... Ts>
 struct app {
   /// The flat list of unit types, in declaration order (nested apps expanded in place).
   using units = typename detail::concat<typename detail::flatten_one<Ts>::type...>::type;
+  /// The flat list of custom stage types, in declaration order.
+  using stages = typename detail::concat<typename detail::stages_of_one<Ts>::type...>::type;
 };
 
 /// The live units of an app: constructed once per process image (before any fork), in
@@ -117,9 +203,10 @@ class app_instance {
   /// Default-constructs every unit. Launching process (systempp::main, run_script).
   app_instance() : units_(std::make_unique<tuple_type>()) {
     std::apply([this](auto&... u) { (add(u), ...); }, *units_);
+    entries_.stages = detail::custom_stage_rows(typename App::stages{});
   }
-  /// The type-erased view the runners use, in start order. Any process.
-  std::vector<detail::unit_entry>& entries() noexcept { return entries_; }
+  /// The type-erased view the runners use, units in start order. Any process.
+  detail::app_units& entries() noexcept { return entries_; }
 
  private:
   using declared = typename App::units;
@@ -129,13 +216,16 @@ class app_instance {
 
   template <class U>
   void add(U& u) {
-    entries_.push_back(detail::unit_entry{
-        detail::unit_ref{detail::unit_name<U>(), std::type_index(typeid(U)), &u},
-        detail::hooks_of<U>(), detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{})});
+    auto hooks = detail::hooks_of<U>();
+    detail::register_hooks<U>(hooks, detail::all_hooks{});
+    detail::register_custom_stages<U>(hooks, typename App::stages{});
+    entries_.units.push_back(detail::unit_entry{
+        detail::unit_ref{detail::unit_name<U>(), std::type_index(typeid(U)), &u}, hooks,
+        detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{})});
   }
 
   std::unique_ptr<tuple_type> units_;
-  std::vector<detail::unit_entry> entries_;
+  detail::app_units entries_;
 };
 
 }  // namespace systempp

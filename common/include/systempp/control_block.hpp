@@ -44,7 +44,7 @@ namespace systempp {
 inline constexpr std::uint32_t control_block_magic = 0x42435053;
 /// Bump this when the layout changes (any field, size, order or meaning), and update the
 /// pinned sizes in tests/unit/control_block_test.cpp.
-inline constexpr std::uint32_t control_block_layout_version = 2;
+inline constexpr std::uint32_t control_block_layout_version = 3;
 
 /// `stage` and `unit` in a slot hold this while no stage runs (e.g. while serving).
 inline constexpr std::uint32_t no_stage = 0xffff'ffff;
@@ -107,6 +107,11 @@ struct alignas(64) control_header {
   /// `app scale N` (the one writer outside the pool) stores N here and sends SIGTTIN; the
   /// master takes it with exchange(0), so a plain SIGTTIN still means "one more".
   std::atomic<std::uint32_t> scale_request{};
+
+  // Layout version 3.
+  /// master, once, before any worker exists: the name of every stage id the app runs
+  /// (built-in, hooks, custom; stage.hpp), like unit_names. Read with stage_name().
+  char stage_names[max_stages][unit_name_size]{};
 };
 
 /// One per worker slot, cache-line aligned so that two workers' hot counters never share
@@ -139,7 +144,7 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint64_t> errors{};             ///< worker: failed since spawn
 
   /// worker: duration in microseconds of each stage, per unit (like systemd-analyze blame).
-  std::atomic<std::uint32_t> stage_us[max_units][stage_count]{};
+  std::atomic<std::uint32_t> stage_us[max_units][max_stages]{};
 };
 
 // One static_assert per atomic type used: a type that needs a lock would put a
@@ -154,7 +159,7 @@ static_assert(std::atomic<reload_outcome>::is_always_lock_free);
 static_assert(std::atomic_ref<char>::is_always_lock_free);  // reload_message bytes
 
 static_assert(sizeof(pid_t) == sizeof(std::int32_t), "pids are stored as int32");
-static_assert(stage_count == 9, "a new stage changes worker_slot::stage_us: bump the version "
+static_assert(max_stages == 48, "a new stage limit changes worker_slot::stage_us: bump the version "
                                 "(see \"to add a stage\" in stage.hpp)");
 static_assert(std::is_standard_layout_v<control_header> && std::is_standard_layout_v<worker_slot>,
               "offsetof is pinned in tests");
@@ -206,7 +211,7 @@ struct slot_snapshot {
   std::uint64_t ready_ms = 0;
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
-  std::array<std::array<std::uint32_t, stage_count>, worker_slot::max_units> stage_us{};
+  std::array<std::array<std::uint32_t, max_stages>, worker_slot::max_units> stage_us{};
   /// false when the writer kept updating (or died mid-update) through every retry; the
   /// copy is then best effort: each field is valid but they may not agree.
   bool consistent = true;
@@ -226,6 +231,9 @@ std::string read_reload_message(const control_header& header);
 /// The name of unit `index`, or "" when the index is out of range. The view points into
 /// the segment; the names never change after create. Runs anywhere.
 std::string_view unit_name(const control_header& header, std::uint32_t index) noexcept;
+/// The name of stage id `index` (a slot's `stage`, a stage_us column), or "" when the index
+/// is out of range or the app has no such stage. Runs anywhere.
+std::string_view stage_name(const control_header& header, std::uint32_t index) noexcept;
 
 // ---------------------------------------------------------------------------------------------
 // The segment
@@ -269,11 +277,12 @@ constexpr int lane_of_record(std::uint32_t index) noexcept { return static_cast<
 class control_segment {
  public:
   /// Master only. Creates "systempp.<pool>.<master_pid>" (fails if it exists), mode 0600,
-  /// sized for `slot_count` slots, every slot FREE, unit names filled in. Throws
-  /// control_block_error.
+  /// sized for `slot_count` slots, every slot FREE, unit and stage names (lifecycle::
+  /// stage_names) filled in. Throws control_block_error.
   static control_segment create(std::string_view pool, pid_t master_pid,
                                 std::uint32_t slot_count,
-                                std::span<const std::string> unit_names);
+                                std::span<const std::string> unit_names,
+                                std::span<const std::string> stage_names = {});
 
   /// Workers and `app status`. Opens an existing segment and validates it (owner, size,
   /// magic, layout version, sizes). Throws control_block_error on any mismatch.

@@ -77,8 +77,9 @@ struct stage_attempt;
 /// completed which stage" is per process.
 class lifecycle {
  public:
-  /// Keeps a reference to `units` (an app_instance's entries). Any process.
-  explicit lifecycle(std::vector<detail::unit_entry>& units);
+  /// Keeps a reference to `app`'s units (an app_instance's entries) and learns its custom
+  /// stages. Any process.
+  explicit lifecycle(detail::app_units& app);
 
   /// Name/type/object of every unit, for context's sibling lookups.
   std::span<const detail::unit_ref> refs() const noexcept { return refs_; }
@@ -93,8 +94,17 @@ class lifecycle {
     return names;
   }
 
+  /// The name of stage id `s`: built-in, hook or one of this app's custom stages.
+  std::string_view stage_name(stage s) const noexcept;
+  /// The names of every stage id this app can run, in id order (for the control block).
+  std::vector<std::string> stage_names() const;
+  /// Whether a failure of stage id `s` stops it (forward) or every unit still runs it
+  /// (backward). A hook or custom stage fails like the built-in stage it is anchored to.
+  bool stops_at_failure(stage s) const noexcept;
+
   /// Runs a sync stage (on_init, on_reload, pre_startup, post_shutdown, on_exit) outside
-  /// the loop. A sync stage cannot be interrupted: one that overruns its timeout is
+  /// the loop, with the hooks and custom stages anchored to it (stage_types.hpp): they run
+  /// for the units that take the stage, and their failure is the stage's. A sync stage cannot be interrupted: one that overruns its timeout is
   /// recorded as timed out when it returns (the master's --ready-timeout catches hangs).
   stage_result run(stage s, context& ctx);
 
@@ -104,6 +114,7 @@ class lifecycle {
   /// operation_aborted) and counts as timed out. In a forward stage the first failure
   /// cancels the siblings still running in its level (they count as cancelled, not
   /// completed) and no later level runs; a backward stage waits for every unit.
+  /// Like run, the hooks and custom stages anchored to `s` run with it.
   boost::asio::awaitable<stage_result> run_async(stage s, context& ctx);
 
   /// The units by dependency level, in start order: level 0 depends on nothing, level k on
@@ -140,7 +151,16 @@ class lifecycle {
   /// Bit i set: the unit completed stage i, and no stage has undone it since.
   using stage_set = std::uint32_t;
 
+  /// Which units run a chain: true for those that take its built-in stage.
+  using unit_mask = std::vector<bool>;
+
+  unit_mask takers(stage s) const;
   std::vector<std::size_t> order(stage s) const;
+  stage_direction direction(stage s) const noexcept;
+  void run_chain(stage s, const unit_mask& who, context& ctx, stage_result& result);
+  void run_units(stage s, const unit_mask& who, context& ctx, stage_result& result);
+  boost::asio::awaitable<void> run_chain_async(stage s, const unit_mask& who, context& ctx,
+                                               stage_result& result);
   boost::asio::awaitable<void> run_level(stage s, const std::vector<std::size_t>& units, context& ctx,
                                          stage_result& result);
   bool enter(std::size_t unit, stage s, bool has_hook);
@@ -149,6 +169,10 @@ class lifecycle {
   void forget_undone(stage s) noexcept;
 
   std::vector<detail::unit_entry>& units_;
+  /// The hooks, then the app's custom stages: the row of id `stage_count + i` is extras_[i].
+  std::vector<extra_stage> extras_;
+  /// Per stage id, the stages anchored before and after it, in the order they run.
+  std::vector<std::vector<stage>> before_, after_;
   std::vector<detail::unit_ref> refs_;
   std::vector<stage_set> completed_;  ///< per unit
   std::vector<std::vector<std::size_t>> levels_;

@@ -5,11 +5,12 @@
 /// are all generated from it.
 ///
 /// To add a stage: add its row to SYSTEMPP_STAGES and call it where it belongs in the
-/// runners (run_cycle in lifecycle.cpp, or the inline/master runner). A row anywhere but at
-/// the end renumbers the stages stored in shared memory, and any new row resizes
-/// worker_slot::stage_us: bump control_block_layout_version, the stage_count assert and
+/// runners (run_cycle in cycle.cpp, or the inline/master runner). Any new row renumbers the
+/// hooks and custom stages whose ids are stored in shared memory: bump
+/// control_block_layout_version and protocol_version, the stage_count assert below, and
 /// the pinned sizes in tests/unit/control_block_test.cpp. A new startup stage also wants
-/// its own exit_code (errors.hpp, `app --help` in options.cpp, docs/guide.md).
+/// its own exit_code (errors.hpp, `app --help` in options.cpp, docs/guide.md). An app
+/// that only needs a stage of its own declares a custom stage instead (stage_types.hpp).
 
 #include <cstddef>
 #include <cstdint>
@@ -90,9 +91,78 @@ constexpr const stage_row& stage_row_of(stage s) noexcept {
   return stage_table[static_cast<std::size_t>(s)];
 }
 
-/// The stage's name as written in unit classes and logs. Any process; s must be valid, as
-/// for stage_row_of.
-constexpr std::string_view to_string(stage s) noexcept { return stage_row_of(s).name; }
+// ---------------------------------------------------------------------------------------------
+// Hooks and custom stages
+// ---------------------------------------------------------------------------------------------
+// Besides the built-in stages a unit may implement a *hook*, before_X or after_X for every
+// built-in stage X, and an app may declare *custom stages* (SYSTEMPP_STAGE, stage_types.hpp)
+// anchored before or after any stage. They are stages like the others: each has an id (a
+// `stage` value past the built-in ones), is logged, timed and shown in status, and runs
+// where its anchor runs, for the units that take the anchor. Ids:
+//   0 .. stage_count-1                     the built-in stages, rows of SYSTEMPP_STAGES
+//   stage_count + 2i, stage_count + 2i + 1 before_X and after_X of built-in stage i
+//   first_custom_stage ..                  the app's custom stages, in declaration order
+
+/// Where a hook or custom stage runs relative to the stage it is anchored to.
+enum class stage_place { before, after };
+
+/// Number of hooks: one before and one after each built-in stage.
+inline constexpr std::size_t hook_count = 2 * stage_count;
+/// The id of an app's first custom stage.
+inline constexpr std::size_t first_custom_stage = stage_count + hook_count;
+/// Ids an app may use; sizes the per-stage tables (unit hooks, the control block's stage_us
+/// and stage names).
+inline constexpr std::size_t max_stages = 48;
+/// How many custom stages one app may declare.
+inline constexpr std::size_t max_custom_stages = max_stages - first_custom_stage;
+
+/// The id of hook before_X or after_X of built-in stage `anchor`. Compile time / any process.
+constexpr stage hook_of(stage anchor, stage_place place) noexcept {
+  return static_cast<stage>(stage_count + 2 * static_cast<std::size_t>(anchor) +
+                            (place == stage_place::after ? 1 : 0));
+}
+
+/// A hook or custom stage: its name, where it runs and in which order units take it.
+/// Built by the app (app.hpp); read by the lifecycle in any process.
+struct extra_stage {
+  std::string_view name;
+  stage_loop loop;
+  stage_direction direction;
+  stage anchor;  ///< the stage it runs before or after (built-in, hook or custom)
+  stage_place place;
+};
+
+namespace detail {
+/// "before_on_init", "after_on_init", ...: the hooks' names, in id order.
+inline constexpr std::string_view hook_names[] = {
+#define SYSTEMPP_DETAIL_HOOK_NAMES(name, ...) "before_" #name, "after_" #name,
+    SYSTEMPP_STAGES(SYSTEMPP_DETAIL_HOOK_NAMES)
+#undef SYSTEMPP_DETAIL_HOOK_NAMES
+};
+static_assert(std::size(hook_names) == hook_count);
+}  // namespace detail
+
+/// The hook with id `s` (stage_count <= s < first_custom_stage): it runs where its built-in
+/// stage runs, in the same direction. Compile time / any process.
+constexpr extra_stage hook_row(stage s) noexcept {
+  const auto i = static_cast<std::size_t>(s) - stage_count;
+  const stage anchor = static_cast<stage>(i / 2);
+  const stage_row& row = stage_row_of(anchor);
+  return {detail::hook_names[i], row.loop, row.direction, anchor,
+          i % 2 ? stage_place::after : stage_place::before};
+}
+
+/// The name of a built-in stage or hook as written in unit classes and logs ("" for a
+/// custom stage id: only the app knows those, see lifecycle::stage_name). Any process.
+constexpr std::string_view to_string(stage s) noexcept {
+  const auto i = static_cast<std::size_t>(s);
+  if (i < stage_count) return stage_row_of(s).name;
+  if (i < first_custom_stage) return hook_row(s).name;
+  return {};
+}
+
+// The three below take a built-in stage only (s < stage_count): a hook's or custom stage's
+// row is the lifecycle's (lifecycle::stops_at_failure, stage_name).
 
 /// Async stages run inside the process's io_context and may be coroutines. Any process.
 constexpr bool is_async(stage s) noexcept { return stage_row_of(s).loop == stage_loop::async; }

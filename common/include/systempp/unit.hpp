@@ -56,11 +56,12 @@ using keep_hook = std::shared_ptr<void> (*)(const void* self);
 /// Restores a unit from what keep_hook returned (copy assignment).
 using restore_hook = void (*)(void* self, const void* kept);
 
-/// The hooks of one unit, indexed by stage; null where the unit has no such stage. Built at
+/// The hooks of one unit, indexed by stage id (built-in, hook or custom: stage.hpp); null
+/// where the unit has no such stage. Built at
 /// compile time by hooks_of; read in any process.
 struct unit_hooks {
-  std::array<sync_hook, stage_count> sync{};
-  std::array<async_hook, stage_count> async{};
+  std::array<sync_hook, max_stages> sync{};
+  std::array<async_hook, max_stages> async{};
   /// The reload transaction (lifecycle::reload): a unit with on_reload either is copied
   /// before it (keep/restore) or undoes it itself (rollback); commit is optional.
   keep_hook keep = nullptr;
@@ -109,31 +110,33 @@ consteval bool hides_base_stage() {
 }
 #endif
 
-// One trait per stage name: whether a unit declares the member at all (any shape), and
-// how to call it. `&U::name` catches a member whose parameters are wrong; the call checks
-// catch overloads and templates.
-#define SYSTEMPP_DETAIL_STAGE_TRAIT(NAME, ...)                                             \
+// One trait per stage member name: whether a unit declares the member at all (any shape),
+// and how to call it. `&U::name` catches a member whose parameters are wrong; the call
+// checks catch overloads and templates. ASYNC says whether the stage runs inside the loop.
+// Used for the built-in stages below and, nested in each stage type, for hooks and custom
+// stages (stage_types.hpp).
+#define SYSTEMPP_DETAIL_MEMBER_TRAIT(TRAIT, NAME, ASYNC)                                    \
   template <class U>                                                                       \
-  struct NAME##_trait {                                                                    \
-    static constexpr stage id = stage::NAME;                                               \
-    static constexpr bool with_context = requires(U& u, context& c) { u.NAME(c); };        \
+  struct TRAIT {                                                                           \
+    static constexpr bool with_context = requires(U& u, ::systempp::context& c) { u.NAME(c); }; \
     static constexpr bool without_context = requires(U& u) { u.NAME(); };                  \
     static constexpr bool declared =                                                       \
         with_context || without_context || requires { &U::NAME; };                        \
     static consteval bool declared_here() {                                                \
       if constexpr (requires { &U::NAME; })                                                \
-        return std::is_same_v<typename member_class<decltype(&U::NAME)>::type, U>;         \
+        return std::is_same_v<typename ::systempp::detail::member_class<decltype(&U::NAME)>::type, U>; \
       else                                                                                 \
         return false;                                                                      \
     }                                                                                      \
-    static decltype(auto) call(U& u, context& c) {                                         \
+    static decltype(auto) call(U& u, ::systempp::context& c) {                             \
       if constexpr (with_context)                                                          \
         return u.NAME(c);                                                                  \
       else                                                                                 \
         return u.NAME();                                                                   \
     }                                                                                      \
     static consteval bool check() {                                                        \
-      static_assert(!hides_base_stage<U, NAME##_trait>() || calls_base_stages<U>(),        \
+      static_assert(!::systempp::detail::hides_base_stage<U, TRAIT>() ||                   \
+                        ::systempp::detail::calls_base_stages<U>(),                        \
                     "systempp: a unit redefines stage '" #NAME "' of its base class, which " \
                     "hides the base's (it would never run): call the base's " #NAME          \
                     " from it and declare `static constexpr bool calls_base_stages = true;`"); \
@@ -142,17 +145,19 @@ consteval bool hides_base_stage() {
                       "systempp: stage member '" #NAME                                     \
                       "' must be callable as " #NAME "(systempp::context&) or " #NAME "()"); \
         if constexpr (with_context || without_context) {                                   \
-          using result = decltype(call(std::declval<U&>(), std::declval<context&>()));     \
-          if constexpr (is_async(stage::NAME)) {                                           \
-            static_assert(std::is_void_v<result> || is_awaitable_void<result>::value,      \
+          using result = decltype(call(std::declval<U&>(), std::declval<::systempp::context&>())); \
+          if constexpr (ASYNC) {                                                           \
+            static_assert(std::is_void_v<result> ||                                        \
+                              ::systempp::detail::is_awaitable_void<result>::value,        \
                           "systempp: async stage '" #NAME                                  \
                           "' must return void or boost::asio::awaitable<void>");           \
           } else {                                                                         \
-            static_assert(!is_awaitable_void<result>::value,                               \
+            static_assert(!::systempp::detail::is_awaitable_void<result>::value,           \
                           "systempp: sync stage '" #NAME                                   \
                           "' runs outside the event loop and cannot be a coroutine; "      \
                           "return void");                                                  \
-            static_assert(std::is_void_v<result> || is_awaitable_void<result>::value,      \
+            static_assert(std::is_void_v<result> ||                                        \
+                              ::systempp::detail::is_awaitable_void<result>::value,        \
                           "systempp: sync stage '" #NAME "' must return void");            \
           }                                                                                \
         }                                                                                  \
@@ -160,6 +165,9 @@ consteval bool hides_base_stage() {
       return true;                                                                         \
     }                                                                                      \
   };
+
+#define SYSTEMPP_DETAIL_STAGE_TRAIT(NAME, ...) \
+  SYSTEMPP_DETAIL_MEMBER_TRAIT(NAME##_trait, NAME, is_async(stage::NAME))
 
 /// on_init_trait<U> ... on_exit_trait<U>, one per row of SYSTEMPP_STAGES: whether U
 /// declares that stage, how to call it, and check() with the static_asserts behind the
@@ -186,15 +194,15 @@ boost::asio::awaitable<void> call_async(void* self, context& ctx) {
   }
 }
 
-/// Checks one stage member of U (static_assert) and stores its hook, if U has one.
-/// Compile-time check; the store runs where app_instance is constructed.
-template <class U, template <class> class Trait>
+/// Checks one stage member of U (static_assert) and stores its hook under stage `Id`, if
+/// U has one. Compile-time check; the store runs where app_instance is constructed.
+template <class U, template <class> class Trait, stage Id, stage_loop Loop>
 void register_hook(unit_hooks& hooks) {
   using trait = Trait<U>;
   static_assert(trait::check());
   if constexpr (trait::with_context || trait::without_context) {
-    constexpr auto index = static_cast<std::size_t>(trait::id);
-    if constexpr (is_async(trait::id))
+    constexpr auto index = static_cast<std::size_t>(Id);
+    if constexpr (Loop == stage_loop::async)
       hooks.async[index] = &call_async<U, Trait>;
     else
       hooks.sync[index] = &call_sync<U, Trait>;
@@ -245,7 +253,8 @@ void register_transaction(unit_hooks& h) {
 template <class U>
 unit_hooks hooks_of() {
   unit_hooks h;
-#define SYSTEMPP_DETAIL_REGISTER_HOOK(NAME, ...) register_hook<U, NAME##_trait>(h);
+#define SYSTEMPP_DETAIL_REGISTER_HOOK(NAME, LOOP, ...) \
+  register_hook<U, NAME##_trait, stage::NAME, stage_loop::LOOP>(h);
   SYSTEMPP_STAGES(SYSTEMPP_DETAIL_REGISTER_HOOK)
 #undef SYSTEMPP_DETAIL_REGISTER_HOOK
   register_transaction<U>(h);

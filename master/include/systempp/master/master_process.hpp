@@ -17,7 +17,7 @@ namespace systempp::master {
 /// Binds, runs on_init, forks and supervises `opts.workers` workers until SIGTERM/SIGINT,
 /// then runs on_exit. Returns the process exit code. With `upgrade`, this image was exec'd
 /// by a master upgrade: it takes that pool over, or hands it back (upgrade.hpp). Master only.
-int run_master(const options& opts, std::vector<detail::unit_entry>& units, boost::asio::io_context& io,
+int run_master(const options& opts, detail::app_units& units, boost::asio::io_context& io,
                std::optional<incoming_upgrade> upgrade = std::nullopt);
 
 /// `app --upgrade-version`: opens the log file as the master would (then closes it),

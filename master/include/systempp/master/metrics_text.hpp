@@ -16,6 +16,7 @@ struct master_stage_time {
   std::string unit;
   stage which = stage::on_init;
   double seconds = 0;
+  std::string stage_name;  ///< of `which` (built-in, hook or custom)
 };
 
 /// What the text is made of. Live workers are the ones the master has not reaped yet; a

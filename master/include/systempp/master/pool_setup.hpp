@@ -45,7 +45,7 @@ struct pool_setup {
 /// sockets or binds --bind, creates the block and writes --pidfile. Handed over: adopts the
 /// previous image's listeners and block (checked first by incoming_upgrade::check). Throws config_error (exit 2) for bad input.
 pool_setup open_pool(const options& opts, const handover* h, const std::vector<std::string>& units,
-                     spdlog::logger& log);
+                     const std::vector<std::string>& stages, spdlog::logger& log);
 
 /// Blocks every signal the master handles (its column of the signal table), so that one
 /// arriving before the master's signal_set listens waits instead of killing the process

@@ -20,7 +20,7 @@ namespace systempp::master {
 /// What every child of this master shares.
 struct worker_launch {
   const options* opts = nullptr;
-  std::vector<detail::unit_entry>* units = nullptr;
+  detail::app_units* units = nullptr;
   const std::vector<listener>* listeners = nullptr;
   int control_fd = -1;      ///< the control block, handed to an exec'd image
   std::string exec_path;    ///< the binary as resolved at start (exec mode)

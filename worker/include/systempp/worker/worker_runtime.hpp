@@ -37,7 +37,7 @@ inline constexpr std::size_t max_request_reason = 200;
 /// run_exec_worker in an exec'd image; read by run() in that worker only.
 struct launch {
   const options* opts = nullptr;
-  std::vector<detail::unit_entry>* units = nullptr;
+  detail::app_units* units = nullptr;
   const std::vector<listener>* listeners = nullptr;
   worker_slot* record = nullptr;  ///< this worker's control-block record
   int slot = 0;                   ///< logical slot, shown in logs and headers
@@ -52,7 +52,7 @@ struct launch {
 };
 
 /// The exec'd worker image: on_init, the worker cycle, on_exit. Worker only.
-int run_exec_worker(const options& opts, std::vector<detail::unit_entry>& units,
+int run_exec_worker(const options& opts, detail::app_units& units,
                     boost::asio::io_context& io) noexcept;
 
 /// Runs the worker's cycle: pre_startup, loop with on_startup/post_startup, READY,
