@@ -72,10 +72,56 @@ asio::awaitable<void> watch_drain(asio::signal_set& signals, context& ctx) {
   }
 }
 
+// The loop of one cycle, with the signal set that ends it. A cycle runs on a loop of its
+// own, like a worker's life: what its units left on it (a raw co_spawn nobody stopped, a
+// timer nobody cancelled) is destroyed when the cycle ends, never run in the next one.
+class cycle_loop {
+ public:
+  cycle_loop() { listen(signals_, signal_role::inline_process); }
+  asio::io_context& io() noexcept { return io_; }
+  asio::signal_set& signals() noexcept { return signals_; }
+  /// The cycle is over: pending handlers are destroyed without running. The objects stay,
+  /// so a unit's timer or socket bound to this loop can still be destroyed later.
+  void retire() {
+    signals_.clear();
+    io_.shutdown();
+  }
+
+ private:
+  struct loop : asio::io_context {
+    using asio::io_context::shutdown;  // protected in execution_context
+  };
+  loop io_;
+  asio::signal_set signals_{io_};
+};
+
+// Keeps the last cycles' loops as long as the process's loop, which systempp::main destroys
+// after the units: a unit's member bound to a cycle loop is destroyed before that loop.
+struct loop_keeper : asio::execution_context::service {
+  static inline asio::execution_context::id id;
+  explicit loop_keeper(asio::execution_context& owner) : service(owner) {}
+  void shutdown() override {}
+  std::vector<std::unique_ptr<cycle_loop>> loops;
+};
+
+void keep_until_exit(asio::io_context& io, std::unique_ptr<cycle_loop> loop) {
+  if (loop) asio::use_service<loop_keeper>(io).loops.push_back(std::move(loop));
+}
+
 // Runs cycles until one ends for good; SIGHUP between them runs on_reload. Returns the
-// first failed cycle's code, or ok.
-exit_code run_cycles(lifecycle& lc, context& ctx, asio::signal_set& signals) {
+// first failed cycle's code, or ok. `next` is the first cycle's loop, made before on_init
+// so that its signal set queues what arrives until the loop runs. The stages outside a
+// cycle (on_reload, on_exit) see the process's loop `io`.
+exit_code run_cycles(lifecycle& lc, context& ctx, std::unique_ptr<cycle_loop> next, asio::io_context& io) {
+  std::unique_ptr<cycle_loop> current, previous;
   for (int cycle = 1;; ++cycle) {
+    // The next cycle's signal set exists before this one's is gone, so no signal is lost
+    // between them; a loop is destroyed one cycle after it retired (objects a unit kept
+    // past post_shutdown against the rule are then still safe to destroy).
+    previous = std::move(current);
+    current = next ? std::move(next) : std::make_unique<cycle_loop>();
+    ctx.set_io(current->io());
+    auto& signals = current->signals();
     bool reload = false;
     cycle_hooks hooks;
     hooks.on_ready = [&] {
@@ -83,21 +129,26 @@ exit_code run_cycles(lifecycle& lc, context& ctx, asio::signal_set& signals) {
       ctx.log().info("ready (cycle {})", cycle);
     };
     hooks.serve = [&] { return serve_until_signal(signals, ctx, reload); };
-    hooks.on_drain = [&] { asio::co_spawn(ctx.io(), watch_drain(signals, ctx), asio::detached); };
-    hooks.on_loop_stopped = [&] { signals.cancel(); };
+    hooks.on_drain = [&] {
+      next = std::make_unique<cycle_loop>();  // from here on, signals queue for the next cycle too
+      asio::co_spawn(ctx.io(), watch_drain(signals, ctx), asio::detached);
+    };
 
     const auto result = run_cycle(lc, ctx, hooks);
+    current->retire();
+    ctx.set_io(io);
     if (result.code != exit_code::ok && lc.reload_open()) {
       // A reloaded configuration that cannot start is undone like a pool's failed rollout.
       lc.abort_reload(ctx);
       ctx.log().error("cycle {} failed: {}; starting again with the previous configuration", cycle, result.error);
       continue;
     }
-    if (result.code != exit_code::ok) {
-      ctx.log().error("cycle {} failed: {}", cycle, result.error);
+    if (result.code != exit_code::ok || !reload) {
+      if (result.code != exit_code::ok) ctx.log().error("cycle {} failed: {}", cycle, result.error);
+      keep_until_exit(io, std::move(previous));
+      keep_until_exit(io, std::move(current));
       return result.code;
     }
-    if (!reload) return exit_code::ok;
     if (auto r = lc.reload(ctx); !r.ok)
       ctx.log().error("reload rejected: {}; starting again with the previous configuration", r.error);
   }
@@ -106,10 +157,9 @@ exit_code run_cycles(lifecycle& lc, context& ctx, asio::signal_set& signals) {
 }  // namespace
 
 int run_inline(const options& opts, app_units& units, asio::io_context& io) {
-  // The signal set exists before anything else, so a signal that arrives during on_init
-  // or between cycles is queued for the loop instead of killing the process.
-  asio::signal_set signals(io);
-  listen(signals, signal_role::inline_process);
+  // The first cycle's signal set exists before anything else, so a signal that arrives
+  // during on_init is queued for the loop instead of killing the process.
+  auto first = std::make_unique<cycle_loop>();
 
   std::shared_ptr<spdlog::logger> log;
   std::vector<listener> listeners;
@@ -138,7 +188,7 @@ int run_inline(const options& opts, app_units& units, asio::io_context& io) {
     return to_int(code_for(stage::on_init, init));
   }
 
-  exit_code code = run_cycles(lc, ctx, signals);
+  exit_code code = run_cycles(lc, ctx, std::move(first), io);
   const auto exit = lc.run(stage::on_exit, ctx);
   if (code == exit_code::ok && !exit.ok) code = exit_code::unclean_shutdown;
   ctx.log().info("exit {}", to_int(code));

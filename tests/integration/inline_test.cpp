@@ -42,6 +42,31 @@ TEST_CASE("inline: two SIGHUPs then SIGTERM run three startup cycles and two rel
   CHECK(out.find("pre_startup alpha", first_reload) < out.find("pre_startup gamma", first_reload));
 }
 
+TEST_CASE("inline: a raw co_spawn left running by a unit never resumes after a reload, in the next cycle",
+          "[inline][cycle]") {
+  pool_name name;
+  config_file ticks{name.value + ".ticks"};
+  ticks.write("");
+  auto s = start(probe_path, {"--workers", "0"}, {{"PROBE_RAW_SPAWN", ticks.path.string()}});
+  auto count = [&](const std::string& what) {
+    const std::string text = read_file(ticks.path);
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  REQUIRE(s.wait("ready \\(cycle 1\\)"));
+  REQUIRE(support::wait_until([&] { return count("cycle 1 tick") >= 3; }, 10s));
+  s.proc.signal(SIGHUP);
+  REQUIRE(s.wait("ready \\(cycle 2\\)"));
+  // The cycle-2 ticker has ticked 20 times: the cycle-1 one, on the same 5 ms period, would
+  // have resumed by then had its work survived the end of its cycle.
+  REQUIRE(support::wait_until([&] { return count("cycle 2 tick") >= 20; }, 10s));
+  INFO(read_file(ticks.path));
+  CHECK(count("ran in cycle") == 0);
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
+}
+
 TEST_CASE("inline: the demo app answers GET / with 200 and its message", "[inline][http]") {
   auto s = start(app_path, {"--workers", "0"});
   REQUIRE(s.wait("ready \\(cycle 1\\)"));

@@ -15,12 +15,18 @@
 //     in worker slot 0 of generation 1 once READY (post_startup), or in the master's on_init.
 //   PROBE_BLOCK_LOOP_MS=N  N ms after READY, the worker's loop blocks for good (a wedged
 //     process: its heartbeat stops).
+//   PROBE_RAW_SPAWN=PATH  gamma's on_startup starts a raw co_spawn(ctx.io(), ...) ticker
+//     that never watches the drain: every 5 ms it appends "cycle K tick" to PATH (K: the
+//     cycle it was started in), and "cycle K ran in cycle M" when it runs in a later cycle
+//     M, that is after its unit's post_shutdown.
 //   PROBE_DELAY="stage:ms"  e.g. "on_startup:300": alpha, beta and gamma each wait ms on a
 //     steady_timer of ctx.io() in that async stage (on_startup, post_startup, warmup,
 //     pre_shutdown or on_shutdown), after its fault check.
 
 #include <unistd.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -136,6 +142,27 @@ void maybe_request(systempp::context& ctx) {
   }).join();
 }
 
+// PROBE_RAW_SPAWN: which cycle of this process runs now (pre_startup counts them).
+int current_cycle = 0;
+
+boost::asio::awaitable<void> raw_ticker(systempp::context& ctx, std::string path, int cycle) {
+  boost::asio::steady_timer t(ctx.io());
+  for (;;) {
+    t.expires_after(std::chrono::milliseconds(5));
+    co_await t.async_wait(boost::asio::use_awaitable);
+    std::ofstream out(path, std::ios::app);
+    if (cycle == current_cycle)
+      out << "cycle " << cycle << " tick\n";
+    else
+      out << "cycle " << cycle << " ran in cycle " << current_cycle << "\n";
+  }
+}
+
+void maybe_raw_spawn(systempp::context& ctx) {
+  if (const char* path = std::getenv("PROBE_RAW_SPAWN"))
+    boost::asio::co_spawn(ctx.io(), raw_ticker(ctx, path, current_cycle), boost::asio::detached);
+}
+
 template <int N>
 struct probe {
   static constexpr std::string_view names[] = {"alpha", "beta", "gamma"};
@@ -149,10 +176,14 @@ struct probe {
   // Not copyable (the timer below): it takes part in the reload transaction by these.
   void rollback_reload(systempp::context& ctx) { ctx.log().info("rollback_reload {}", name); }
   void commit_reload(systempp::context& ctx) { ctx.log().info("commit_reload {}", name); }
-  void pre_startup(systempp::context& ctx) { if (apply_fault(name, stage::pre_startup, ctx)) hang_forever(); }
+  void pre_startup(systempp::context& ctx) {
+    if (N == 2) ++current_cycle;
+    if (apply_fault(name, stage::pre_startup, ctx)) hang_forever();
+  }
   boost::asio::awaitable<void> on_startup(systempp::context& ctx) {
     if (apply_fault(name, stage::on_startup, ctx)) co_await wait_forever(ctx);
     co_await probe_delay(ctx, to_string(stage::on_startup));
+    if (N == 2) maybe_raw_spawn(ctx);
   }
   boost::asio::awaitable<void> post_startup(systempp::context& ctx) {
     if (apply_fault(name, stage::post_startup, ctx)) co_await wait_forever(ctx);

@@ -187,6 +187,13 @@ class context {
   // Runtime-side setters: called by the runners only.
   /// Sets role, slot, generation and pid. Runners only (worker start).
   void set_process(process_role role, int slot, std::uint64_t generation, pid_t pid) noexcept;
+  /// The loop the next stages run on (the inline runner gives each cycle a fresh one). The
+  /// tasks spawned on the previous loop are forgotten: that loop must have been shut down
+  /// first, so none of them is still pending. Runners only, between cycles.
+  void set_io(boost::asio::io_context& io) noexcept {
+    io_ = &io;
+    tasks_.reset();
+  }
   /// Replaces the logger. Runners only.
   void set_logger(std::shared_ptr<spdlog::logger> log) noexcept { log_ = std::move(log); }
   /// SIGUSR1 (logrotate's postrotate): a fresh logger of the same name, so --log-file is
