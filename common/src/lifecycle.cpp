@@ -86,7 +86,8 @@ constexpr bool eligible(std::uint32_t completed, stage s) noexcept {
 }  // namespace
 
 lifecycle::lifecycle(detail::app_units& app)
-    : units_(app.units), before_(max_stages), after_(max_stages), completed_(app.units.size()) {
+    : units_(app.units), before_(max_stages), after_(max_stages), completed_(app.units.size()),
+      here_(app.units.size(), true) {
   refs_.reserve(units_.size());
   for (const auto& u : units_) refs_.push_back(u.ref);
   // The entries are in start order, so a unit's dependencies have their level already.
@@ -137,8 +138,22 @@ bool lifecycle::stops_at_failure(stage s) const noexcept {
 
 lifecycle::unit_mask lifecycle::takers(stage s) const {
   unit_mask who(units_.size());
-  for (std::size_t u = 0; u < units_.size(); ++u) who[u] = eligible(completed_[u], s);
+  for (std::size_t u = 0; u < units_.size(); ++u) who[u] = here_[u] && eligible(completed_[u], s);
   return who;
+}
+
+void lifecycle::run_only(std::optional<std::size_t> dedicated_unit) {
+  if (!dedicated_unit) {
+    for (std::size_t u = 0; u < units_.size(); ++u) here_[u] = !units_[u].runs_in;
+    return;
+  }
+  // The unit and, transitively, what it depends on: the entries are in start order, so
+  // walking back from it sees each unit after every unit that depends on it.
+  std::fill(here_.begin(), here_.end(), false);
+  here_[*dedicated_unit] = true;
+  for (std::size_t u = *dedicated_unit + 1; u-- > 0;)
+    if (here_[u])
+      for (std::size_t d : units_[u].depends_on) here_[d] = true;
 }
 
 std::vector<std::size_t> lifecycle::order(stage s) const {

@@ -24,7 +24,7 @@ stage_result lifecycle::reload(context& ctx) {
     if (!result.ok) break;
     const auto& hooks = units_[u].hooks;
     const auto hook = hooks.sync[index];
-    if (!enter(u, s, hook != nullptr)) continue;
+    if (!who[u] || !enter(u, s, hook != nullptr)) continue;
     kept_.emplace_back(u, hooks.keep ? hooks.keep(units_[u].ref.object) : nullptr);
     leave(u, s, call_sync(hook, units_[u].ref.object, ctx, timeout_), ctx, result);
   }

@@ -21,7 +21,28 @@ std::string_view to_string(kill_reason r) noexcept {
 
 supervisor_policy::supervisor_policy(policy_config cfg) : cfg_(cfg) {
   cfg_.max_workers = std::max(cfg_.max_workers, cfg_.workers);
-  slots_.resize(static_cast<std::size_t>(cfg_.max_workers));
+  slots_.resize(static_cast<std::size_t>(cfg_.max_workers) + cfg_.dedicated.size());
+}
+
+const dedicated_slot* supervisor_policy::dedicated_at(int slot) const noexcept {
+  const auto d = static_cast<std::size_t>(slot - cfg_.max_workers);
+  return slot >= cfg_.max_workers && d < cfg_.dedicated.size() ? &cfg_.dedicated[d] : nullptr;
+}
+
+std::vector<int> supervisor_policy::active_slots() const {
+  std::vector<int> slots;
+  for (int slot = 0; slot < cfg_.workers; ++slot) slots.push_back(slot);
+  for (std::size_t d = 0; d < cfg_.dedicated.size(); ++d) slots.push_back(cfg_.max_workers + static_cast<int>(d));
+  return slots;
+}
+
+bool supervisor_policy::exclusive(int slot) const noexcept {
+  const dedicated_slot* d = dedicated_at(slot);
+  return d && !d->may_overlap;
+}
+
+bool supervisor_policy::occupied(int slot) const {
+  return std::any_of(procs_.begin(), procs_.end(), [&](const proc& p) { return p.slot == slot; });
 }
 
 proc* supervisor_policy::find(pid_t pid) {
@@ -61,8 +82,8 @@ void supervisor_policy::send(proc& p, int sig, kill_reason why, std::vector<acti
 }
 
 int supervisor_policy::ready_count() const {
-  return static_cast<int>(std::count_if(procs_.begin(), procs_.end(), [](const proc& p) {
-    return p.state == proc_state::ready;
+  return static_cast<int>(std::count_if(procs_.begin(), procs_.end(), [&](const proc& p) {
+    return p.state == proc_state::ready && p.slot < cfg_.max_workers;
   }));
 }
 
@@ -105,7 +126,7 @@ void supervisor_policy::drain(proc& p, time_point now, std::vector<action>& out)
 
 void supervisor_policy::adopt(pid_t pid, int slot, int lane, std::uint32_t generation, proc_state state,
                               time_point now) {
-  if (slot < 0 || slot >= cfg_.max_workers || lane < 0 || lane > 1) return;
+  if (slot < 0 || static_cast<std::size_t>(slot) >= slots_.size() || lane < 0 || lane > 1) return;
   // A worker still starting is given a fresh ready timeout; one draining, a fresh deadline.
   const time_point deadline = state == proc_state::draining ? now + cfg_.graceful_timeout : time_point{0};
   procs_.push_back(proc{pid, slot, lane, generation, state, now, deadline, time_point{0}, false, {}});
@@ -114,7 +135,7 @@ void supervisor_policy::adopt(pid_t pid, int slot, int lane, std::uint32_t gener
 
 std::vector<action> supervisor_policy::start(time_point now) {
   std::vector<action> out;
-  for (int slot = 0; slot < cfg_.workers; ++slot) spawn_into(slot, generation_, now, out);
+  for (int slot : active_slots()) spawn_into(slot, generation_, now, out);
   return out;
 }
 
@@ -204,8 +225,8 @@ exit_result supervisor_policy::exited(pid_t pid, int code, time_point now, std::
 }
 
 void supervisor_policy::fill_slots(time_point now, std::vector<action>& out) {
-  for (int slot = 0; slot < cfg_.workers; ++slot) {
-    if (serving(slot)) continue;
+  for (int slot : active_slots()) {
+    if (serving(slot) || (exclusive(slot) && occupied(slot))) continue;
     if (now < slots_[static_cast<std::size_t>(slot)].next_spawn) continue;
     spawn_into(slot, generation_, now, out);
   }
@@ -218,11 +239,12 @@ std::vector<action> supervisor_policy::scale(int workers, time_point now) {
   const int before = cfg_.workers;
   cfg_.workers = workers;
   if (workers < before) {
+    auto gone = [&](int slot) { return slot >= workers && slot < cfg_.max_workers; };
     for (proc& p : procs_)
-      if (p.slot >= workers) drain(p, now, out);
+      if (gone(p.slot)) drain(p, now, out);
     if (rollout_) {
-      std::erase_if(rollout_->pending, [&](int s) { return s >= workers; });
-      std::erase_if(rollout_->in_progress, [&](int s) { return s >= workers; });
+      std::erase_if(rollout_->pending, gone);
+      std::erase_if(rollout_->in_progress, gone);
     }
   }
   for (int slot = before; slot < workers; ++slot) slots_[static_cast<std::size_t>(slot)] = slot_info{};
@@ -237,7 +259,10 @@ std::vector<action> supervisor_policy::recycle(pid_t pid, time_point now) {
   if (!p || p->state != proc_state::ready || stopping_) return out;
   for (const proc& other : procs_)
     if (other.slot == p->slot && other.pid != pid) return out;  // already being replaced
-  spawn_into(p->slot, generation_, now, out);
+  if (exclusive(p->slot))
+    drain(*p, now, out);  // it ends first; fill_slots starts the next one after its exit
+  else
+    spawn_into(p->slot, generation_, now, out);
   return out;
 }
 
@@ -291,9 +316,9 @@ std::optional<time_point> supervisor_policy::next_deadline() const {
     if (p.abort_sent.count() != 0) consider(p.abort_sent + cfg_.abort_grace + ms(1));
   }
   if (!stopping_) {
-    for (int slot = 0; slot < cfg_.workers; ++slot) {
+    for (int slot : active_slots()) {
       bool has = std::any_of(procs_.begin(), procs_.end(), [&](const proc& p) {
-        return p.slot == slot && p.state != proc_state::draining;
+        return p.slot == slot && (p.state != proc_state::draining || exclusive(slot));
       });
       if (!has) consider(slots_[static_cast<std::size_t>(slot)].next_spawn);
     }

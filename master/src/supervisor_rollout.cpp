@@ -23,6 +23,12 @@ void supervisor_policy::advance_rollout(time_point now, std::vector<action>& out
       if (current->state != proc_state::ready) r.in_progress.push_back(slot);
       continue;
     }
+    if (exclusive(slot)) {  // never two at once: the old one ends, then fill_slots starts the new one
+      if (proc* old = serving(slot)) drain(*old, now, out);
+      r.in_progress.push_back(slot);
+      fill_slots(now, out);
+      continue;
+    }
     const auto before = out.size();
     spawn_into(slot, r.generation, now, out);
     if (out.size() == before) {  // both lanes busy: retry this slot after the drain
@@ -107,7 +113,7 @@ std::vector<action> supervisor_policy::reload(time_point now, bool roll_back) {
   rollout r;
   r.generation = generation_;
   r.roll_back = roll_back;
-  for (int slot = 0; slot < cfg_.workers; ++slot) r.pending.push_back(slot);
+  r.pending = active_slots();
   rollout_ = std::move(r);
   advance_rollout(now, out);
   return out;

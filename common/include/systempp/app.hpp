@@ -154,7 +154,28 @@ struct unit_entry {
   unit_ref ref;
   unit_hooks hooks;
   std::vector<std::size_t> depends_on;
+  std::optional<dedicated> runs_in;  ///< set for a unit that runs in processes of its own
 };
+
+/// Instantiated only for a unit that depends on a dedicated unit: the compiler's message
+/// names both (the unit, then the dedicated unit). Compile time only.
+template <class Unit, class Dedicated>
+struct depends_on_dedicated_unit {
+  static_assert(always_false<Unit, Dedicated>,
+                "systempp: a unit depends on a dedicated unit (runs_in), which runs in processes "
+                "of its own (see the template arguments: the unit, then the dedicated unit)");
+};
+
+/// Checks that dependency D of U is not dedicated. Compile time only.
+template <class U, class D>
+consteval bool not_dedicated() {
+  if constexpr (dedicated_of<D>().has_value()) static_assert(sizeof(depends_on_dedicated_unit<U, D>) > 0);
+  return true;
+}
+template <class U, class... Deps>
+consteval bool no_dedicated_dependency(type_list<Deps...>) {
+  return (not_dedicated<U, Deps>() && ... && true);
+}
 
 /// The app's units in start order (dependencies first, declaration order among the rest).
 /// Compile time only.
@@ -219,9 +240,10 @@ class app_instance {
     auto hooks = detail::hooks_of<U>();
     detail::register_hooks<U>(hooks, detail::all_hooks{});
     detail::register_custom_stages<U>(hooks, typename App::stages{});
+    static_assert(detail::no_dedicated_dependency<U>(typename detail::dependencies_of<U>::type{}));
     entries_.units.push_back(detail::unit_entry{
         detail::unit_ref{detail::unit_name<U>(), std::type_index(typeid(U)), &u}, hooks,
-        detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{})});
+        detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{}), detail::dedicated_of<U>()});
   }
 
   std::unique_ptr<tuple_type> units_;

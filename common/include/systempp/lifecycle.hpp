@@ -117,6 +117,14 @@ class lifecycle {
   /// Like run, the hooks and custom stages anchored to `s` run with it.
   boost::asio::awaitable<stage_result> run_async(stage s, context& ctx);
 
+  /// Which units this process runs, for a pool worker: `dedicated_unit` (an index) and what
+  /// it depends on, in a dedicated process; every unit that is not dedicated (nullopt), in
+  /// a serving worker. Without a call every unit runs (master, inline, script). Call
+  /// before the first stage.
+  void run_only(std::optional<std::size_t> dedicated_unit);
+  /// Whether unit i runs in this process (run_only).
+  bool runs_here(std::size_t i) const { return here_[i]; }
+
   /// The units by dependency level, in start order: level 0 depends on nothing, level k on
   /// units of lower levels only. Sync stages run one unit at a time, in start order.
   const std::vector<std::vector<std::size_t>>& levels() const noexcept { return levels_; }
@@ -175,6 +183,7 @@ class lifecycle {
   std::vector<std::vector<stage>> before_, after_;
   std::vector<detail::unit_ref> refs_;
   std::vector<stage_set> completed_;  ///< per unit
+  std::vector<bool> here_;             ///< per unit: it runs in this process (run_only)
   std::vector<std::vector<std::size_t>> levels_;
   std::vector<stage_record> records_;
   /// The open reload: each unit whose on_reload ran, with its copy (null when the unit

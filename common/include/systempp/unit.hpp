@@ -18,6 +18,7 @@
 #include <concepts>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -35,6 +36,18 @@ namespace systempp {
 /// Optional empty base for units; only documents intent (the runtime never looks for it).
 /// Compile time only.
 struct unit {};
+
+/// A unit that runs in processes of its own rather than in the serving workers (uWSGI's
+/// mules): a scheduler, a queue consumer, a cache warmer. Declared as
+///   static constexpr systempp::dedicated runs_in{.processes = 1};
+/// Such a process runs the unit and what it depends on; the serving workers run every unit
+/// that is not dedicated. It is supervised like a worker (READY, heartbeat, backoff,
+/// drain, rolled on reload). No unit may depend on a dedicated unit. docs/guide.md,
+/// "Dedicated processes".
+struct dedicated {
+  int processes = 1;         ///< how many such processes the pool keeps (1 to 16)
+  bool may_overlap = false;  ///< in a reload the new one may start before the old one ended
+};
 
 namespace detail {
 
@@ -77,6 +90,20 @@ template <class R, class C>
 struct member_class<R C::*> {
   using type = C;
 };
+
+/// U's `runs_in`, if it is a dedicated unit. Compile time only.
+template <class U>
+consteval std::optional<dedicated> dedicated_of() {
+  if constexpr (requires { U::runs_in; }) {
+    static_assert(std::is_same_v<std::remove_cvref_t<decltype(U::runs_in)>, dedicated>,
+                  "systempp: runs_in must be a systempp::dedicated");
+    static_assert(U::runs_in.processes >= 1 && U::runs_in.processes <= 16,
+                  "systempp: a dedicated unit runs in 1 to 16 processes");
+    return U::runs_in;
+  } else {
+    return std::nullopt;
+  }
+}
 
 /// Whether a unit says that where it redefines a stage of its base class, it calls the
 /// base's stage itself (`static constexpr bool calls_base_stages = true;`).

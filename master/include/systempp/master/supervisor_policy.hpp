@@ -115,6 +115,13 @@ struct proc {
   std::optional<kill_reason> killed_for;  ///< the last SIGABRT/SIGKILL's reason
 };
 
+/// One dedicated process (a unit with runs_in; unit.hpp): which unit it runs, and whether a
+/// reload may start its replacement before it ended.
+struct dedicated_slot {
+  std::size_t unit = 0;
+  bool may_overlap = false;
+};
+
 struct policy_config {
   int workers = 1;
   int max_workers = 64;  ///< logical slots available for scaling up
@@ -127,6 +134,10 @@ struct policy_config {
   ms backoff_initial{100};
   ms backoff_max{10'000};
   ms config_error_backoff{30'000};  ///< a worker that exited 2: wait long, do not spin
+  /// The dedicated processes, in slots max_workers, max_workers + 1, ...: started with the
+  /// pool, replaced when they die, rolled on reload, never scaled. One that may not overlap
+  /// is drained before its replacement starts, so it never runs twice.
+  std::vector<dedicated_slot> dedicated;
 };
 
 /// Why a worker is being replaced, for counters and logs.
@@ -202,8 +213,10 @@ class supervisor_policy {
   /// True once a worker had to be killed at a drain deadline or drained uncleanly: the
   /// master exits 1 rather than 0.
   bool unclean() const noexcept { return unclean_; }
-  /// READY processes of the current generation.
+  /// READY serving workers (dedicated processes are not counted).
   int ready_count() const;
+  /// The dedicated process of `slot`, or null for a serving slot.
+  const dedicated_slot* dedicated_at(int slot) const noexcept;
 
  private:
   struct slot_info {
@@ -220,6 +233,9 @@ class supervisor_policy {
   };
 
   proc* find(pid_t pid);
+  std::vector<int> active_slots() const;  ///< the serving slots in use, then the dedicated ones
+  bool exclusive(int slot) const noexcept;  ///< a dedicated slot whose process may not overlap
+  bool occupied(int slot) const;            ///< any process in it, draining ones too
   proc* serving(int slot);  ///< the starting/ready process of a slot that is not draining
   int free_lane(int slot) const;
   ms backoff(unsigned failures) const noexcept;
