@@ -62,6 +62,7 @@ void copy_fields(const worker_slot& s, slot_snapshot& out) noexcept {
   out.state = s.state.load(r);
   out.command = s.command.load(r);
   out.stage = s.stage.load(r);
+  out.role = s.role.load(r);
   out.unit = s.unit.load(r);
   out.in_flight = s.in_flight.load(r);
   out.exit_status = s.exit_status.load(r);

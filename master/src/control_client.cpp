@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -84,6 +86,11 @@ std::string stage_text(const slot_snapshot& w, const control_header& h) {
   return fmt::format("{}/{}", unit_name(h, w.unit), stage_name(h, w.stage));
 }
 
+// "serve" for a serving worker, the unit's name for a dedicated process.
+std::string role_text(const slot_snapshot& w, const control_header& h) {
+  return w.role == no_unit ? "serve" : std::string(unit_name(h, w.role));
+}
+
 bool live(const slot_snapshot& w) {
   return w.pid > 0 && (w.state == worker_state::spawned || w.state == worker_state::starting ||
                        w.state == worker_state::ready || w.state == worker_state::draining);
@@ -126,9 +133,10 @@ std::string worker_json(const pool_view& v, std::uint32_t index, const slot_snap
     stages += fmt::format("{}\"{}\":{{{}}}", stages.empty() ? "" : ",", json_escape(unit_name(h, u)), per);
   }
   return fmt::format(
-      R"({{"slot":{},"lane":{},"pid":{},"generation":{},"state":"{}","unit":{},"stage":{},"uptime_s":{:.3f},)"
+      R"({{"slot":{},"lane":{},"role":"{}","pid":{},"generation":{},"state":"{}","unit":{},"stage":{},"uptime_s":{:.3f},)"
       R"("requests":{},"in_flight":{},"errors":{},"heartbeat_age_ms":{},"restarts":{},"stage_ms":{{{}}}}})",
-      slot_of_record(index), lane_of_record(index), w.pid, w.generation, to_string(w.state),
+      slot_of_record(index), lane_of_record(index), json_escape(role_text(w, h)), w.pid, w.generation,
+      to_string(w.state),
       w.unit < h.unit_count.load() ? fmt::format("\"{}\"", json_escape(unit_name(h, w.unit))) : "null",
       stage_name(h, w.stage).empty() ? "null" : fmt::format("\"{}\"", json_escape(stage_name(h, w.stage))),
       v.age_s(w.started_ms), w.requests, w.in_flight, w.errors, v.beat_age_ms(w), w.restarts, stages);
@@ -150,17 +158,21 @@ void status_json(const pool_ref& p, const pool_view& v) {
 
 void status_text(const pool_ref& p, const pool_view& v) {
   const control_header& h = v.h;
-  std::cout << fmt::format("pool {}  master {} ({})  up {:.0f} s  generation {}  workers {}/{}\n", p.name,
+  const auto dedicated = std::count_if(v.workers.begin(), v.workers.end(),
+                                       [](const auto& iw) { return iw.second.role != no_unit; });
+  std::cout << fmt::format("pool {}  master {} ({})  up {:.0f} s  generation {}  workers {}/{}{}\n", p.name,
                            p.master, to_string(h.master_state.load()), v.age_s(h.master_started_ms.load()),
-                           h.pool_generation.load(), v.workers.size(), h.target_workers.load());
+                           h.pool_generation.load(), v.workers.size() - static_cast<std::size_t>(dedicated),
+                           h.target_workers.load(), dedicated ? fmt::format("  dedicated {}", dedicated) : "");
   std::cout << fmt::format("last reload: #{} {} in {} ms{}{}\n", h.reload_seq.load(), to_string(h.reload_outcome.load()),
                            h.reload_duration_ms.load(), v.message.empty() ? "" : ": ", v.message);
   std::cout << fmt::format("requests {} (dead workers included)  restarts {}\n\n", v.requests_total, v.restarts);
-  std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>9} {:>9} {:>8} {:>9} {:>8}\n", "SLOT", "PID", "GEN",
-                           "STATE", "STAGE", "UPTIME", "REQUESTS", "INFLIGHT", "BEAT AGE", "RESTARTS");
+  std::cout << fmt::format("{:>4} {:<10} {:>8} {:>4} {:<9} {:<24} {:>9} {:>9} {:>8} {:>9} {:>8}\n", "SLOT", "ROLE",
+                           "PID", "GEN", "STATE", "STAGE", "UPTIME", "REQUESTS", "INFLIGHT", "BEAT AGE", "RESTARTS");
   for (const auto& [index, w] : v.workers)
-    std::cout << fmt::format("{:>4} {:>8} {:>4} {:<9} {:<24} {:>8.1f}s {:>9} {:>8} {:>8}ms {:>8}\n",
-                             slot_of_record(index), w.pid, w.generation, to_string(w.state), stage_text(w, h),
+    std::cout << fmt::format("{:>4} {:<10} {:>8} {:>4} {:<9} {:<24} {:>8.1f}s {:>9} {:>8} {:>8}ms {:>8}\n",
+                             slot_of_record(index), role_text(w, h), w.pid, w.generation, to_string(w.state),
+                             stage_text(w, h),
                              v.age_s(w.started_ms), w.requests, w.in_flight, v.beat_age_ms(w), w.restarts);
   // Blame: the slowest run of each unit's stage among the live workers.
   std::cout << "\nstage timings (slowest live worker):\n";

@@ -80,7 +80,8 @@ int master_process::open() {
       auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
       metrics_.emplace(io_, std::move(bound.front()), [this] { return table_ ? render_metrics(*pool_.segment, *table_, lc_) : std::string(); }, log_);
     }
-    pool_ = open_pool(opts_, upgrade_ ? &upgrade_->pool() : nullptr, lc_.unit_names(), lc_.stage_names(), *log_);
+    pool_ = open_pool(opts_, upgrade_ ? &upgrade_->pool() : nullptr, lc_.unit_names(), lc_.stage_names(),
+                      dedicated_slots(units_).size(), *log_);
   } catch (const std::exception& e) {
     if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
@@ -116,7 +117,8 @@ void master_process::start_supervisor(int workers, int max_workers) {
   hooks.reload_undo = [this] { lc_.abort_reload(*ctx_); };
   hooks.pool_ready = [this](int ready) { notify_.ready(fmt::format("{} worker(s) ready", ready)); };
   hooks.executed = [this] { schedule_tick(); };
-  sup_.emplace(policy_config_for(opts_, workers, max_workers), *table_, hdr, log_, std::move(hooks));
+  sup_.emplace(policy_config_for(opts_, workers, max_workers, dedicated_slots(units_)), *table_, hdr, log_,
+               std::move(hooks));
   // In the forked child: it keeps only its own channel and record.
   sup_->set_child(
       [this] {

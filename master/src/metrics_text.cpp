@@ -30,15 +30,22 @@ void render_counters(const metrics_input& in, exposition& e) {
   std::uint64_t errors = h.errors_total.load();
   std::uint64_t in_flight = 0;
   std::map<worker_state, int> by_state;
+  std::map<std::pair<std::string_view, worker_state>, int> dedicated;  // by unit and state
   for (const auto& snap : in.live) {
     requests += snap.requests;
     errors += snap.errors;
     in_flight += snap.in_flight;
-    ++by_state[snap.state];
+    if (snap.role == no_unit)
+      ++by_state[snap.state];
+    else
+      ++dedicated[{unit_name(h, snap.role), snap.state}];
   }
-  e.family("systempp_workers", "gauge", "Worker processes by state.");
+  e.family("systempp_workers", "gauge", "Serving worker processes by state.");
   for (auto st : {worker_state::spawned, worker_state::starting, worker_state::ready, worker_state::draining})
     e.line("systempp_workers{{state=\"{}\"}} {}", to_string(st), by_state[st]);
+  e.family("systempp_dedicated_processes", "gauge", "Processes of dedicated units (runs_in) by unit and state.");
+  for (const auto& [key, n] : dedicated)
+    e.line("systempp_dedicated_processes{{unit=\"{}\",state=\"{}\"}} {}", key.first, to_string(key.second), n);
   e.family("systempp_target_workers", "gauge", "Workers the pool is sized for.");
   e.line("systempp_target_workers {}", h.target_workers.load());
   e.family("systempp_pool_generation", "gauge", "Generation of the newest workers.");

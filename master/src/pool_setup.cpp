@@ -121,7 +121,7 @@ unique_fd open_image() {
 }  // namespace
 
 pool_setup open_pool(const options& opts, const handover* h, const std::vector<std::string>& units,
-                     const std::vector<std::string>& stages, spdlog::logger& log) {
+                     const std::vector<std::string>& stages, std::size_t dedicated, spdlog::logger& log) {
   pool_setup out;
   out.exec_path = invoked_path(opts.program);
   out.image = open_image();
@@ -135,7 +135,8 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
     out.segment.emplace(control_segment::attach_fd(h->control_fd, access::read_write));
     out.segment->adopt();  // this image now removes it at exit
     out.lock.emplace(pool_lock::adopt(h->lock_fd));  // survived the exec with its fd
-    out.max_workers = static_cast<int>(out.segment->slot_count()) / lanes_per_slot;
+    out.max_workers = std::max(1, static_cast<int>(out.segment->slot_count()) / lanes_per_slot -
+                                      static_cast<int>(dedicated));
     return out;
   }
   // First: "running" means holding this lock, so two masters can never both pass here.
@@ -151,7 +152,7 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
   }
   out.max_workers = std::min(max_pool_workers, std::max(16, opts.workers * 2));
   out.segment.emplace(control_segment::create(opts.name, ::getpid(),
-                                              static_cast<std::uint32_t>(out.max_workers * lanes_per_slot), units,
+                                              static_cast<std::uint32_t>((out.max_workers + static_cast<int>(dedicated)) * lanes_per_slot), units,
                                               stages));
   if (!opts.pidfile.empty()) write_pidfile(opts.pidfile, ::getpid());
   control_header& hdr = out.segment->header();
@@ -214,8 +215,18 @@ void retire_listeners(boost::asio::steady_timer& timer, pool_setup& pool, std::s
   retire_when_idle(timer, pool, std::move(log), std::chrono::steady_clock::now() + std::chrono::seconds(1));
 }
 
-policy_config policy_config_for(const options& opts, int workers, int max_workers) {
+std::vector<dedicated_slot> dedicated_slots(const detail::app_units& app) {
+  std::vector<dedicated_slot> out;
+  for (std::size_t u = 0; u < app.units.size(); ++u)
+    if (const auto& d = app.units[u].runs_in)
+      for (int k = 0; k < d->processes; ++k) out.push_back(dedicated_slot{u, d->may_overlap});
+  return out;
+}
+
+policy_config policy_config_for(const options& opts, int workers, int max_workers,
+                                std::vector<dedicated_slot> dedicated) {
   policy_config cfg;
+  cfg.dedicated = std::move(dedicated);
   cfg.workers = workers;
   cfg.max_workers = max_workers;
   cfg.surge = opts.reload_surge;

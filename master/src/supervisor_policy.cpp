@@ -94,7 +94,8 @@ void supervisor_policy::spawn_into(int slot, std::uint32_t gen, time_point now,
   const int lane = free_lane(slot);
   if (lane < 0) return;  // both lanes busy: the drain in progress must finish first
   procs_.push_back(proc{0, slot, lane, gen, proc_state::starting, now, time_point{0}, time_point{0}, false, {}});
-  out.push_back(spawn_action{slot, lane, gen});
+  const dedicated_slot* d = dedicated_at(slot);
+  out.push_back(spawn_action{slot, lane, gen, d ? static_cast<std::uint32_t>(d->unit) : no_unit});
 }
 
 void supervisor_policy::spawned(const spawn_action& a, pid_t pid, time_point now) {

@@ -100,6 +100,7 @@ pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& dr
     slot_update u(r);
     r.pid.store(0);
     r.generation.store(a.generation);
+    r.role.store(a.role);
     r.state.store(worker_state::spawned);
     r.command.store(worker_command::none);
     r.stage.store(no_stage);

@@ -125,6 +125,7 @@ TEST_CASE("the control block layout is pinned", "[control_block]") {
   CHECK(offsetof(worker_slot, heartbeat_ms) == 56);
   CHECK(offsetof(worker_slot, errors) == 88);
   CHECK(offsetof(worker_slot, stage_us) == 96);
+  CHECK(offsetof(worker_slot, role) == 3168);
 }
 
 TEST_CASE("states and outcomes print as lower-case words", "[control_block]") {

@@ -26,6 +26,7 @@ int run_exec_worker(const options& opts, detail::app_units& units,
     // on_init runs in every exec'd image: its units start from nothing.
     auto log = make_logger(fmt::format("worker[{}] g{}", id.slot, id.generation), opts);
     lifecycle lc(units);
+    lc.run_only(dedicated_unit(segment.record(id.slot, id.lane)));
     lc.set_timeout(opts.stage_timeout);
     context ctx(process_role::worker, opts, log, io, listeners, lc.refs());
     ctx.set_process(process_role::worker, id.slot, id.generation, ::getpid());

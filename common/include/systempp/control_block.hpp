@@ -145,6 +145,9 @@ struct alignas(64) worker_slot {
 
   /// worker: duration in microseconds of each stage, per unit (like systemd-analyze blame).
   std::atomic<std::uint32_t> stage_us[max_units][max_stages]{};
+  /// master, at spawn: the unit a dedicated process runs (index into unit_names), or
+  /// no_unit for a serving worker. The worker reads it to know which units it runs.
+  std::atomic<std::uint32_t> role{no_unit};
 };
 
 // One static_assert per atomic type used: a type that needs a lock would put a
@@ -212,6 +215,7 @@ struct slot_snapshot {
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
   std::array<std::array<std::uint32_t, max_stages>, worker_slot::max_units> stage_us{};
+  std::uint32_t role = no_unit;
   /// false when the writer kept updating (or died mid-update) through every retry; the
   /// copy is then best effort: each field is valid but they may not agree.
   bool consistent = true;

@@ -12,6 +12,7 @@
 
 #include "systempp/control_block.hpp"
 #include "systempp/listeners.hpp"
+#include "systempp/app.hpp"
 #include "systempp/master/supervisor_policy.hpp"
 #include "systempp/master/upgrade.hpp"
 #include "systempp/options.hpp"
@@ -34,7 +35,7 @@ struct pool_setup {
   std::vector<listener> listeners;
   listener_origin origin = listener_origin::bound;
   std::optional<control_segment> segment;
-  int max_workers = 0;  ///< logical slots the block has records for
+  int max_workers = 0;  ///< serving slots the block has records for (the dedicated ones follow)
   /// This binary as started (absolute, symlinks kept): what exec mode and upgrades run,
   /// resolved anew by every exec.
   std::string exec_path;
@@ -45,7 +46,7 @@ struct pool_setup {
 /// sockets or binds --bind, creates the block and writes --pidfile. Handed over: adopts the
 /// previous image's listeners and block (checked first by incoming_upgrade::check). Throws config_error (exit 2) for bad input.
 pool_setup open_pool(const options& opts, const handover* h, const std::vector<std::string>& units,
-                     const std::vector<std::string>& stages, spdlog::logger& log);
+                     const std::vector<std::string>& stages, std::size_t dedicated, spdlog::logger& log);
 
 /// Blocks every signal the master handles (its column of the signal table), so that one
 /// arriving before the master's signal_set listens waits instead of killing the process
@@ -61,7 +62,12 @@ void block_master_signals() noexcept;
 void retire_listeners(boost::asio::steady_timer& timer, pool_setup& pool, std::shared_ptr<spdlog::logger> log);
 
 /// The supervisor policy's configuration from the command line.
-policy_config policy_config_for(const options& opts, int workers, int max_workers);
+policy_config policy_config_for(const options& opts, int workers, int max_workers,
+                                std::vector<dedicated_slot> dedicated);
+
+/// The app's dedicated processes (units with runs_in), one entry per process, in start
+/// order of their units: the policy's dedicated slots. Any process.
+std::vector<dedicated_slot> dedicated_slots(const detail::app_units& app);
 
 /// Removes --pidfile if it still names this process. Master only.
 void remove_pidfile(const std::string& path, pid_t pid);

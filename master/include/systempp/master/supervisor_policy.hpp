@@ -65,6 +65,7 @@ struct spawn_action {
   int slot = 0;
   int lane = 0;
   std::uint32_t generation = 0;
+  std::uint32_t role = no_unit;  ///< the unit of a dedicated process; no_unit: a serving worker
 };
 /// Tell a worker to drain (finish in-flight work and exit).
 struct drain_action {

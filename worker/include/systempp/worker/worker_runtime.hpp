@@ -52,6 +52,14 @@ struct launch {
 };
 
 /// The exec'd worker image: on_init, the worker cycle, on_exit. Worker only.
+/// The unit a worker's record says it is dedicated to (nullopt: a serving worker), for
+/// lifecycle::run_only. Worker only.
+inline std::optional<std::size_t> dedicated_unit(const worker_slot& record) {
+  const auto role = record.role.load(std::memory_order_relaxed);
+  if (role == no_unit) return std::nullopt;
+  return role;
+}
+
 int run_exec_worker(const options& opts, detail::app_units& units,
                     boost::asio::io_context& io) noexcept;
 
