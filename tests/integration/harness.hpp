@@ -32,6 +32,7 @@ using namespace std::chrono_literals;
 
 inline const std::string app_path = SYSTEMPP_APP_PATH;
 inline const std::string probe_path = SYSTEMPP_PROBE_PATH;
+inline const std::string dedicated_path = SYSTEMPP_DEDICATED_PATH;
 
 /// A running service: the child process and its HTTP port.
 struct service {
