@@ -50,18 +50,6 @@ struct dedicated_pool {
   }
 };
 
-// `app status` (text or --json) of the pool, which must succeed.
-std::string status_of(const pool_name& name, bool json) {
-  std::vector<std::string> args{dedicated_path, "status", "--name", name.value};
-  if (json) args.push_back("--json");
-  auto p = support::child::spawn(args);
-  const auto status = p.wait_exit(20s);
-  INFO(p.output());
-  REQUIRE(status);
-  REQUIRE(support::child::exited_with(*status, 0));
-  return p.output();
-}
-
 }  // namespace
 
 TEST_CASE("dedicated: a unit with runs_in runs in one process of its own, which serves no request",
@@ -77,11 +65,11 @@ TEST_CASE("dedicated: a unit with runs_in runs in one process of its own, which 
   CHECK(served_by.size() >= 1);
   CHECK(served_by.count(std::to_string(ticker)) == 0);
 
-  const std::string json = status_of(p.name, true);
+  const std::string json = status_output(dedicated_path, p.name, true);
   INFO(json);
   CHECK(json.find("\"role\":\"ticker\",\"pid\":" + std::to_string(ticker)) != std::string::npos);
   CHECK(json.find("\"role\":\"serve\"") != std::string::npos);
-  const std::string text = status_of(p.name, false);
+  const std::string text = status_output(dedicated_path, p.name, false);
   INFO(text);
   CHECK(text.find("workers 2/2  dedicated 1") != std::string::npos);
 

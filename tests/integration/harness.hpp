@@ -111,6 +111,18 @@ inline std::map<int, pid_t> ready_workers(const systempp::control_segment& seg) 
   return out;
 }
 
+/// `<binary> status --name N [--json]`, which must succeed; returns its output.
+inline std::string status_output(const std::string& binary, const pool_name& name, bool json) {
+  std::vector<std::string> args{binary, "status", "--name", name.value};
+  if (json) args.push_back("--json");
+  auto p = support::child::spawn(args);
+  const auto status = p.wait_exit(20s);
+  INFO(p.output());
+  REQUIRE(status);
+  REQUIRE(support::child::exited_with(*status, 0));
+  return p.output();
+}
+
 /// Waits until exactly `n` workers are READY; returns them by slot.
 inline std::map<int, pid_t> wait_ready(const systempp::control_segment& seg, std::size_t n,
                                        std::chrono::milliseconds timeout = 15s) {

@@ -270,18 +270,6 @@ TEST_CASE("pool: SIGTERM sent to a worker directly drains it, and it is replaced
 
 namespace {
 
-// `probe_app status --name N [--json]`, which must succeed; returns its output.
-std::string status_of(const pool_name& name, bool json = true) {
-  std::vector<std::string> args{probe_path, "status", "--name", name.value};
-  if (json) args.push_back("--json");
-  auto p = support::child::spawn(args);
-  const auto status = p.wait_exit(20s);
-  INFO(p.output());
-  REQUIRE(status);
-  REQUIRE(support::child::exited_with(*status, 0));
-  return p.output();
-}
-
 // The object of the worker with `pid` in a `status --json` output ("" when it is not there).
 std::string worker_json(const std::string& json, pid_t pid) {
   const auto at = json.find("\"pid\":" + std::to_string(pid) + ",");
@@ -320,7 +308,7 @@ TEST_CASE("pool: a worker runs the on_startup of independent units concurrently"
   const auto ready = wait_ready(seg, 2);
   INFO(s.proc.output());
   REQUIRE(ready.size() == 2);
-  const std::string json = status_of(name);
+  const std::string json = status_output(probe_path, name, true);
   INFO(json);
   for (auto [slot, pid] : ready) {
     INFO("worker slot " << slot << " pid " << pid);
@@ -346,10 +334,10 @@ TEST_CASE("pool: the app's custom stage is timed per unit in status, like a buil
   auto seg = attach(name, s.proc.pid());
   const auto ready = wait_ready(seg, 1);
   REQUIRE(ready.size() == 1);
-  const std::string worker = worker_json(status_of(name), ready.begin()->second);
+  const std::string worker = worker_json(status_output(probe_path, name, true), ready.begin()->second);
   INFO(worker);
   for (const char* unit : {"alpha", "beta", "gamma"}) CHECK(stage_ms(worker, unit, "warmup") >= 150.0);
-  const std::string text = status_of(name, false);
+  const std::string text = status_output(probe_path, name, false);
   INFO(text);
   CHECK(std::regex_search(text, std::regex(R"(\d+\.\d ms  warmup beta)")));
   s.proc.signal(SIGTERM);

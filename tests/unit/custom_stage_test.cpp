@@ -16,6 +16,8 @@
 #include <systempp/lifecycle.hpp>
 #include <systempp/systempp.hpp>
 
+#include "engine_fixture.hpp"
+
 namespace {
 
 std::vector<std::string> calls;
@@ -146,16 +148,7 @@ struct plain {  // no warmup member: it is skipped, and nothing else changes
 };
 using warm_app = systempp::app<plain, cache, warmup>;
 
-struct warm_fixture {
-  boost::asio::io_context io;
-  systempp::app_instance<warm_app> instance;
-  systempp::lifecycle lc{instance.entries()};
-  systempp::options opts;
-  std::vector<systempp::listener> listeners;
-  systempp::context ctx{systempp::process_role::inline_process, opts,
-                        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>()),
-                        io, listeners, lc.refs()};
-};
+using warm_fixture = engine_fixture<warm_app>;
 
 }  // namespace
 

@@ -16,6 +16,8 @@
 #include <systempp/lifecycle.hpp>
 #include <systempp/systempp.hpp>
 
+#include "engine_fixture.hpp"
+
 namespace {
 
 using systempp::stage;
@@ -332,16 +334,7 @@ TEST_CASE("a sync stage that overruns its timeout is recorded as timed out",
 
 namespace {
 
-struct lifecycle_fixture {
-  boost::asio::io_context io;  // first: it outlives the units, as in systempp::main
-  systempp::app_instance<three> instance;
-  systempp::lifecycle lc{instance.entries()};
-  systempp::options opts;
-  std::vector<systempp::listener> listeners;
-  systempp::context ctx{systempp::process_role::inline_process, opts,
-                        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>()),
-                        io, listeners, lc.refs()};
-};
+using lifecycle_fixture = engine_fixture<three>;
 
 }  // namespace
 

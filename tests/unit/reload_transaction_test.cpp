@@ -15,6 +15,8 @@
 #include <systempp/lifecycle.hpp>
 #include <systempp/systempp.hpp>
 
+#include "engine_fixture.hpp"
+
 namespace {
 
 std::vector<std::string> events;
@@ -66,15 +68,7 @@ struct plain {
 
 using reloading_app = systempp::app<settings, pool<0>, plain, pool<1>>;
 
-struct fixture {
-  boost::asio::io_context io;
-  systempp::app_instance<reloading_app> instance;
-  systempp::lifecycle lc{instance.entries()};
-  systempp::options opts;
-  std::vector<systempp::listener> listeners;
-  systempp::context ctx{systempp::process_role::master, opts,
-                        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>()),
-                        io, listeners, lc.refs()};
+struct fixture : engine_fixture<reloading_app, systempp::process_role::master> {
   fixture() {
     events.clear();
     next_value = 2;

@@ -15,6 +15,8 @@
 #include <systempp/lifecycle.hpp>
 #include <systempp/systempp.hpp>
 
+#include "engine_fixture.hpp"
+
 namespace {
 
 namespace asio = boost::asio;
@@ -51,17 +53,10 @@ struct ticker {
   }
 };
 
-struct fixture {
-  asio::io_context io;
-  systempp::app_instance<systempp::app<ticker>> instance;
-  systempp::lifecycle lc{instance.entries()};
-  systempp::options opts;
-  std::vector<systempp::listener> listeners;
+struct fixture : engine_fixture<systempp::app<ticker>> {
   std::ostringstream log_text;
-  systempp::context ctx{systempp::process_role::inline_process, opts,
-                        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_st>(log_text)),
-                        io, listeners, lc.refs()};
   fixture() {
+    ctx.set_logger(std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_st>(log_text)));
     events.clear();
     cycle = 0;
     task_throws = false;
