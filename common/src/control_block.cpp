@@ -27,8 +27,9 @@ namespace bip = boost::interprocess;
 
 namespace {
 
-/// A sanity bound, not a design limit: it keeps a segment under about 3 MB.
-constexpr std::uint32_t max_slots = 4096;
+/// A sanity bound, not a design limit: two records for each of the 2,048 serving slots a
+/// pool may have and for up to 16 dedicated processes of each of 16 units (about 15 MB).
+constexpr std::uint32_t max_slots = 2 * (2048 + 16 * 16);
 
 [[noreturn]] void fail(std::string_view name, std::string_view reason) {
   std::string message{"control block "};

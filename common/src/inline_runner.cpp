@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <string_view>
+#include <vector>
 
 #include "systempp/lifecycle.hpp"
 #include "systempp/log.hpp"
@@ -61,14 +62,16 @@ asio::awaitable<void> serve_until_signal(asio::signal_set& signals, context& ctx
 }
 
 // While the units drain, a second SIGINT (or a SIGQUIT) ends the process at once; every
-// other signal is taken off the set and ignored, so it cannot change what the drain does.
-asio::awaitable<void> watch_drain(asio::signal_set& signals, context& ctx) {
+// other signal is taken off the set and kept in `carried`, so it cannot change what the
+// drain does and is raised again for the next cycle once its set exists.
+asio::awaitable<void> watch_drain(asio::signal_set& signals, context& ctx, std::vector<int>& carried) {
   for (;;) {
     auto [ec, sig] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;
     const auto effect = effect_of(signal_role::inline_process, sig);
     if (effect == signal_effect::interrupt || effect == signal_effect::fast_stop)
       exit_at_once(ctx.log(), sig);
+    carried.push_back(sig);
   }
 }
 
@@ -115,11 +118,10 @@ void keep_until_exit(asio::io_context& io, std::unique_ptr<cycle_loop> loop) {
 exit_code run_cycles(lifecycle& lc, context& ctx, std::unique_ptr<cycle_loop> next, asio::io_context& io) {
   std::unique_ptr<cycle_loop> current, previous;
   for (int cycle = 1;; ++cycle) {
-    // The next cycle's signal set exists before this one's is gone, so no signal is lost
-    // between them; a loop is destroyed one cycle after it retired (objects a unit kept
-    // past post_shutdown against the rule are then still safe to destroy).
+    // A loop is destroyed one cycle after it retired (an object a unit kept past
+    // post_shutdown against the rule is then still safe to destroy until the next cycle ends).
     previous = std::move(current);
-    current = next ? std::move(next) : std::make_unique<cycle_loop>();
+    current = std::move(next);
     ctx.set_io(current->io());
     auto& signals = current->signals();
     bool reload = false;
@@ -129,14 +131,18 @@ exit_code run_cycles(lifecycle& lc, context& ctx, std::unique_ptr<cycle_loop> ne
       ctx.log().info("ready (cycle {})", cycle);
     };
     hooks.serve = [&] { return serve_until_signal(signals, ctx, reload); };
-    hooks.on_drain = [&] {
-      next = std::make_unique<cycle_loop>();  // from here on, signals queue for the next cycle too
-      asio::co_spawn(ctx.io(), watch_drain(signals, ctx), asio::detached);
-    };
+    std::vector<int> carried;  // signals that came during the drain
+    hooks.on_drain = [&] { asio::co_spawn(ctx.io(), watch_drain(signals, ctx, carried), asio::detached); };
 
     const auto result = run_cycle(lc, ctx, hooks);
+    // The next set exists before this one retires, so some set always holds what arrives:
+    // on_reload, on_exit and the restart after a failed cycle are never left unprotected.
+    // What is still in the signal pipe reaches the next set alone (the retired one has left
+    // the pipe); what the drain took is raised again for it.
+    next = std::make_unique<cycle_loop>();
     current->retire();
     ctx.set_io(io);
+    for (int sig : carried) ::raise(sig);
     if (result.code != exit_code::ok && lc.reload_open()) {
       // A reloaded configuration that cannot start is undone like a pool's failed rollout.
       lc.abort_reload(ctx);
@@ -147,6 +153,7 @@ exit_code run_cycles(lifecycle& lc, context& ctx, std::unique_ptr<cycle_loop> ne
       if (result.code != exit_code::ok) ctx.log().error("cycle {} failed: {}", cycle, result.error);
       keep_until_exit(io, std::move(previous));
       keep_until_exit(io, std::move(current));
+      keep_until_exit(io, std::move(next));  // its set keeps signals from killing on_exit
       return result.code;
     }
     if (auto r = lc.reload(ctx); !r.ok)

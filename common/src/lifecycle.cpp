@@ -147,6 +147,8 @@ void lifecycle::run_only(std::optional<std::size_t> dedicated_unit) {
     for (std::size_t u = 0; u < units_.size(); ++u) here_[u] = !units_[u].runs_in;
     return;
   }
+  if (*dedicated_unit >= units_.size() || !units_[*dedicated_unit].runs_in)
+    throw config_error(fmt::format("unit #{} is not a dedicated unit of this app", *dedicated_unit));
   // The unit and, transitively, what it depends on: the entries are in start order, so
   // walking back from it sees each unit after every unit that depends on it.
   std::fill(here_.begin(), here_.end(), false);

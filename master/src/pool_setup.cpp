@@ -215,6 +215,24 @@ void retire_listeners(boost::asio::steady_timer& timer, pool_setup& pool, std::s
   retire_when_idle(timer, pool, std::move(log), std::chrono::steady_clock::now() + std::chrono::seconds(1));
 }
 
+std::string dedicated_mismatch(const control_segment& block, int max_workers,
+                               const std::vector<dedicated_slot>& dedicated, const std::vector<std::string>& units) {
+  for (std::uint32_t i = 0; i < block.slot_count(); ++i) {
+    const auto snap = read_slot(block.slot(i));
+    if (snap.pid <= 0 || snap.state == worker_state::free || snap.state == worker_state::exited ||
+        snap.state == worker_state::crashed)
+      continue;
+    const int slot = slot_of_record(i);
+    const std::string running = snap.role == no_unit ? "serving" : std::string(unit_name(block.header(), snap.role));
+    const auto d = static_cast<std::size_t>(slot - max_workers);
+    const std::string wanted = slot < max_workers ? "serving" : d < dedicated.size() ? units[dedicated[d].unit] : "nothing";
+    if (running != wanted)
+      return fmt::format("slot {} runs {}, where this image runs {}: the dedicated units differ (restart the pool to change them)",
+                         slot, running, wanted);
+  }
+  return {};
+}
+
 std::vector<dedicated_slot> dedicated_slots(const detail::app_units& app) {
   std::vector<dedicated_slot> out;
   for (std::size_t u = 0; u < app.units.size(); ++u)

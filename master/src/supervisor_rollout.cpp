@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "systempp/master/supervisor_policy.hpp"
@@ -15,6 +16,11 @@ void supervisor_policy::advance_rollout(time_point now, std::vector<action>& out
   rollout& r = *rollout_;
   while (static_cast<int>(r.in_progress.size()) < cfg_.surge && !r.pending.empty()) {
     const int slot = r.pending.front();
+    // A dedicated process that may not overlap goes down before its replacement starts:
+    // only once every serving slot has switched, so a failed serving start never costs it.
+    if (exclusive(slot) && std::any_of(r.in_progress.begin(), r.in_progress.end(),
+                                       [this](int s) { return dedicated_at(s) == nullptr; }))
+      break;
     r.pending.erase(r.pending.begin());
     // A slot counts as switched only once a new-generation worker in it is READY: one
     // that is still starting (a respawn after a crash) is waited for like a replacement,

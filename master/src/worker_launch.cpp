@@ -18,6 +18,7 @@ int run_worker_child(const worker_launch& w, const spawn_action& a, worker_slot&
   l.slot = a.slot;
   l.generation = a.generation;
   l.master_pid = w.master_pid;
+  if (a.role != no_unit) l.dedicated_unit = a.role;  // this image: the master's own unit order
   l.channel = std::move(channel);
   l.restore_mask = mask;
   return worker::run(l);

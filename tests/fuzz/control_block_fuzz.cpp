@@ -106,8 +106,11 @@ void read_slots(const control_segment& seg) {
     consume(to_string(w.state));
     consume(to_string(w.command));
     // As `app status` does: the indexes are garbage until checked.
-    if (w.stage < stage_count) consume(to_string(static_cast<stage>(w.stage)));
+    const auto stage = stage_name(h, w.stage);
+    check(stage.size() <= control_header::unit_name_size, "stage name past its array");
+    consume(stage);
     consume(unit_name(h, w.unit));
+    consume(unit_name(h, w.role));
     std::uint64_t sum = static_cast<std::uint64_t>(w.pid) + w.seq + w.epoch + w.generation +
                         w.in_flight + static_cast<std::uint32_t>(w.exit_status) + w.restarts +
                         w.drain_deadline_ms + w.heartbeat_ms + w.started_ms + w.ready_ms +

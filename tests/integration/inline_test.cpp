@@ -1,5 +1,7 @@
 // `app --workers 0`: every stage in one process, reload in place on SIGHUP.
 
+#include <sys/wait.h>
+
 #include <csignal>
 
 #include "harness.hpp"
@@ -65,6 +67,42 @@ TEST_CASE("inline: a raw co_spawn left running by a unit never resumes after a r
   CHECK(count("ran in cycle") == 0);
   s.proc.signal(SIGTERM);
   require_exit_0(s.proc);
+}
+
+namespace {
+
+// Whether `sig` is pending for `pid` (sent, its handler not run yet), from /proc.
+bool pending(pid_t pid, int sig) {
+  const std::string status = read_file("/proc/" + std::to_string(pid) + "/status");
+  for (const char* field : {"SigPnd:", "ShdPnd:"}) {
+    const auto at = status.find(field);
+    if (at == std::string::npos) continue;
+    const auto mask = std::stoull(status.substr(at + std::string(field).size()), nullptr, 16);
+    if (mask & (1ull << (sig - 1))) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("inline: SIGHUP and SIGUSR1 while on_exit runs are handled, not fatal", "[inline][signals]") {
+  // alpha, the first probe, takes on_exit last and hangs there.
+  auto s = start(probe_path, {"--workers", "0"}, {{"PROBE_FAULTS", "alpha:on_exit:hang"}});
+  REQUIRE(s.wait("ready \\(cycle 1\\)"));
+  s.proc.signal(SIGTERM);
+  REQUIRE(s.wait("on_exit beta .* ok"));
+  const pid_t pid = s.proc.pid();
+  for (int sig : {SIGUSR1, SIGHUP}) {
+    s.proc.signal(sig);
+    // Delivered once it is no longer pending; without a handler it would have ended us.
+    REQUIRE(support::wait_until([&] { return !support::pid_alive(pid) || !pending(pid, sig); }, 5s));
+    CHECK(support::pid_alive(pid));
+  }
+  s.proc.signal(SIGKILL);
+  const auto status = s.proc.wait_exit(10s);
+  REQUIRE(status);
+  CHECK(WIFSIGNALED(*status));
+  CHECK(WTERMSIG(*status) == SIGKILL);
 }
 
 TEST_CASE("inline: the demo app answers GET / with 200 and its message", "[inline][http]") {

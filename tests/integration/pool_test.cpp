@@ -322,7 +322,7 @@ TEST_CASE("pool: a worker runs the on_startup of independent units concurrently"
     const long long to_ready = spawn_to_ready_ms(seg, pid);
     INFO("spawn to READY " << to_ready << " ms");
     CHECK(to_ready >= 400);
-    CHECK(to_ready < 1000);
+    CHECK(to_ready < 1200);  // one after the other: at least 3 x 400
   }
   s.proc.signal(SIGTERM);
   require_exit_0(s.proc);

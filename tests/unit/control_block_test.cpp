@@ -615,30 +615,40 @@ TEST_CASE("the reload message round-trips and is cut at a character boundary",
 TEST_CASE("read_reload_message never tears while the master rewrites it", "[control_block]") {
   auto seg = control_segment::create(unique_pool(), ::getpid(), 1, units);
   auto& h = seg.header();
-  auto& go = seg.header().target_workers;
+  auto& go = h.target_workers;      // the parent tells the writer to start ...
+  auto& stop = h.scale_request;     // ... and to stop once it has read enough
+  auto& written = h.pool_generation;  // how many rewrites the writer made
   const pid_t child = ::fork();
   if (child == 0) {
     while (go.load() == 0) {
     }
     // A pause between rewrites, as in real life (one message per reload): back-to-back
-    // rewrites would exhaust the reader's bounded retries, and its best-effort copy may tear.
+    // rewrites could exhaust the reader's bounded retries (it then returns "", never a torn
+    // copy, which this test would not see either way).
     const timespec pause{0, 20'000};
-    for (int i = 0; i < 5'000; ++i) {
+    for (std::uint32_t i = 0; stop.load() == 0 && i < 1'000'000; ++i) {
       write_reload_message(h, std::string(i % 2 ? 200 : 100, i % 2 ? 'x' : 'y'));
+      written.store(i + 1);
       ::nanosleep(&pause, nullptr);
     }
     ::_exit(0);
   }
   REQUIRE(child > 0);
   go.store(1);
-  int reads = 0;
+  // Every read below overlaps the writer, which only stops once they are done: at least
+  // 3,000 reads and 50 rewrites while reading (bounded, should the writer stall).
+  while (written.load() == 0) {
+  }
+  const auto before = written.load();
   int torn = 0;
-  int status = 0;
-  while (::waitpid(child, &status, WNOHANG) == 0) {
+  for (long reads = 0; reads < 3'000 || (written.load() < before + 50 && reads < 50'000'000); ++reads) {
     const auto m = read_reload_message(h);
-    ++reads;
     if (!m.empty() && m != std::string(200, 'x') && m != std::string(100, 'y')) ++torn;
   }
+  const auto during = written.load() - before;
+  stop.store(1);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
   CHECK(torn == 0);
-  CHECK(reads > 0);
+  CHECK(during >= 50);
 }

@@ -173,3 +173,29 @@ TEST_CASE("a failing custom stage fails like its anchor: no READY, the units tha
   CHECK(run_script<warm_app>() == static_cast<int>(systempp::exit_code::post_startup_failed));
   CHECK(calls == std::vector<std::string>{"post_startup:plain", "warmup:cache", "on_shutdown:cache"});
 }
+
+namespace {
+
+SYSTEMPP_STAGE(first_after, sync, forward, after, systempp::stages::pre_startup);
+SYSTEMPP_STAGE(second_after, sync, forward, after, first_after);
+struct chained {
+  void pre_startup() { note("pre_startup", "c"); }
+  void after_pre_startup() { note("after_pre_startup", "c"); }
+  void first_after() { note("first_after", "c"); }
+  void second_after() { note("second_after", "c"); }
+  void post_shutdown() { note("post_shutdown", "c"); }
+};
+using chained_app = systempp::app<chained, first_after, second_after>;
+
+}  // namespace
+
+TEST_CASE("a failing after-hook of a forward stage stops the custom stages after it", "[stages]") {
+  reset();
+  fail_at = "after_pre_startup:c";
+  CHECK(run_script<chained_app>() == static_cast<int>(systempp::exit_code::pre_startup_failed));
+  CHECK(calls == std::vector<std::string>{"pre_startup:c", "after_pre_startup:c", "post_shutdown:c"});
+  reset();
+  fail_at = "first_after:c";
+  CHECK(run_script<chained_app>() == static_cast<int>(systempp::exit_code::pre_startup_failed));
+  CHECK(calls == std::vector<std::string>{"pre_startup:c", "after_pre_startup:c", "first_after:c", "post_shutdown:c"});
+}

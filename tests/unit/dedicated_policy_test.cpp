@@ -115,3 +115,20 @@ TEST_CASE("a dedicated process failing to start in a reload rolls the pool back 
   d.tick();
   CHECK(d.spawns() == placements{{dedicated_slot_index, 0, 3}});  // the previous configuration
 }
+
+TEST_CASE("with a surge above the serving workers a dedicated process waits until every serving slot switched",
+          "[policy][dedicated][reload]") {
+  auto cfg = with_dedicated(false);
+  cfg.surge = 8;
+  driver d(cfg);
+  d.start_ready();
+  const pid_t old_ded = in_slot(d, dedicated_slot_index);
+  d.reload();
+  CHECK(d.spawns() == placements{{0, 1, 2}, {1, 1, 2}});
+  CHECK(d.drained_pids().empty());  // the dedicated process is not touched yet
+  const auto fresh = d.spawned_pids();
+  d.ready(fresh[0]);
+  CHECK(d.live.at(old_ded).drains == 0);
+  d.ready(fresh[1]);
+  CHECK(d.live.at(old_ded).drains == 1);  // both serving slots switched: now it drains
+}

@@ -477,3 +477,36 @@ TEST_CASE("an app without dependencies keeps its declaration order", "[lifecycle
   for (const auto& e : instance.entries().units) names.push_back(e.ref.name);
   CHECK(names == std::vector<std::string>{"y", "x", "settings"});
 }
+
+namespace {
+
+struct base_unit {
+  void pre_startup() { events.push_back("base"); }
+};
+struct consumer {
+  static constexpr systempp::dedicated runs_in{.processes = 2};
+  using depends_on = systempp::units<base_unit>;
+  void pre_startup() { events.push_back("consumer"); }
+};
+struct web_unit {
+  void pre_startup() { events.push_back("web"); }
+};
+using with_consumer = systempp::app<base_unit, web_unit, consumer>;
+
+}  // namespace
+
+TEST_CASE("run_only: a dedicated process runs its unit and what it depends on, a serving worker the rest",
+          "[lifecycle][dedicated]") {
+  reset();
+  engine_fixture<with_consumer> dedicated, serving;
+  dedicated.lc.run_only(2);  // consumer, in start order after base_unit and web_unit
+  serving.lc.run_only(std::nullopt);
+  REQUIRE(dedicated.lc.run(stage::pre_startup, dedicated.ctx).ok);
+  CHECK(events == seq({"base", "consumer"}));
+  events.clear();
+  REQUIRE(serving.lc.run(stage::pre_startup, serving.ctx).ok);
+  CHECK(events == seq({"base", "web"}));
+  // An index from another image that is not a dedicated unit here is refused, not used.
+  CHECK_THROWS_AS(serving.lc.run_only(1), systempp::config_error);
+  CHECK_THROWS_AS(serving.lc.run_only(7), systempp::config_error);
+}

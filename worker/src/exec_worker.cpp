@@ -26,7 +26,8 @@ int run_exec_worker(const options& opts, detail::app_units& units,
     // on_init runs in every exec'd image: its units start from nothing.
     auto log = make_logger(fmt::format("worker[{}] g{}", id.slot, id.generation), opts);
     lifecycle lc(units);
-    lc.run_only(dedicated_unit(segment.record(id.slot, id.lane)));
+    const auto dedicated = dedicated_unit(segment.header(), segment.record(id.slot, id.lane), lc);
+    lc.run_only(dedicated);
     lc.set_timeout(opts.stage_timeout);
     context ctx(process_role::worker, opts, log, io, listeners, lc.refs());
     ctx.set_process(process_role::worker, id.slot, id.generation, ::getpid());
@@ -44,6 +45,7 @@ int run_exec_worker(const options& opts, detail::app_units& units,
       l.channel = unique_fd(exec_channel_fd);
       sigemptyset(&l.restore_mask);  // exec kept the spawner's all-blocked mask
       l.io = &io;                    // made before the units: it outlives what they bind to it
+      l.dedicated_unit = dedicated;
       code = run(l);
     }
     if (!lc.run(stage::on_exit, ctx).ok && code == 0) code = to_int(exit_code::unclean_shutdown);

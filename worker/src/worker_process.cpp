@@ -109,7 +109,7 @@ worker_process::worker_process(launch& l)
   listen(signals_, signal_role::worker);
   // Only now: a signal that came since fork stayed pending and reaches the set.
   ::pthread_sigmask(SIG_SETMASK, &l.restore_mask, nullptr);
-  lifecycle_.run_only(dedicated_unit(record_));
+  lifecycle_.run_only(l.dedicated_unit);
   lifecycle_.set_timeout(opts_.stage_timeout);
   lifecycle_.set_observer(&observer_);
   ctx_.set_process(process_role::worker, l.slot, l.generation, ::getpid());

@@ -10,6 +10,16 @@
 
 namespace systempp::worker {
 
+std::optional<std::size_t> dedicated_unit(const control_header& header, const worker_slot& record,
+                                          const lifecycle& lc) {
+  const auto role = record.role.load(std::memory_order_relaxed);
+  if (role == no_unit) return std::nullopt;
+  const auto name = unit_name(header, role);
+  for (std::size_t u = 0; u < lc.size(); ++u)
+    if (lc.unit_name(u) == name) return u;
+  throw config_error("this image has no unit '" + std::string(name) + "' to run as a dedicated process");
+}
+
 int run(launch& l) noexcept {
   try {
     if (!worker_process::guard_parent(l.master_pid)) return to_int(exit_code::failure);

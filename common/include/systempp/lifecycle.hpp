@@ -120,7 +120,7 @@ class lifecycle {
   /// Which units this process runs, for a pool worker: `dedicated_unit` (an index) and what
   /// it depends on, in a dedicated process; every unit that is not dedicated (nullopt), in
   /// a serving worker. Without a call every unit runs (master, inline, script). Call
-  /// before the first stage.
+  /// before the first stage. Throws config_error for an index that is not a dedicated unit.
   void run_only(std::optional<std::size_t> dedicated_unit);
   /// Whether unit i runs in this process (run_only).
   bool runs_here(std::size_t i) const { return here_[i]; }

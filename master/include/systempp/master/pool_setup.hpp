@@ -65,6 +65,12 @@ void retire_listeners(boost::asio::steady_timer& timer, pool_setup& pool, std::s
 policy_config policy_config_for(const options& opts, int workers, int max_workers,
                                 std::vector<dedicated_slot> dedicated);
 
+/// Upgrade: "" when the adopted block's live processes sit where this image's layout puts
+/// them (serving workers below `max_workers`, each dedicated slot running this image's unit
+/// for it), else why not: an image whose dedicated units differ cannot take the pool over.
+std::string dedicated_mismatch(const control_segment& block, int max_workers,
+                               const std::vector<dedicated_slot>& dedicated, const std::vector<std::string>& units);
+
 /// The app's dedicated processes (units with runs_in), one entry per process, in start
 /// order of their units: the policy's dedicated slots. Any process.
 std::vector<dedicated_slot> dedicated_slots(const detail::app_units& app);

@@ -10,6 +10,7 @@
 #include "systempp/app.hpp"
 #include "systempp/control_block.hpp"
 #include "systempp/fd.hpp"
+#include "systempp/lifecycle.hpp"
 #include "systempp/listeners.hpp"
 #include "systempp/options.hpp"
 #include "systempp/worker/exec_layout.hpp"  // callers of run_exec_worker also ask is_exec_worker
@@ -49,16 +50,17 @@ struct launch {
   /// objects the units bind to it are destroyed before it); null in a forked child, which
   /// makes a fresh loop (the master's is not usable after fork, and the child _exits).
   boost::asio::io_context* io = nullptr;
+  /// The unit this process is dedicated to, in this image's units (nullopt: serving).
+  std::optional<std::size_t> dedicated_unit;
 };
 
+/// The unit a worker's record says it is dedicated to (nullopt: a serving worker), found
+/// by name among this image's units, which an exec'd image may order differently from the
+/// master's. Throws config_error when this image has no such unit. Worker only.
+std::optional<std::size_t> dedicated_unit(const control_header& header, const worker_slot& record,
+                                          const lifecycle& lc);
+
 /// The exec'd worker image: on_init, the worker cycle, on_exit. Worker only.
-/// The unit a worker's record says it is dedicated to (nullopt: a serving worker), for
-/// lifecycle::run_only. Worker only.
-inline std::optional<std::size_t> dedicated_unit(const worker_slot& record) {
-  const auto role = record.role.load(std::memory_order_relaxed);
-  if (role == no_unit) return std::nullopt;
-  return role;
-}
 
 int run_exec_worker(const options& opts, detail::app_units& units,
                     boost::asio::io_context& io) noexcept;
