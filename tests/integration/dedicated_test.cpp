@@ -21,14 +21,16 @@ struct dedicated_pool {
   service s;
   std::optional<systempp::control_segment> seg;
 
-  explicit dedicated_pool(std::vector<std::pair<std::string, std::string>> env = {}) : s(start_app(env)) {
+  explicit dedicated_pool(std::vector<std::pair<std::string, std::string>> env = {}, std::vector<std::string> args = {})
+      : s(start_app(std::move(env), std::move(args))) {
     seg.emplace(attach(name, s.proc.pid()));
     REQUIRE(wait_ready(*seg, 3).size() == 3);  // two serving workers and the ticker
   }
-  service start_app(std::vector<std::pair<std::string, std::string>> env) {
+  service start_app(std::vector<std::pair<std::string, std::string>> env, std::vector<std::string> args) {
     events.write("");
     env.emplace_back("DEDICATED_EVENTS", events.path.string());
-    return start(dedicated_path, {"--workers", "2", "--name", name.value}, std::move(env));
+    args.insert(args.begin(), {"--workers", "2", "--name", name.value});
+    return start(dedicated_path, args, std::move(env));
   }
   pid_t ticker() const {
     const auto ready = ready_workers(*seg);
@@ -121,4 +123,16 @@ TEST_CASE("dedicated: a new dedicated process that cannot start fails the reload
     return (snap.state == systempp::worker_state::ready && snap.generation == 3) ||
            (other.state == systempp::worker_state::ready && other.generation == 3);
   }, 20s));
+}
+
+TEST_CASE("dedicated: in exec mode the dedicated process is a fresh image that runs its unit and is rolled on reload",
+          "[dedicated][exec]") {
+  dedicated_pool p({}, {"--reload-mode", "exec"});
+  const pid_t before = p.ticker();
+  REQUIRE(before > 0);
+  CHECK(p.lives() == std::vector<std::string>{"start " + std::to_string(before) + " g1"});
+  p.s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(*p.seg, 1) == systempp::reload_outcome::succeeded);
+  REQUIRE(support::wait_until([&] { return p.ticker() != 0 && p.ticker() != before; }, 15s));
+  CHECK(p.lives().back() == "start " + std::to_string(p.ticker()) + " g2");
 }
