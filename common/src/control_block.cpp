@@ -31,6 +31,15 @@ namespace {
 /// pool may have and for up to 16 dedicated processes of each of 16 units (about 15 MB).
 constexpr std::uint32_t max_slots = 2 * (2048 + 16 * 16);
 
+// How much of `s` fits in a name field of `size` bytes (NUL included) without splitting a
+// UTF-8 sequence: the cut backs off over continuation bytes (10xxxxxx).
+std::size_t name_prefix(std::string_view s, std::size_t size) {
+  std::size_t n = std::min(s.size(), size - 1);
+  if (n < s.size())
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return n;
+}
+
 [[noreturn]] void fail(std::string_view name, std::string_view reason) {
   std::string message{"control block "};
   message.append(name).append(": ").append(reason);
@@ -131,11 +140,11 @@ control_segment control_segment::create(std::string_view pool, pid_t master_pid,
   header->master_state.store(master_state::starting, r);
   for (std::size_t i = 0; i < unit_names.size(); ++i) {
     // Names are for display: a long one is cut rather than refused.
-    const auto n = std::min(unit_names[i].size(), control_header::unit_name_size - 1);
+    const auto n = name_prefix(unit_names[i], control_header::unit_name_size);
     std::memcpy(header->unit_names[i], unit_names[i].data(), n);
   }
   for (std::size_t i = 0; i < stage_names.size(); ++i) {
-    const auto n = std::min(stage_names[i].size(), control_header::unit_name_size - 1);
+    const auto n = name_prefix(stage_names[i], control_header::unit_name_size);
     std::memcpy(header->stage_names[i], stage_names[i].data(), n);
   }
   // Last, with release: whoever sees the magic sees a fully initialised header.

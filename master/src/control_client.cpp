@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 
@@ -66,20 +67,6 @@ control_segment attach_checked(const pool_ref& p, access mode) {
   return seg;
 }
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += c;
-    }
-  }
-  return out;
-}
 
 std::string stage_text(const slot_snapshot& w, const control_header& h) {
   if (stage_name(h, w.stage).empty() || w.unit >= h.unit_count.load()) return "-";
@@ -121,39 +108,58 @@ struct pool_view {
   }
 };
 
-std::string worker_json(const pool_view& v, std::uint32_t index, const slot_snapshot& w) {
+// Times in milliseconds with microsecond resolution, as numbers.
+double ms_of_us(std::uint64_t us) { return static_cast<double>(us) / 1000.0; }
+
+nlohmann::ordered_json worker_json(const pool_view& v, std::uint32_t index, const slot_snapshot& w) {
   const control_header& h = v.h;
-  std::string stages;
+  auto stages = nlohmann::ordered_json::object();
   for (std::uint32_t u = 0; u < v.units(); ++u) {
-    std::string per;
+    auto per = nlohmann::ordered_json::object();
     for (std::uint32_t st = 0; st < max_stages; ++st)
-      if (w.stage_us[u][st] && !stage_name(h, st).empty())
-        per += fmt::format("{}\"{}\":{:.3f}", per.empty() ? "" : ",", json_escape(stage_name(h, st)),
-                           w.stage_us[u][st] / 1000.0);
-    stages += fmt::format("{}\"{}\":{{{}}}", stages.empty() ? "" : ",", json_escape(unit_name(h, u)), per);
+      if (w.stage_us[u][st] && !stage_name(h, st).empty()) per[std::string(stage_name(h, st))] = ms_of_us(w.stage_us[u][st]);
+    stages[std::string(unit_name(h, u))] = std::move(per);
   }
-  return fmt::format(
-      R"({{"slot":{},"lane":{},"role":"{}","pid":{},"generation":{},"state":"{}","unit":{},"stage":{},"uptime_s":{:.3f},)"
-      R"("requests":{},"in_flight":{},"errors":{},"heartbeat_age_ms":{},"restarts":{},"stage_ms":{{{}}}}})",
-      slot_of_record(index), lane_of_record(index), json_escape(role_text(w, h)), w.pid, w.generation,
-      to_string(w.state),
-      w.unit < h.unit_count.load() ? fmt::format("\"{}\"", json_escape(unit_name(h, w.unit))) : "null",
-      stage_name(h, w.stage).empty() ? "null" : fmt::format("\"{}\"", json_escape(stage_name(h, w.stage))),
-      v.age_s(w.started_ms), w.requests, w.in_flight, w.errors, v.beat_age_ms(w), w.restarts, stages);
+  auto name_or_null = [](std::string_view s) { return s.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(s); };
+  return {{"slot", slot_of_record(index)},
+          {"lane", lane_of_record(index)},
+          {"role", role_text(w, h)},
+          {"pid", w.pid},
+          {"generation", w.generation},
+          {"state", to_string(w.state)},
+          {"unit", name_or_null(w.unit < h.unit_count.load() ? unit_name(h, w.unit) : "")},
+          {"stage", name_or_null(stage_name(h, w.stage))},
+          {"uptime_s", v.age_s(w.started_ms)},
+          {"requests", w.requests},
+          {"in_flight", w.in_flight},
+          {"errors", w.errors},
+          {"heartbeat_age_ms", v.beat_age_ms(w)},
+          {"restarts", w.restarts},
+          {"stage_ms", std::move(stages)}};
 }
 
+// Strings from the block are bytes another process wrote: invalid UTF-8 is replaced
+// (U+FFFD), never passed through into the JSON.
 void status_json(const pool_ref& p, const pool_view& v) {
   const control_header& h = v.h;
-  std::string out = fmt::format(
-      R"({{"name":"{}","master_pid":{},"master_state":"{}","uptime_s":{:.3f},"pool_generation":{},"target_workers":{},)"
-      R"("requests_total":{},"restarts_total":{},"reload":{{"seq":{},"outcome":"{}","duration_ms":{},"message":"{}"}},"workers":[)",
-      p.name, p.master, to_string(h.master_state.load()), v.age_s(h.master_started_ms.load()),
-      h.pool_generation.load(), h.target_workers.load(), v.requests_total, v.restarts, h.reload_seq.load(),
-      to_string(h.reload_outcome.load()), h.reload_duration_ms.load(), json_escape(v.message));
-  for (std::size_t i = 0; i < v.workers.size(); ++i)
-    out += (i ? "," : "") + worker_json(v, v.workers[i].first, v.workers[i].second);
-  out += "]}\n";
-  std::cout << out;
+  auto workers = nlohmann::ordered_json::array();
+  for (const auto& [index, w] : v.workers) workers.push_back(worker_json(v, index, w));
+  const nlohmann::ordered_json out = {
+      {"name", p.name},
+      {"master_pid", p.master},
+      {"master_state", to_string(h.master_state.load())},
+      {"uptime_s", v.age_s(h.master_started_ms.load())},
+      {"pool_generation", h.pool_generation.load()},
+      {"target_workers", h.target_workers.load()},
+      {"requests_total", v.requests_total},
+      {"restarts_total", v.restarts},
+      {"reload",
+       {{"seq", h.reload_seq.load()},
+        {"outcome", to_string(h.reload_outcome.load())},
+        {"duration_ms", h.reload_duration_ms.load()},
+        {"message", v.message}}},
+      {"workers", std::move(workers)}};
+  std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
 }
 
 void status_text(const pool_ref& p, const pool_view& v) {

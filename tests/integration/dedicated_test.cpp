@@ -6,6 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "harness.hpp"
 
 using namespace harness;
@@ -69,6 +71,9 @@ TEST_CASE("dedicated: a unit with runs_in runs in one process of its own, which 
 
   const std::string json = status_output(dedicated_path, p.name, true);
   INFO(json);
+  // Valid JSON although a unit's name is not valid UTF-8: the stray byte became U+FFFD.
+  const auto parsed = nlohmann::json::parse(json);
+  CHECK(parsed["workers"][0]["stage_ms"].contains("odd\xef\xbf\xbdname"));
   CHECK(json.find("\"role\":\"ticker\",\"pid\":" + std::to_string(ticker)) != std::string::npos);
   CHECK(json.find("\"role\":\"serve\"") != std::string::npos);
   const std::string text = status_output(dedicated_path, p.name, false);

@@ -50,7 +50,14 @@ struct ticker {
   }
 };
 
-using dedicated_app = systempp::app<demo::settings, demo::http_server, ticker>;
+// A unit whose name is not valid UTF-8 (a stray 0xff byte): `status --json` must still
+// print valid JSON.
+struct odd_name {
+  static constexpr std::string_view name = "odd\xff" "name";
+  void on_init() {}
+};
+
+using dedicated_app = systempp::app<demo::settings, demo::http_server, ticker, odd_name>;
 
 }  // namespace
 

@@ -207,6 +207,15 @@ TEST_CASE("a long unit name is cut to fit its field", "[control_block]") {
   CHECK(unit_name(seg.header(), 0) == std::string(31, 'x'));
 }
 
+TEST_CASE("a long unit or stage name is cut before a UTF-8 character, never inside it", "[control_block]") {
+  // 30 bytes, then "é" (2 bytes) across the 31-byte limit: the cut drops the whole "é".
+  const std::string name = std::string(30, 'x') + "\xc3\xa9tail";
+  const std::vector<std::string> names{name};
+  auto seg = control_segment::create(unique_pool(), ::getpid(), 1, names, names);
+  CHECK(unit_name(seg.header(), 0) == std::string(30, 'x'));
+  CHECK(stage_name(seg.header(), 0) == std::string(30, 'x'));
+}
+
 TEST_CASE("a forked child attaches, writes its slot, and the parent sees the values",
           "[control_block]") {
   const auto pool = unique_pool();
