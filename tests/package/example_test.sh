@@ -27,6 +27,15 @@ cmake --install "$build" --prefix "$tmp/prefix" > /dev/null
 cmake -S "$src/examples/echo" -B "$tmp/build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" > /dev/null
 cmake --build "$tmp/build" > "$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; exit 1; }
 
+# The same example built without CMake, from the pkg-config file alone; it must link and
+# answer --help.
+export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig:$tmp/prefix/lib/x86_64-linux-gnu/pkgconfig"
+# shellcheck disable=SC2046  # the flags are meant to be split
+g++ "$src/examples/echo/main.cpp" -o "$tmp/echo_pc" $(pkg-config --cflags --libs systempp) \
+  > "$tmp/pc.log" 2>&1 || { cat "$tmp/pc.log" >&2; exit 1; }
+"$tmp/echo_pc" --help > "$tmp/pc_help.log" 2>&1 || { cat "$tmp/pc_help.log" >&2; exit 1; }
+grep -q -- '--workers' "$tmp/pc_help.log"
+
 printf 'prefix = one:\n' > "$tmp/echo.conf"
 "$tmp/build/echo_service" --workers 2 --bind 127.0.0.1:0 --name "echo_$$" --config "$tmp/echo.conf" \
   > "$tmp/log" 2>&1 &
@@ -55,4 +64,4 @@ wait "$pid" || status=$?
 pid=
 [ "$status" -eq 0 ] || { echo "echo_service exited with $status" >&2; cat "$tmp/log" >&2; exit 1; }
 grep -q 'served [0-9]* connection(s)' "$tmp/log"
-echo "example: installed package built, echoed, reloaded and drained"
+echo "example: installed package built (CMake and pkg-config), echoed, reloaded and drained"
