@@ -21,6 +21,7 @@
 #include <optional>
 #include <systempp/acceptor.hpp>
 #include <systempp/config_file.hpp>
+#include <systempp/helpers.hpp>
 #include <systempp/systempp.hpp>
 
 namespace asio = boost::asio;
@@ -67,7 +68,10 @@ class echo_server {
     for (const auto& l : ctx.listeners()) {
       // Our own copy of the socket: closing it at drain leaves the master's open.
       auto& a = acceptors_.emplace_back(systempp::make_acceptor(ctx.io(), l));
-      asio::co_spawn(ctx.io(), accept_loop(a), asio::detached);
+      // Accept errors (out of descriptors) are logged once and retried after a pause.
+      asio::co_spawn(ctx.io(), systempp::accept_loop(a, [this](tcp::socket s) {
+        asio::co_spawn(ctx_->io(), serve(std::move(s), connections_.enter()), asio::detached);
+      }, ctx.log()), asio::detached);
     }
     co_return;
   }
@@ -79,26 +83,18 @@ class echo_server {
     for (auto* s : sockets_) s->cancel();
   }
 
-  /// Completes when the last connection is closed.
+  /// Completes when the last connection is closed (at most --stage-timeout).
   asio::awaitable<void> on_shutdown(systempp::context& ctx) {
-    all_closed_.emplace(ctx.io());
-    while (!sockets_.empty()) {
-      all_closed_->expires_at(asio::steady_timer::time_point::max());
-      co_await all_closed_->async_wait(use_tuple);  // cancelled by the last connection
-    }
+    if (const auto left = co_await connections_.close(ctx.opts().stage_timeout))
+      ctx.log().warn("{} connection(s) still open at the deadline", left);
     acceptors_.clear();
   }
+  /// Ready for the next cycle (the inline process reloads in place).
+  void post_shutdown() { connections_.reopen(); }
 
  private:
-  asio::awaitable<void> accept_loop(tcp::acceptor& a) {
-    for (;;) {
-      auto [ec, socket] = co_await a.async_accept(use_tuple);
-      if (!ec) asio::co_spawn(ctx_->io(), serve(std::move(socket)), asio::detached);
-      if (!a.is_open()) co_return;
-    }
-  }
-
-  asio::awaitable<void> serve(tcp::socket socket) {
+  asio::awaitable<void> serve(tcp::socket socket, systempp::gate::pass held) {
+    if (!held) co_return;  // the drain began: not served
     sockets_.push_back(&socket);
     ctx_->dependency<connection_stats>(*this).opened++;
     const auto& cfg = ctx_->dependency<settings>(*this);
@@ -106,23 +102,24 @@ class echo_server {
     while (!ctx_->draining()) {
       auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n', use_tuple);
       if (ec) break;
-      ctx_->request_begin();
+      systempp::request_scope request(*ctx_);  // counted in the worker's record
       std::string reply = cfg.prefix + buffer.substr(0, n);
       buffer.erase(0, n);
       auto [wec, written] = co_await asio::async_write(socket, asio::buffer(reply), use_tuple);
-      ctx_->request_end(static_cast<bool>(wec));
-      if (wec) break;
+      if (wec) {
+        request.fail();
+        break;
+      }
     }
     boost::system::error_code ignored;
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     sockets_.remove(&socket);
-    if (sockets_.empty() && all_closed_) all_closed_->cancel();
   }
 
   systempp::context* ctx_ = nullptr;
   std::list<tcp::acceptor> acceptors_;
   std::list<tcp::socket*> sockets_;
-  std::optional<asio::steady_timer> all_closed_;
+  systempp::gate connections_;  // each connection holds a pass; the drain waits for them
 };
 
 // The order here does not matter: echo_server declares what it needs.

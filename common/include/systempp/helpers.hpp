@@ -1,0 +1,171 @@
+#pragma once
+/// What most units repeat, done once: request accounting by scope, a gate that the drain
+/// waits on for in-flight work, a periodic task bound to the cycle, and an accept loop that
+/// backs off on accept errors. Header-only and not in systempp.hpp (it pulls in Asio's
+/// timers and ip::tcp): include it where units use it. All of it runs on the loop's thread
+/// of the process that runs the stages (ctx.io()).
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "systempp/context.hpp"
+
+namespace systempp {
+
+/// Counts one request in the worker's record for as long as it lives: request_begin at
+/// construction, request_end at destruction, as failed when fail() was called or when an
+/// exception is unwinding through it. A no-op outside a pool worker.
+class request_scope {
+ public:
+  explicit request_scope(const context& ctx) noexcept : ctx_(ctx), unwinding_(std::uncaught_exceptions()) {
+    ctx_.request_begin();
+  }
+  ~request_scope() { ctx_.request_end(failed_ || std::uncaught_exceptions() > unwinding_); }
+  request_scope(const request_scope&) = delete;
+  request_scope& operator=(const request_scope&) = delete;
+  /// The request failed (an error response): it counts in the worker's errors.
+  void fail() noexcept { failed_ = true; }
+
+ private:
+  const context& ctx_;
+  int unwinding_;
+  bool failed_ = false;
+};
+
+/// In-flight work that a drain waits for. Each piece of work holds a pass while it runs;
+/// close() refuses new passes and waits until the held ones are returned. The gate must
+/// outlive its passes. Loop thread only.
+class gate {
+ public:
+  /// A held pass: true while the gate let it in. Returned when destroyed.
+  class pass {
+   public:
+    pass() = default;
+    pass(pass&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+    pass& operator=(pass&& other) noexcept {
+      if (this != &other) {
+        release();
+        gate_ = std::exchange(other.gate_, nullptr);
+      }
+      return *this;
+    }
+    ~pass() { release(); }
+    explicit operator bool() const noexcept { return gate_ != nullptr; }
+
+   private:
+    friend class gate;
+    explicit pass(gate* g) noexcept : gate_(g) { ++g->held_; }
+    void release() noexcept {
+      if (gate_ && --gate_->held_ == 0 && gate_->idle_) gate_->idle_->cancel();
+      gate_ = nullptr;
+    }
+    gate* gate_ = nullptr;
+  };
+
+  gate() = default;
+  gate(const gate&) = delete;
+  gate& operator=(const gate&) = delete;
+
+  /// A pass, or an empty one once the gate is closed (the work should not start).
+  pass enter() { return closed_ ? pass() : pass(this); }
+  /// Passes held now.
+  std::size_t held() const noexcept { return held_; }
+  bool closed() const noexcept { return closed_; }
+  /// Closes the gate and waits until every pass is returned, at most `limit`. Returns how
+  /// many were still held then (0: all work finished).
+  boost::asio::awaitable<std::size_t> close(std::chrono::milliseconds limit) {
+    closed_ = true;
+    if (held_ > 0) {
+      idle_.emplace(co_await boost::asio::this_coro::executor, limit);
+      co_await idle_->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));  // cancelled at 0
+      idle_.reset();
+    }
+    co_return held_;
+  }
+  /// Opens a closed gate again (the next cycle of an inline process).
+  void reopen() noexcept { closed_ = false; }
+
+ private:
+  std::size_t held_ = 0;
+  bool closed_ = false;
+  std::optional<boost::asio::steady_timer> idle_;
+};
+
+/// Runs `fn` every `interval` as work of the current cycle (ctx.spawn): the first run one
+/// interval after the call, the next one interval after the previous ended. It stops when
+/// the drain starts, and never runs after the unit's post_shutdown. `fn` is `void()` or
+/// `boost::asio::awaitable<void>()`; a run that throws is logged with the unit's name and
+/// the task goes on. Call from on_startup or post_startup, on the loop's thread.
+template <class Self, class Fn>
+void every(context& ctx, const Self&, std::chrono::milliseconds interval, Fn fn) {
+  auto task = [](context& ctx, std::string unit, std::chrono::milliseconds interval, Fn fn) -> boost::asio::awaitable<void> {
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+    std::string failure;  // co_await is not allowed in a handler: the catch only notes it
+    for (;;) {
+      timer.expires_after(interval);
+      co_await timer.async_wait(boost::asio::use_awaitable);  // the drain's cancellation ends it here
+      try {
+        if constexpr (std::is_void_v<std::invoke_result_t<Fn&>>)
+          fn();
+        else
+          co_await fn();
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      if (!failure.empty()) {
+        const auto state = co_await boost::asio::this_coro::cancellation_state;
+        if (state.cancelled() != boost::asio::cancellation_type::none) co_return;  // the drain
+        ctx.log().error("a periodic task of unit {} failed: {}; it runs again in {} ms", unit, failure,
+                        interval.count());
+        failure.clear();
+      }
+    }
+  };
+  std::string unit = detail::unit_name<Self>();
+  ctx.spawn_task(unit, task(ctx, unit, interval, std::move(fn)));
+}
+
+/// Accepts connections on `acceptor` until it is closed (typically in pre_shutdown),
+/// handing each socket to `on_connection`. An accept that fails for want of resources
+/// (EMFILE, ENFILE, ENOBUFS, ENOMEM) is logged once per run of failures and retried after
+/// `backoff` instead of spinning; other errors are retried at once. Loop thread only.
+template <class OnConnection>
+boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, OnConnection on_connection,
+                                         spdlog::logger& log,
+                                         std::chrono::milliseconds backoff = std::chrono::milliseconds(100)) {
+  namespace asio = boost::asio;
+  bool failing = false;
+  while (acceptor.is_open()) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (!ec) {
+      if (failing) log.info("accept works again");
+      failing = false;
+      on_connection(std::move(socket));
+      continue;
+    }
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    const bool shortage = ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+                          ec == asio::error::no_memory || ec.value() == ENFILE;
+    if (!shortage) continue;
+    if (!failing) log.warn("accept failed: {}; retrying every {} ms", ec.message(), backoff.count());
+    failing = true;
+    asio::steady_timer pause(acceptor.get_executor(), backoff);
+    auto [waited] = co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (waited) co_return;  // cancelled: the cycle is ending
+  }
+}
+
+}  // namespace systempp

@@ -1,0 +1,148 @@
+// helpers.hpp: request_scope, gate, every, accept_loop.
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <catch2/catch.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <systempp/control_block.hpp>
+#include <systempp/helpers.hpp>
+
+#include "engine_fixture.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+int runs = 0;
+int runs_at_stop = -1;
+asio::steady_timer* serving = nullptr;  // the cycle serves until a poll cancels it
+
+// Polls every 2 ms; its second run throws; after the fourth it ends the serving.
+struct poller {
+  static constexpr std::string_view name = "poller";
+  void on_startup(systempp::context& ctx) {
+    systempp::every(ctx, *this, 2ms, [] {
+      ++runs;
+      if (runs == 2) throw std::runtime_error("flaky");
+      if (runs >= 4 && serving) serving->cancel();
+    });
+  }
+  void post_shutdown() { runs_at_stop = runs; }
+};
+
+struct poll_fixture : engine_fixture<systempp::app<poller>> {
+  std::ostringstream log_text;
+  poll_fixture() {
+    ctx.set_logger(std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_st>(log_text)));
+    runs = 0;
+    runs_at_stop = -1;
+    lc.set_timeout(2s);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("every: runs on its interval, survives a throwing run, stops at the drain", "[helpers]") {
+  poll_fixture f;
+  systempp::cycle_hooks hooks;
+  hooks.serve = [&]() -> asio::awaitable<void> {
+    asio::steady_timer until_polled(f.io, 10s);  // the bound: a poller that never ran
+    serving = &until_polled;
+    co_await until_polled.async_wait(asio::as_tuple(asio::use_awaitable));
+    serving = nullptr;
+  };
+  CHECK(systempp::run_cycle(f.lc, f.ctx, hooks).code == systempp::exit_code::ok);
+  CHECK(runs >= 4);
+  CHECK(runs_at_stop == runs);  // no run after post_shutdown
+  CHECK(f.log_text.str().find("a periodic task of unit poller failed: flaky; it runs again in 2 ms") !=
+        std::string::npos);
+  CHECK(f.ctx.running_tasks() == 0);
+}
+
+TEST_CASE("gate: close waits for the passes held, refuses new ones, and says how many outlived the limit",
+          "[helpers]") {
+  asio::io_context io;
+  systempp::gate g;
+  std::vector<std::string> seen;
+  std::size_t left_waiting = 99, left_short = 99;
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    // Two pieces of work, each holding a pass, ending after 5 and 10 ms.
+    auto work = [&](std::chrono::milliseconds after, const char* what) {
+      auto t = std::make_shared<asio::steady_timer>(io, after);
+      t->async_wait([&seen, t, what, pass = std::make_shared<systempp::gate::pass>(g.enter())](auto) mutable {
+        seen.push_back(what);
+        pass.reset();
+      });
+    };
+    work(5ms, "a done");
+    work(10ms, "b done");
+    CHECK(g.held() == 2);
+    left_waiting = co_await g.close(5s);
+    seen.push_back("closed");
+    CHECK_FALSE(g.enter());  // closed: no new work
+    g.reopen();
+    auto held = g.enter();
+    REQUIRE(held);
+    left_short = co_await g.close(5ms);  // `held` is still out when the limit passes
+  }, asio::detached);
+  io.run();
+  CHECK(seen == std::vector<std::string>{"a done", "b done", "closed"});
+  CHECK(left_waiting == 0);
+  CHECK(left_short == 1);
+  CHECK(g.held() == 0);
+}
+
+TEST_CASE("request_scope: begins and ends a request in the worker's record, failed on fail() or a throw",
+          "[helpers]") {
+  engine_fixture<systempp::app<>> f;
+  systempp::worker_slot record{};
+  f.ctx.set_slot_record(&record);
+  {
+    systempp::request_scope r(f.ctx);
+    CHECK(record.in_flight.load() == 1);
+  }
+  {
+    systempp::request_scope r(f.ctx);
+    r.fail();
+  }
+  try {
+    systempp::request_scope r(f.ctx);
+    throw std::runtime_error("handler failed");
+  } catch (const std::runtime_error&) {
+  }
+  CHECK(record.in_flight.load() == 0);
+  CHECK(record.requests.load() == 3);
+  CHECK(record.errors.load() == 2);
+}
+
+TEST_CASE("accept_loop: hands each connection over and ends when the acceptor is closed", "[helpers]") {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  auto log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  int accepted = 0;
+  bool ended = false;
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    co_await systempp::accept_loop(acceptor, [&](asio::ip::tcp::socket) {
+      if (++accepted == 2) acceptor.close();
+    }, *log);
+    ended = true;
+  }, asio::detached);
+  asio::ip::tcp::socket one(io), two(io);
+  one.connect(acceptor.local_endpoint());
+  two.connect(acceptor.local_endpoint());
+  io.run();
+  CHECK(accepted == 2);
+  CHECK(ended);
+}
