@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <systempp/acceptor.hpp>
+#include <systempp/helpers.hpp>
 
 #include "settings.hpp"
 
@@ -122,7 +123,6 @@ struct http_server::impl {
 
   const config_values& config() const { return ctx->unit<settings>().values(); }
 
-  asio::awaitable<void> accept_loop(port& p);
   asio::awaitable<void> serve(tcp::socket socket);
   asio::awaitable<bool> wait_for_request(connection& c);
   std::optional<response> refuse_header(const request& req);
@@ -158,7 +158,12 @@ asio::awaitable<void> http_server::on_startup(systempp::context& ctx) {
   }
   s.ports.clear();
   for (const auto& l : ctx.listeners()) s.ports.emplace_back(systempp::make_acceptor(ctx.io(), l));
-  for (auto& p : s.ports) s.spawn(s.accept_loop(p), "accept loop");
+  // A connection the kernel handed over is ours to answer, even when the drain closed the
+  // acceptor before its handler ran: accept_loop hands it over before it looks.
+  for (auto& p : s.ports)
+    s.spawn(systempp::accept_loop(p.acceptor, [&s](tcp::socket socket) { s.spawn(s.serve(std::move(socket)), "connection"); },
+                                  ctx.log()),
+            "accept loop");
 }
 
 void http_server::pre_shutdown(systempp::context&) {
@@ -184,27 +189,6 @@ asio::awaitable<void> http_server::on_shutdown(systempp::context&) {
     co_await s.all_closed->async_wait(use_tuple);
   }
   s.ports.clear();
-}
-
-asio::awaitable<void> http_server::impl::accept_loop(port& p) {
-  tcp::acceptor& acceptor = p.acceptor;
-  for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
-    // A connection the kernel handed over is ours to answer, even when the drain closed
-    // the acceptor before this handler ran: dropping it would reset the client.
-    if (!ec) {
-      spawn(serve(std::move(socket)), "connection");
-      if (!acceptor.is_open()) co_return;
-      continue;
-    }
-    if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
-    {
-      // Out of fds or similar: back off briefly instead of spinning on the error.
-      ctx->log().warn("accept: {}", ec.message());
-      asio::steady_timer pause(ctx->io(), std::chrono::milliseconds(50));
-      co_await pause.async_wait(use_tuple);
-    }
-  }
 }
 
 // Waits until the next request's first bytes arrive. Returns false when the connection
@@ -281,9 +265,9 @@ asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {
     if (ec || refused) break;
 
     const request& req = parser.get();
-    ctx->request_begin();
+    systempp::request_scope counted(*ctx);  // in flight until the response is written
     response res = co_await handle(req);
-    ctx->request_end(res.result_int() >= 500);
+    if (res.result_int() >= 500) counted.fail();
     const bool keep = req.keep_alive() && !draining;
     res.keep_alive(keep);
     if (req.method() == http::verb::head) res.body().clear();  // Content-Length stays
