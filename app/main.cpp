@@ -6,4 +6,7 @@
 
 using demo_app = systempp::app<demo::settings, demo::http_server>;
 
-int main(int argc, char** argv) { return systempp::main<demo_app>(argc, argv); }
+int main(int argc, char** argv) {
+  return systempp::main<demo_app>(
+      argc, argv, {"systempp-app", "The systempp demo: an HTTP service answering GET / with a configured message.", "0.1.0"});
+}

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <charconv>
 #include <cmath>
 #include <iostream>
@@ -98,7 +99,6 @@ constexpr seconds_option seconds_options[] = {
      "Seconds without a heartbeat before a worker is killed"},
     {"--graceful-timeout", &options::graceful_timeout,
      "Seconds a draining worker may take before SIGKILL"},
-    {"--stage-timeout", &options::stage_timeout, "Seconds one unit may take in one stage"},
     {"--restart-backoff-max", &options::restart_backoff_max,
      "Longest wait before restarting a worker that keeps failing to start"},
 };
@@ -110,7 +110,20 @@ struct word_values {
   std::string log_format = "text";
 };
 
-void add_serve_options(CLI::App& cli, options& opts, word_values& words) {
+// What a script takes too: its configuration, its logs and its stage timeout.
+void add_runtime_options(CLI::App& cli, options& opts, word_values& words) {
+  add_seconds(cli, "--stage-timeout", opts.stage_timeout, "Seconds one unit may take in one stage");
+  cli.add_option("-c,--config", opts.config, "Configuration file read by the app's units");
+  add_checked(cli, "--log-level", opts.log_level,
+              "trace, debug, info, warn, error, critical or off",
+              CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  cli.add_option("--log-file", opts.log_file, "Append logs to this file instead of stderr");
+  add_checked(cli, "--log-format", words.log_format, "text or json (one object a line)",
+              CLI::IsMember({"text", "json"}));
+}
+
+// What only a pool (or the inline process) takes: workers, listeners, supervision.
+void add_pool_options(CLI::App& cli, options& opts, word_values& words) {
   add_checked(cli, "-w,--workers", opts.workers,
               "Worker processes; 0 runs every stage in one process", CLI::Range(0, max_pool_workers));
   cli.add_option("-b,--bind", words.binds,
@@ -128,14 +141,26 @@ void add_serve_options(CLI::App& cli, options& opts, word_values& words) {
               "Recycle a worker after this many requests (0: never)", CLI::NonNegativeNumber);
   add_checked(cli, "--max-requests-jitter", opts.max_requests_jitter,
               "Random extra requests per worker before recycling", CLI::NonNegativeNumber);
-  cli.add_option("-c,--config", opts.config, "Configuration file read by the app's units");
-  add_checked(cli, "--log-level", opts.log_level,
-              "trace, debug, info, warn, error, critical or off",
-              CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  cli.add_option("--log-file", opts.log_file, "Append logs to this file instead of stderr");
-  add_checked(cli, "--log-format", words.log_format, "text or json (one object a line)",
-              CLI::IsMember({"text", "json"}));
   cli.add_option("--metrics", opts.metrics, "HOST:PORT for the master's Prometheus endpoint");
+}
+
+// A script leaves unknown arguments to its body, but a pool option there is a mistake
+// (`kvctl --workers 3 count`): the flag it names, or "" when there is none.
+std::string pool_option_among(const std::vector<std::string>& args) {
+  CLI::App pool;
+  options ignored;
+  word_values words;
+  add_pool_options(pool, ignored, words);
+  for (const auto& arg : args) {
+    const auto flag = arg.substr(0, arg.find('='));
+    for (const CLI::Option* o : pool.get_options()) {
+      for (const auto& l : o->get_lnames())
+        if (flag == "--" + l) return flag;
+      for (const auto& sn : o->get_snames())
+        if (flag == "-" + sn) return flag;
+    }
+  }
+  return {};
 }
 
 // The control sub-commands, one row each, in --help order.
@@ -190,18 +215,29 @@ void finish_serve_options(options& opts, const word_values& words) {
 
 }  // namespace
 
-command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
+command parse_command_line(int argc, const char* const* argv, parse_mode mode, const about& info) {
   options opts;
   opts.program = argc > 0 ? argv[0] : "app";
   opts.argv.assign(argv, argv + argc);
   opts.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
-  CLI::App cli{"A systempp service: a master process and a pool of worker processes."};
-  cli.footer(exit_codes_text);
+  const bool script = mode == parse_mode::script;
+  std::string description(info.description);
+  if (description.empty())
+    description = script ? "A script on systempp units: on_init, startup, the script, shutdown, on_exit."
+                         : "A systempp service: a master process and a pool of worker processes.";
+  const std::string name = info.name.empty() ? std::filesystem::path(opts.program).filename().string()
+                                             : std::string(info.name);
+  CLI::App cli{description, name};
+  cli.footer(script ? "Arguments that are not options above are passed to the script (ctx.opts().args).\n" +
+                          std::string(exit_codes_text)
+                    : std::string(exit_codes_text));
   cli.get_formatter()->column_width(34);
+  if (!info.version.empty()) cli.set_version_flag("--version", name + " " + std::string(info.version));
   word_values words;
-  add_serve_options(cli, opts, words);
-  if (mode == parse_mode::script) cli.allow_extras(true);
+  add_runtime_options(cli, opts, words);
+  if (!script) add_pool_options(cli, opts, words);
+  if (script) cli.allow_extras(true);
   control_command ctl;
   ctl.program = opts.program;
   const auto subs = mode == parse_mode::serve ? add_control_commands(cli, ctl)
@@ -212,7 +248,11 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
 
   try {
     cli.parse(argc, argv);
-    if (mode == parse_mode::script) opts.args = cli.remaining();
+    if (script) {
+      opts.args = cli.remaining();
+      if (const auto flag = pool_option_among(opts.args); !flag.empty())
+        throw CLI::ValidationError(flag, "a pool option; a script does not take it");
+    }
     finish_serve_options(opts, words);
     for (std::size_t i = 0; i < subs.size(); ++i) {
       if (!subs[i]->parsed()) continue;
@@ -222,6 +262,9 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode) {
     }
   } catch (const CLI::CallForHelp&) {
     std::cout << cli.help();
+    return exit_now{0};
+  } catch (const CLI::CallForVersion&) {
+    std::cout << name << " " << info.version << "\n";
     return exit_now{0};
   } catch (const CLI::ParseError& e) {
     std::string message = e.what();

@@ -125,4 +125,6 @@ class echo_server {
 // The order here does not matter: echo_server declares what it needs.
 using echo_app = systempp::app<echo_server, settings, connection_stats>;
 
-int main(int argc, char** argv) { return systempp::main<echo_app>(argc, argv); }
+int main(int argc, char** argv) {
+  return systempp::main<echo_app>(argc, argv, {"echo_service", "A line echo service on systempp.", "1.0.0"});
+}

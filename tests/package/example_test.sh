@@ -35,6 +35,7 @@ g++ "$src/examples/echo/main.cpp" -o "$tmp/echo_pc" $(pkg-config --cflags --libs
   > "$tmp/pc.log" 2>&1 || { cat "$tmp/pc.log" >&2; exit 1; }
 "$tmp/echo_pc" --help > "$tmp/pc_help.log" 2>&1 || { cat "$tmp/pc_help.log" >&2; exit 1; }
 grep -q -- '--workers' "$tmp/pc_help.log"
+[ "$("$tmp/echo_pc" --version)" = "echo_service 1.0.0" ] || { echo "unexpected --version" >&2; exit 1; }
 
 printf 'prefix = one:\n' > "$tmp/echo.conf"
 "$tmp/build/echo_service" --workers 2 --bind 127.0.0.1:0 --name "echo_$$" --config "$tmp/echo.conf" \

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <iostream>
 #include <sstream>
 #include <vector>
@@ -15,20 +16,34 @@ struct parse_outcome {
   std::string err;
 };
 
+int exit_code_of_cmd(const systempp::command& cmd);
+
 // Captures std::cerr so the one-line error can be checked.
-parse_outcome parse(std::vector<const char*> args) {
+parse_outcome parse(std::vector<const char*> args, systempp::parse_mode mode = systempp::parse_mode::serve,
+                    const systempp::about& info = {}) {
   args.insert(args.begin(), "app");
   std::ostringstream captured;
   auto* old = std::cerr.rdbuf(captured.rdbuf());
-  auto cmd = systempp::parse_command_line(static_cast<int>(args.size()), args.data());
+  auto cmd = systempp::parse_command_line(static_cast<int>(args.size()), args.data(), mode, info);
   std::cerr.rdbuf(old);
   return {std::move(cmd), captured.str()};
 }
 
-int exit_code_of(const parse_outcome& p) {
-  auto* e = std::get_if<systempp::exit_now>(&p.cmd);
+// What parse printed on std::cout (--help, --version).
+std::string printed(std::vector<const char*> args, systempp::parse_mode mode, const systempp::about& info,
+                    int& code) {
+  std::ostringstream out;
+  auto* old = std::cout.rdbuf(out.rdbuf());
+  code = exit_code_of_cmd(parse(std::move(args), mode, info).cmd);
+  std::cout.rdbuf(old);
+  return out.str();
+}
+
+int exit_code_of_cmd(const systempp::command& cmd) {
+  auto* e = std::get_if<systempp::exit_now>(&cmd);
   return e ? e->code : -1;
 }
+int exit_code_of(const parse_outcome& p) { return exit_code_of_cmd(p.cmd); }
 
 }  // namespace
 
@@ -107,4 +122,43 @@ TEST_CASE("--help exits 0 and lists every option with its default", "[options]")
     CHECK(out.str().find(flag) != std::string::npos);
   CHECK(out.str().find("Exit codes") != std::string::npos);
   CHECK(out.str().find("30") != std::string::npos);
+}
+
+TEST_CASE("an app's name, description and version show in --help and --version", "[options]") {
+  const systempp::about kvd{"kvd", "A key-value store over HTTP.", "1.4.2"};
+  int code = -1;
+  const auto help = printed({"--help"}, systempp::parse_mode::serve, kvd, code);
+  CHECK(code == 0);
+  CHECK(help.rfind("A key-value store over HTTP.", 0) == 0);
+  CHECK(help.find("Usage: kvd") != std::string::npos);
+  CHECK(printed({"--version"}, systempp::parse_mode::serve, kvd, code) == "kvd 1.4.2\n");
+  CHECK(code == 0);
+  // Without a version there is no --version: an unknown option, exit 2.
+  const auto none = parse({"--version"});
+  CHECK(exit_code_of(none) == 2);
+}
+
+TEST_CASE("a script's --help shows the script's options, not the pool's", "[options]") {
+  int code = -1;
+  const auto help = printed({"--help"}, systempp::parse_mode::script, {"kvctl", "", ""}, code);
+  CHECK(code == 0);
+  CHECK(help.find("A script on systempp units") != std::string::npos);
+  CHECK(help.find("passed to the script") != std::string::npos);
+  for (const char* flag : {"--config", "--log-level", "--stage-timeout"}) CHECK(help.find(flag) != std::string::npos);
+  for (const char* flag : {"--workers", "--bind", "--reload-mode", "--metrics", "--pidfile"})
+    CHECK(help.find(flag) == std::string::npos);
+}
+
+TEST_CASE("a pool option given to a script exits 2 with one line naming it", "[options][bad_input]") {
+  for (auto args : {std::vector<const char*>{"--workers", "3", "count"}, std::vector<const char*>{"count", "--bind=x:1"},
+                    std::vector<const char*>{"-w", "2"}}) {
+    const auto p = parse(args, systempp::parse_mode::script);
+    CHECK(exit_code_of(p) == 2);
+    CHECK(p.err.find("a pool option; a script does not take it") != std::string::npos);
+    CHECK(std::count(p.err.begin(), p.err.end(), '\n') == 1);
+  }
+  // The script's own arguments pass.
+  const auto ok = parse({"--config", "x.toml", "count", "--verbose"}, systempp::parse_mode::script);
+  REQUIRE(std::holds_alternative<systempp::serve_command>(ok.cmd));
+  CHECK(std::get<systempp::serve_command>(ok.cmd).opts.args == std::vector<std::string>{"count", "--verbose"});
 }

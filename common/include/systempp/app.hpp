@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "systempp/dependencies.hpp"
+#include "systempp/options.hpp"
 #include "systempp/stage_types.hpp"
 #include "systempp/unit.hpp"
 
@@ -197,6 +198,7 @@ std::vector<std::size_t> positions_of(type_list<Deps...>) {
 namespace detail {
 /// What the runners get from an app: its units in start order and its custom stages.
 struct app_units {
+  about info;  ///< what systempp::main / run_script were told about the app (--help, --version)
   std::vector<unit_entry> units;
   std::vector<extra_stage> stages;  ///< ids first_custom_stage, first_custom_stage + 1, ...
 };

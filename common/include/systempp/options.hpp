@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -107,6 +108,15 @@ struct exit_now {
 /// One of the three, as parse_command_line returns it.
 using command = std::variant<serve_command, control_command, exit_now>;
 
+/// What an app says about itself on the command line: `--help` starts with the name and
+/// the description, and `--version` prints "<name> <version>" (it exists only when a
+/// version is given). Empty fields keep the runtime's defaults.
+struct about {
+  std::string_view name;         ///< e.g. "kvd"; default: the program's file name
+  std::string_view description;  ///< one line for --help
+  std::string_view version;      ///< e.g. "1.4.2"
+};
+
 /// Which command line to accept.
 enum class parse_mode {
   serve,   ///< `app [options]`: the service
@@ -115,6 +125,7 @@ enum class parse_mode {
 
 /// Parses argv. Prints help or a one-line error itself ("app: error: --workers: ..."), and
 /// returns exit_now for those cases. Runs in the launching process only.
-command parse_command_line(int argc, const char* const* argv, parse_mode mode = parse_mode::serve);
+command parse_command_line(int argc, const char* const* argv, parse_mode mode = parse_mode::serve,
+                           const about& info = {});
 
 }  // namespace systempp

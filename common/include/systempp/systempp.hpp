@@ -25,9 +25,10 @@ namespace systempp {
 /// forked worker never returns from it (it _exits inside); an exec'd worker image (exec
 /// mode) runs main() again and returns that worker's own exit code.
 template <class App>
-int main(int argc, char** argv) {
+int main(int argc, char** argv, const about& info = {}) {
   auto io = detail::make_io_context();  // declared first: destroyed after the units
   app_instance<App> instance;
+  instance.entries().info = info;
   return detail::run_main(argc, argv, instance.entries(), *io);
 }
 
@@ -40,9 +41,10 @@ int main(int argc, char** argv) {
 /// Script only: everything runs in the calling process, nothing is forked, no listener is
 /// bound (ctx.listeners() is empty), and the context's role is process_role::script.
 template <class App, class Body>
-int run_script(int argc, char** argv, Body body) {
+int run_script(int argc, char** argv, Body body, const about& info = {}) {
   auto io = detail::make_io_context();  // declared first: destroyed after the units
   app_instance<App> instance;
+  instance.entries().info = info;
   detail::script_body wrapped = [body = std::move(body)](context& ctx) mutable
       -> boost::asio::awaitable<int> {
     if constexpr (std::is_invocable_r_v<boost::asio::awaitable<int>, Body&, context&> &&
