@@ -40,6 +40,19 @@ std::size_t name_prefix(std::string_view s, std::size_t size) {
   return n;
 }
 
+// Names are for display: a long one is cut rather than refused, and a shorter one clears
+// what a longer one before it left.
+void write_name(char (&field)[control_header::unit_name_size], std::string_view name) {
+  std::memset(field, 0, sizeof field);
+  std::memcpy(field, name.data(), name_prefix(name, sizeof field));
+}
+
+void write_names(control_header& h, std::span<const std::string> units, std::span<const std::string> stages) {
+  for (std::size_t i = 0; i < control_header::max_units; ++i) write_name(h.unit_names[i], i < units.size() ? units[i] : "");
+  for (std::size_t i = 0; i < max_stages; ++i) write_name(h.stage_names[i], i < stages.size() ? stages[i] : "");
+  h.unit_count.store(static_cast<std::uint32_t>(units.size()), std::memory_order_relaxed);
+}
+
 [[noreturn]] void fail(std::string_view name, std::string_view reason) {
   std::string message{"control block "};
   message.append(name).append(": ").append(reason);
@@ -135,18 +148,9 @@ control_segment control_segment::create(std::string_view pool, pid_t master_pid,
   header->header_size.store(sizeof(control_header), r);
   header->slot_size.store(sizeof(worker_slot), r);
   header->slot_count.store(slot_count, r);
-  header->unit_count.store(static_cast<std::uint32_t>(unit_names.size()), r);
   header->master_pid.store(master_pid, r);
   header->master_state.store(master_state::starting, r);
-  for (std::size_t i = 0; i < unit_names.size(); ++i) {
-    // Names are for display: a long one is cut rather than refused.
-    const auto n = name_prefix(unit_names[i], control_header::unit_name_size);
-    std::memcpy(header->unit_names[i], unit_names[i].data(), n);
-  }
-  for (std::size_t i = 0; i < stage_names.size(); ++i) {
-    const auto n = name_prefix(stage_names[i], control_header::unit_name_size);
-    std::memcpy(header->stage_names[i], stage_names[i].data(), n);
-  }
+  write_names(*header, unit_names, stage_names);
   // Last, with release: whoever sees the magic sees a fully initialised header.
   header->magic.store(control_block_magic, std::memory_order_release);
 
@@ -289,6 +293,12 @@ void control_segment::close() noexcept {
 void control_segment::adopt() noexcept {
   owner_ = true;
   owner_pid_ = ::getpid();
+}
+
+void control_segment::rename(std::span<const std::string> unit_names, std::span<const std::string> stage_names) {
+  if (unit_names.size() > control_header::max_units || stage_names.size() > max_stages)
+    fail(name_, "too many unit or stage names to rename");
+  write_names(header(), unit_names, stage_names);
 }
 
 worker_slot& control_segment::slot(std::uint32_t i) {

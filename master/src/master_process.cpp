@@ -82,10 +82,14 @@ int master_process::open() {
     }
     pool_ = open_pool(opts_, upgrade_ ? &upgrade_->pool() : nullptr, lc_.unit_names(), lc_.stage_names(),
                       dedicated_slots(units_).size(), *log_);
-    if (upgrade_)
+    if (upgrade_) {
+      // Checked against the previous image's names, then status names what this image
+      // runs (the adopted workers, rolled at once, keep their indexes until replaced).
       if (auto why = dedicated_mismatch(*pool_.segment, pool_.max_workers, dedicated_slots(units_), lc_.unit_names());
           !why.empty())
         throw std::runtime_error(why);
+      pool_.segment->rename(lc_.unit_names(), lc_.stage_names());
+    }
   } catch (const std::exception& e) {
     if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";

@@ -207,6 +207,19 @@ TEST_CASE("a long unit name is cut to fit its field", "[control_block]") {
   CHECK(unit_name(seg.header(), 0) == std::string(31, 'x'));
 }
 
+TEST_CASE("an upgraded master's rename replaces every unit and stage name, clearing the leftovers",
+          "[control_block]") {
+  const std::vector<std::string> units{"settings", "a_long_unit_name"}, stages{"on_init", "warmup_stage"};
+  auto seg = control_segment::create(unique_pool(), ::getpid(), 1, units, stages);
+  seg.rename(std::vector<std::string>{"db"}, std::vector<std::string>{"on_init"});
+  CHECK(unit_name(seg.header(), 0) == "db");
+  CHECK(unit_name(seg.header(), 1).empty());  // unit_count is 1 now
+  CHECK(std::string_view(seg.header().unit_names[1], 1) == std::string_view("\0", 1));
+  CHECK(stage_name(seg.header(), 0) == "on_init");
+  CHECK(stage_name(seg.header(), 1).empty());
+  CHECK_THROWS_AS(seg.rename(std::vector<std::string>(17, "u"), {}), control_block_error);
+}
+
 TEST_CASE("a long unit or stage name is cut before a UTF-8 character, never inside it", "[control_block]") {
   // 30 bytes, then "é" (2 bytes) across the 31-byte limit: the cut drops the whole "é".
   const std::string name = std::string(30, 'x') + "\xc3\xa9tail";

@@ -314,6 +314,11 @@ class control_segment {
   /// Become the owner that removes the segment on destruction: for a master that
   /// re-executed itself and attached the block by fd. Master only.
   void adopt() noexcept;
+  /// Master upgrade: the unit and stage names of the image taking the pool over, written
+  /// over the previous image's (its units or custom stages may differ). Readers may see a
+  /// name half rewritten for an instant: names are for display. Master only; throws
+  /// control_block_error for more names than the block holds.
+  void rename(std::span<const std::string> unit_names, std::span<const std::string> stage_names);
   /// True when destroying this object removes the segment's name.
   bool owns_segment() const noexcept { return owner_; }
 
