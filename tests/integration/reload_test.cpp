@@ -222,28 +222,20 @@ TEST_CASE("request: ctx.request_reload from a worker's own thread rolls the pool
   CHECK(std::regex_search(message, std::regex(R"(generation 2 serving \(reload requested by worker\[0\] pid \d+: probe asked\))")));
   CHECK(s.count(R"(\[master\].*reload requested by worker\[0\] pid \d+: probe asked: reloading)") == 1);
   s.proc.signal(SIGTERM);
-  auto status = s.proc.wait_exit(20s);
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
+  require_exit_0(s.proc);
 }
 
 TEST_CASE("request: ctx.request_stop from the master's on_init drains the pool once it started, exit 0",
           "[request]") {
   pool_name name;
   auto s = start(probe_path, {"--workers", "2", "--name", name.value}, {{"PROBE_REQUEST", "stop:master"}});
-  auto status = s.proc.wait_exit(20s);
-  INFO(s.proc.output());
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
+  require_exit_0(s.proc);
   CHECK(s.count(R"(\[master\].*stop requested by the master: probe asked: draining)") == 1);
   CHECK(support::shm_segments("systempp." + name.value + ".").empty());
 }
 
 TEST_CASE("request: ctx.request_stop in the inline process drains it, exit 0", "[request][inline]") {
   auto s = start(probe_path, {"--workers", "0"}, {{"PROBE_REQUEST", "stop:worker-1g0"}});
-  auto status = s.proc.wait_exit(20s);
-  INFO(s.proc.output());
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
+  require_exit_0(s.proc);
   CHECK(s.count("stop requested: probe asked") == 1);
 }
