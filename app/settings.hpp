@@ -1,5 +1,6 @@
 #pragma once
-/// The demo's configuration unit: reads `--config FILE` in on_init, re-reads it on reload.
+/// The demo's configuration unit: the [demo] section of `--config FILE`, read in on_init
+/// and again on reload (the runtime has checked the file by then).
 
 #include <chrono>
 #include <filesystem>
@@ -9,7 +10,7 @@
 
 namespace demo {
 
-/// Values of the configuration file; the defaults apply without --config.
+/// The [demo] section; the defaults apply without --config.
 struct config_values {
   std::string message = "hello";
   std::filesystem::path docroot;  ///< empty: /static/ is not served
@@ -18,15 +19,23 @@ struct config_values {
   std::chrono::milliseconds drain_grace{1'000};
 };
 
-/// Parses a configuration file; throws systempp::config_error naming file, line and key.
-config_values load_config(const std::string& path);
-
 struct settings {
   static constexpr std::string_view name = "settings";
+  static constexpr auto config_section = systempp::section(
+      "demo", systempp::key("message", &config_values::message, "What GET / answers"),
+      systempp::key("docroot", &config_values::docroot, "Directory served under /static/ (empty: none)"),
+      systempp::key("startup-delay", &config_values::startup_delay, "Seconds each worker waits in on_startup")
+          .range(std::chrono::milliseconds(0), std::chrono::minutes(10)),
+      systempp::key("keepalive-timeout", &config_values::keepalive_timeout,
+                    "Seconds an idle keep-alive connection stays open")
+          .range(std::chrono::milliseconds(1), std::chrono::hours(1)),
+      systempp::key("drain-grace", &config_values::drain_grace,
+                    "Seconds idle connections stay open once a drain began")
+          .range(std::chrono::milliseconds(0), std::chrono::minutes(10)));
 
-  /// Master (or inline/script), once: a bad file stops the start with exit code 2.
-  void on_init(systempp::context& ctx);
-  /// Master, on SIGHUP: a bad file rejects the reload and keeps the current values.
+  /// Master (or inline/script), once.
+  void on_init(systempp::context& ctx) { values_ = ctx.config(*this); }
+  /// Master, on SIGHUP, with the file the reload read again.
   void on_reload(systempp::context& ctx);
   /// Each worker: a configured docroot must be a readable directory.
   void pre_startup(systempp::context& ctx);

@@ -182,6 +182,7 @@ int run_inline(const options& opts, app_units& units, asio::io_context& io) {
   lifecycle lc(units);
   lc.set_timeout(opts.stage_timeout);
   context ctx(process_role::inline_process, opts, log, io, listeners, lc.refs());
+  ctx.set_config_source(units.config);
   // From any thread: said here, then carried out as the signal would be.
   ctx.set_requester([log](control_request what, std::string reason) {
     log->info("{} requested: {}", what == control_request::reload ? "reload" : "stop", reason);

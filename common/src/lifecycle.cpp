@@ -86,7 +86,7 @@ constexpr bool eligible(std::uint32_t completed, stage s) noexcept {
 }  // namespace
 
 lifecycle::lifecycle(detail::app_units& app)
-    : units_(app.units), before_(max_stages), after_(max_stages), completed_(app.units.size()),
+    : app_(app), units_(app.units), before_(max_stages), after_(max_stages), completed_(app.units.size()),
       here_(app.units.size(), true) {
   refs_.reserve(units_.size());
   for (const auto& u : units_) refs_.push_back(u.ref);

@@ -1,5 +1,7 @@
 #include "systempp/options.hpp"
 
+#include "options_file.hpp"
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -11,6 +13,9 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "systempp/config.hpp"
+#include "systempp/errors.hpp"
 
 namespace systempp {
 
@@ -113,7 +118,9 @@ struct word_values {
 // What a script takes too: its configuration, its logs and its stage timeout.
 void add_runtime_options(CLI::App& cli, options& opts, word_values& words) {
   add_seconds(cli, "--stage-timeout", opts.stage_timeout, "Seconds one unit may take in one stage");
-  cli.add_option("-c,--config", opts.config, "Configuration file read by the app's units");
+  cli.add_option("-c,--config", opts.config, "TOML file: [systempp] for these options, a section per unit");
+  cli.add_flag("--print-config", opts.print_config,
+               "Print the configuration (file, command line, defaults) with each value's origin and exit");
   add_checked(cli, "--log-level", opts.log_level,
               "trace, debug, info, warn, error, critical or off",
               CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -142,6 +149,18 @@ void add_pool_options(CLI::App& cli, options& opts, word_values& words) {
   add_checked(cli, "--max-requests-jitter", opts.max_requests_jitter,
               "Random extra requests per worker before recycling", CLI::NonNegativeNumber);
   cli.add_option("--metrics", opts.metrics, "HOST:PORT for the master's Prometheus endpoint");
+}
+
+// The pool's own long options, without "--": what a script skips in a service's file.
+std::vector<std::string> pool_keys() {
+  CLI::App pool;
+  options ignored;
+  word_values words;
+  add_pool_options(pool, ignored, words);
+  std::vector<std::string> keys;
+  for (const CLI::Option* o : pool.get_options())
+    if (!o->get_lnames().empty()) keys.push_back(o->get_lnames().front());
+  return keys;
 }
 
 // A script leaves unknown arguments to its body, but a pool option there is a mistake
@@ -253,7 +272,14 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode, c
       if (const auto flag = pool_option_among(opts.args); !flag.empty())
         throw CLI::ValidationError(flag, "a pool option; a script does not take it");
     }
+    detail::file_keys from_file;
+    if (!opts.config.empty()) {
+      opts.file = std::make_shared<const config_document>(read_config_file(opts.config));
+      check_runtime_section(*opts.file);  // every key, also those the command line overrides
+      from_file = detail::apply_runtime_table(cli, *opts.file, script ? pool_keys() : std::vector<std::string>{});
+    }
     finish_serve_options(opts, words);
+    if (opts.print_config) opts.settings = detail::setting_rows(cli, opts, opts.config, from_file);
     for (std::size_t i = 0; i < subs.size(); ++i) {
       if (!subs[i]->parsed()) continue;
       ctl.kind = control_rows[i].kind;
@@ -271,8 +297,20 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode, c
     std::replace(message.begin(), message.end(), '\n', ' ');
     std::cerr << opts.program << ": error: " << message << "\n";
     return exit_now{2};
+  } catch (const config_error& e) {
+    std::cerr << opts.program << ": error: " << e.what() << "\n";
+    return exit_now{2};
   }
   return serve_command{std::move(opts)};
+}
+
+void check_runtime_section(const config_document& doc) {
+  CLI::App cli;
+  options scratch;
+  word_values words;
+  add_runtime_options(cli, scratch, words);
+  add_pool_options(cli, scratch, words);
+  detail::apply_runtime_table(cli, doc, {});
 }
 
 }  // namespace systempp

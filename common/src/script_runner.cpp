@@ -5,6 +5,7 @@
 
 #include <iostream>
 
+#include "systempp/app_config.hpp"
 #include "systempp/lifecycle.hpp"
 #include "systempp/log.hpp"
 #include "systempp/runners.hpp"
@@ -20,6 +21,7 @@ int run_script(int argc, const char* const* argv, app_units& units,
   auto parsed = parse_command_line(argc, argv, parse_mode::script, units.info);
   if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
   const options opts = std::get<serve_command>(std::move(parsed)).opts;
+  if (const auto stop = install_config(opts, units, unknown_tables::ignored)) return *stop;
 
   std::shared_ptr<spdlog::logger> log;
   try {
@@ -33,6 +35,7 @@ int run_script(int argc, const char* const* argv, app_units& units,
   lifecycle lc(units);
   lc.set_timeout(opts.stage_timeout);
   context ctx(process_role::script, opts, log, io, no_listeners, lc.refs());
+  ctx.set_config_source(units.config);
 
   exit_code code = code_for(stage::on_init, lc.run(stage::on_init, ctx));
   int body_code = 0;

@@ -1,10 +1,10 @@
 // A line echo service built on systempp: three units, a pool of workers, reload and drain.
 //
-//   echo_service --workers 4 --bind 127.0.0.1:7000 --config echo.conf
+//   echo_service --workers 4 --bind 127.0.0.1:7000 --config echo.toml
 //   printf 'hi\n' | nc 127.0.0.1 7000        ->  "echo: hi"
 //
-// echo.conf holds `prefix = echo: ` (the default). SIGHUP re-reads it and rolls the
-// workers; SIGTERM lets every connection finish its current line, then stops.
+// echo.toml holds `[echo]` and `prefix = "echo: "` (the default). SIGHUP re-reads it and
+// rolls the workers; SIGTERM lets every connection finish its current line, then stops.
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -20,7 +20,6 @@
 #include <list>
 #include <optional>
 #include <systempp/acceptor.hpp>
-#include <systempp/config_file.hpp>
 #include <systempp/helpers.hpp>
 #include <systempp/systempp.hpp>
 
@@ -28,25 +27,19 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-/// Configuration: the prefix put in front of every echoed line.
+/// Configuration: the [echo] section of --config, read in the master at start and again
+/// on each reload (the runtime checked the file first).
 struct settings {
   static constexpr std::string_view name = "settings";
-  std::string prefix = "echo: ";
+  struct values {
+    std::string prefix = "echo: ";
+  };
+  static constexpr auto config_section =
+      systempp::section("echo", systempp::key("prefix", &values::prefix, "Put in front of every echoed line"));
+  values v;
 
-  void on_init(systempp::context& ctx) { load(ctx); }
-  void on_reload(systempp::context& ctx) { load(ctx); }
-
- private:
-  void load(systempp::context& ctx) {
-    if (ctx.opts().config.empty()) return;
-    std::string next = "echo: ";
-    for (const auto& e : systempp::read_config_file(ctx.opts().config)) {
-      if (e.key != "prefix")
-        throw systempp::config_error(ctx.opts().config + ":" + std::to_string(e.line) + ": unknown key '" + e.key + "'");
-      next = e.value + " ";
-    }
-    prefix = next;  // only once the whole file is valid
-  }
+  void on_init(systempp::context& ctx) { v = ctx.config(*this); }
+  void on_reload(systempp::context& ctx) { v = ctx.config(*this); }
 };
 
 /// Counts connections per worker and reports them when the worker stops.
@@ -103,7 +96,7 @@ class echo_server {
       auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n', use_tuple);
       if (ec) break;
       systempp::request_scope request(*ctx_);  // counted in the worker's record
-      std::string reply = cfg.prefix + buffer.substr(0, n);
+      std::string reply = cfg.v.prefix + buffer.substr(0, n);
       buffer.erase(0, n);
       auto [wec, written] = co_await asio::async_write(socket, asio::buffer(reply), use_tuple);
       if (wec) {

@@ -5,6 +5,7 @@
 #include <exception>
 #include <iostream>
 
+#include "systempp/app_config.hpp"
 #include "systempp/errors.hpp"
 #include "systempp/fd.hpp"
 #include "systempp/log.hpp"
@@ -48,6 +49,10 @@ int run_main(int argc, const char* const* argv, app_units& units,
     if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
     if (auto* ctl = std::get_if<control_command>(&parsed)) return master::run_control(*ctl);
     const options& opts = std::get<serve_command>(parsed).opts;
+    if (const auto stop = install_config(opts, units, unknown_tables::refused)) {
+      if (upgrade) upgrade->fall_back("the new image rejected the configuration file");
+      return *stop;
+    }
     if (opts.upgrade_version) return master::print_upgrade_version(opts);
     if (worker::is_exec_worker()) return worker::run_exec_worker(opts, units, io);
     if (opts.workers == 0 && !upgrade) return run_inline(opts, units, io);

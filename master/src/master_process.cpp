@@ -33,6 +33,7 @@ int master_process::run() {
 
   lc_.set_timeout(opts_.stage_timeout);
   ctx_.emplace(process_role::master, opts_, log_, io_, pool_.listeners, lc_.refs());
+  ctx_->set_config_source(units_.config);
   ctx_->set_requester([this](control_request what, std::string reason) {  // any thread: onto the loop
     asio::post(io_, [this, what, reason] { guarded("a request", [&] { requested(what, "the master", reason); }); });
   });

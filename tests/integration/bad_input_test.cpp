@@ -97,16 +97,27 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
 
 TEST_CASE("bad input: a bad configuration file exits 2 naming file, line and key", "[bad_input]") {
   pool_name name;
-  const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".conf");
+  const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".toml");
   struct row {
     std::string text;
     std::string expect;
   };
   const std::vector<row> rows{
-      {"message = hi\ncolour = red\n", ":2: unknown key 'colour'"},
-      {"startup_delay_ms = soon\n", ":1: key 'startup_delay_ms'"},
-      {"drain_grace_ms = -1\n", ":1: key 'drain_grace_ms'"},
-      {"just words\n", ":1: expected 'key = value'"},
+      {"[demo]\nmessage = \"hi\"\ncolour = \"red\"\n",
+       ":3:demo.colour: unknown key (the section has: message, docroot, startup-delay, keepalive-timeout, "
+       "drain-grace)"},
+      {"[demo]\nstartup-delay = \"soon\"\n", ":2:demo.startup-delay: expected a number of seconds, got a string"},
+      {"[demo]\ndrain-grace = -1\n", ":2:demo.drain-grace: -1 is out of range (0 to 600 seconds)"},
+      {"[demo]\nmessage = [\"a\", 1]\n", ":2:demo.message: expected a string, got an array"},
+      {"just words\n", ":1: "},
+      {"[dmeo]\nmessage = \"x\"\n", ":1: [dmeo]: no unit of this app reads this section (sections: demo)"},
+      {"message = \"x\"\n", ":1:message: a key outside any section"},
+      {"[systempp]\nworkers = 99999\n", ":2:systempp.workers: Value 99999 not in range 0 to 2048"},
+      {"[systempp]\nworkers = 2.5\n", ":2:systempp.workers: expected an integer, got a float"},
+      {"[systempp]\nready-timeout = \"slow\"\n", ":2:systempp.ready-timeout: expected a number, got a string"},
+      {"[systempp]\nworkerz = 1\n", ":2:systempp.workerz: unknown key (runtime options: stage-timeout,"},
+      {"[systempp]\nbind = [\"nope\"]\n", ":2:systempp.bind: 'nope': expected HOST:PORT"},
+      {"[systempp]\nlog-level = \"loud\"\n", ":2:systempp.log-level: loud not in {"},
   };
   for (const auto& r : rows) {
     { std::ofstream(cfg) << r.text; }

@@ -60,7 +60,7 @@ TEST_CASE("control: reload --wait succeeds, and fails with the reason for a bad 
           "[control][reload]") {
   pool_name name;
   const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".conf");
-  { std::ofstream(cfg) << "message = a\n"; }
+  { std::ofstream(cfg) << "[demo]\nmessage = \"a\"\n"; }
   auto s = start(app_path, {"--workers", "2", "--name", name.value, "--config", cfg.string()});
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
@@ -69,12 +69,12 @@ TEST_CASE("control: reload --wait succeeds, and fails with the reason for a bad 
   CHECK(support::child::exited_with(ok_status, 0));
   CHECK(seg.header().pool_generation.load() == 2);
 
-  { std::ofstream(cfg) << "mesage = typo\n"; }
+  { std::ofstream(cfg) << "[demo]\nmesage = \"typo\"\n"; }
   auto [bad_status, bad_out] = run_app({"reload", "--wait", "--name", name.value});
   INFO(bad_out);
   CHECK(support::child::exited_with(bad_status, 1));
   CHECK(bad_out.find("reload rejected") != std::string::npos);
-  CHECK(bad_out.find("unknown key 'mesage'") != std::string::npos);
+  CHECK(bad_out.find(":2:demo.mesage: unknown key") != std::string::npos);
   std::filesystem::remove(cfg);
 }
 

@@ -112,14 +112,14 @@ TEST_CASE("ops: SIGUSR1 after the log file was renamed writes to a new file", "[
 
 TEST_CASE("ops: --log-format json writes one JSON object per line", "[ops][logs]") {
   pool_name name;
-  // A quote in the config's path ends up in a log message ("configuration reloaded from").
-  const auto cfg = std::filesystem::temp_directory_path() / (name.value + "\"q.conf");
-  { std::ofstream(cfg) << "message = hi\n"; }
+  // A quote in the configured message ends up in a log message ("configuration reloaded").
+  const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".toml");
+  { std::ofstream(cfg) << "[demo]\nmessage = 'say \"q\"'\n"; }
   auto s = start(app_path, {"--workers", "1", "--name", name.value, "--log-format", "json", "--config", cfg.string()});
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 1).size() == 1);
   s.proc.signal(SIGHUP);
-  REQUIRE(s.wait(R"(configuration reloaded from .*\\"q\.conf)"));
+  REQUIRE(s.wait(R"(configuration reloaded: message 'say \\"q\\"')"));
   s.proc.signal(SIGTERM);
   REQUIRE(s.proc.wait_exit(20s));
   std::istringstream lines(s.proc.output());

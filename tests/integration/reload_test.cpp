@@ -48,7 +48,7 @@ TEST_CASE("reload: a new generation that fails pre_startup leaves the old worker
   pool_name name;
   config_file cfg(name.value);
   const auto docroot = std::filesystem::temp_directory_path();
-  cfg.write("docroot = " + docroot.string() + "\n");
+  cfg.write("[demo]\ndocroot = \"" + docroot.string() + "\"\n");
   auto s = start(app_path, {"--workers", "2", "--name", name.value, "--config", cfg.path.string()});
   auto seg = attach(name, s.proc.pid());
   const auto before = wait_ready(seg, 2);
@@ -56,7 +56,7 @@ TEST_CASE("reload: a new generation that fails pre_startup leaves the old worker
 
   auto load = keepalive_load(s.port, 8);
   wait_for_traffic(load);
-  cfg.write("docroot = /nonexistent/systempp-test\n");
+  cfg.write("[demo]\ndocroot = \"/nonexistent/systempp-test\"\n");
   s.proc.signal(SIGHUP);
   REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::failed);
   REQUIRE(s.wait("reload failed: .*pre_startup of unit settings", 5s));
@@ -73,15 +73,15 @@ TEST_CASE("reload: a new generation that fails pre_startup leaves the old worker
 TEST_CASE("reload: a configuration that on_reload rejects replaces nothing", "[reload][failure]") {
   pool_name name;
   config_file cfg(name.value);
-  cfg.write("message = one\n");
+  cfg.write("[demo]\nmessage = \"one\"\n");
   auto s = start(app_path, {"--workers", "2", "--name", name.value, "--config", cfg.path.string()});
   auto seg = attach(name, s.proc.pid());
   const auto before = wait_ready(seg, 2);
   REQUIRE(before.size() == 2);
-  cfg.write("message = two\nbogus = 1\n");
+  cfg.write("[demo]\nmessage = \"two\"\nbogus = 1\n");
   s.proc.signal(SIGHUP);
   REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::rejected);
-  CHECK(systempp::read_reload_message(seg.header()).find("unknown key 'bogus'") != std::string::npos);
+  CHECK(systempp::read_reload_message(seg.header()).find(":3:demo.bogus: unknown key") != std::string::npos);
   CHECK(seg.header().pool_generation.load() == 1);
   CHECK(wait_ready(seg, 2) == before);
   auto r = support::http_get("127.0.0.1", s.port, "/");
@@ -89,13 +89,32 @@ TEST_CASE("reload: a configuration that on_reload rejects replaces nothing", "[r
   CHECK(r->body == "one");
 
   // A valid file afterwards reloads normally and the new message is served.
-  cfg.write("message = three\n");
+  cfg.write("[demo]\nmessage = \"three\"\n");
   s.proc.signal(SIGHUP);
   REQUIRE(wait_reload(seg, 2) == systempp::reload_outcome::succeeded);
   REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 10s));
   r = support::http_get("127.0.0.1", s.port, "/");
   REQUIRE(r);
   CHECK(r->body == "three");
+}
+
+TEST_CASE("reload: the file is read again; a changed [systempp] is reported and left for the next start",
+          "[reload][config]") {
+  pool_name name;
+  config_file cfg(name.value);
+  cfg.write("[systempp]\nworkers = 2\n[demo]\nmessage = \"one\"\n");
+  auto s = start(app_path, {"--name", name.value, "--config", cfg.path.string()});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 2).size() == 2);  // workers from the file
+  cfg.write("[systempp]\nworkers = 3\n[demo]\nmessage = \"two\"\n");
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+  REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 10s));
+  CHECK(ready_workers(seg).size() == 2);
+  CHECK(s.wait(R"(\[systempp\] changed \(workers\): runtime options apply at the next start or upgrade)", 5s));
+  auto r = support::http_get("127.0.0.1", s.port, "/");
+  REQUIRE(r);
+  CHECK(r->body == "two");
 }
 
 TEST_CASE("reload: twenty SIGHUPs at once end with N READY workers of one generation",

@@ -66,7 +66,7 @@ TEST_CASE("systemd: READY=1 only once every worker is READY, RELOADING/READY aro
   pool_name name;
   notify_socket sd(name.value);
   const auto cfg = std::filesystem::temp_directory_path() / (name.value + ".conf");
-  { std::ofstream(cfg) << "startup_delay_ms = 300\n"; }
+  { std::ofstream(cfg) << "[demo]\nstartup-delay = 0.3\n"; }
   auto s = start(app_path, {"--workers", "3", "--name", name.value, "--config", cfg.string()},
                  {{"NOTIFY_SOCKET", sd.path}});
   auto seg = attach(name, s.proc.pid());

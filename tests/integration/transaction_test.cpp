@@ -22,7 +22,7 @@ struct probe_pool {
   std::optional<systempp::control_segment> seg;
 
   service start_probe() {
-    cfg.write("message = one\n");
+    cfg.write("[demo]\nmessage = \"one\"\n");
     faults.write("\n");
     return start(probe_path, {"--workers", "2", "--name", name.value, "--config", cfg.path.string()},
                  {{"PROBE_FAULTS_FILE", faults.path.string()}});
@@ -72,7 +72,7 @@ std::set<std::pair<int, std::uint32_t>> ready_generations(const systempp::contro
 TEST_CASE("transaction: a reload rejected by the second unit leaves the first as before, also for respawned workers",
           "[reload][transaction]") {
   probe_pool p;
-  p.cfg.write("message = two\n");  // settings (first) loads it; beta (later) rejects the reload
+  p.cfg.write("[demo]\nmessage = \"two\"\n");  // settings (first) loads it; beta (later) rejects the reload
   p.faults.write("beta:on_reload:throw\n");
   p.s.proc.signal(SIGHUP);
   REQUIRE(wait_reload(*p.seg, 1) == systempp::reload_outcome::rejected);
@@ -87,7 +87,7 @@ TEST_CASE("transaction: after a rollout fails its readiness gate, respawned work
           "[reload][transaction]") {
   probe_pool p;
   // on_reload accepts it; every new worker's pre_startup rejects the docroot.
-  p.cfg.write("message = two\ndocroot = /nonexistent/systempp-test\n");
+  p.cfg.write("[demo]\nmessage = \"two\"\ndocroot = \"/nonexistent/systempp-test\"\n");
   p.s.proc.signal(SIGHUP);
   REQUIRE(wait_reload(*p.seg, 1) == systempp::reload_outcome::failed);
   const auto message = systempp::read_reload_message(p.seg->header());
@@ -106,7 +106,7 @@ TEST_CASE("transaction: a rollout failing after a slot switched rolls that slot 
   probe_pool p;
   auto load = keepalive_load(p.s.port, 8);
   wait_for_traffic(load);
-  p.cfg.write("message = two\n");
+  p.cfg.write("[demo]\nmessage = \"two\"\n");
   p.faults.write("alpha:pre_startup:throw@slot1\n");  // slot 0 switches, slot 1 fails
   p.s.proc.signal(SIGHUP);
   REQUIRE(wait_reload(*p.seg, 1) == systempp::reload_outcome::failed);

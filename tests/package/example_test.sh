@@ -37,8 +37,8 @@ g++ "$src/examples/echo/main.cpp" -o "$tmp/echo_pc" $(pkg-config --cflags --libs
 grep -q -- '--workers' "$tmp/pc_help.log"
 [ "$("$tmp/echo_pc" --version)" = "echo_service 1.0.0" ] || { echo "unexpected --version" >&2; exit 1; }
 
-printf 'prefix = one:\n' > "$tmp/echo.conf"
-"$tmp/build/echo_service" --workers 2 --bind 127.0.0.1:0 --name "echo_$$" --config "$tmp/echo.conf" \
+printf '[echo]\nprefix = "one: "\n' > "$tmp/echo.toml"
+"$tmp/build/echo_service" --workers 2 --bind 127.0.0.1:0 --name "echo_$$" --config "$tmp/echo.toml" \
   > "$tmp/log" 2>&1 &
 pid=$!
 wait_log 'listening on 127\.0\.0\.1:[0-9]+' 10
@@ -54,7 +54,7 @@ echo_once() {
 }
 [ "$(echo_once hello)" = "one: hello" ] || { echo "unexpected echo before reload" >&2; exit 1; }
 
-printf 'prefix = two:\n' > "$tmp/echo.conf"
+printf '[echo]\nprefix = "two: "\n' > "$tmp/echo.toml"
 kill -HUP "$pid"
 wait_log 'reload done' 10
 [ "$(echo_once again)" = "two: again" ] || { echo "reload did not take the new prefix" >&2; exit 1; }

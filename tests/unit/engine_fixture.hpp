@@ -23,4 +23,5 @@ struct engine_fixture {
   systempp::context ctx{Role, opts,
                         std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>()),
                         io, listeners, lc.refs()};
+  engine_fixture() { ctx.set_config_source(instance.entries().config); }
 };

@@ -2,7 +2,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <vector>
@@ -158,7 +162,81 @@ TEST_CASE("a pool option given to a script exits 2 with one line naming it", "[o
     CHECK(std::count(p.err.begin(), p.err.end(), '\n') == 1);
   }
   // The script's own arguments pass.
-  const auto ok = parse({"--config", "x.toml", "count", "--verbose"}, systempp::parse_mode::script);
+  const auto ok = parse({"--log-level", "warn", "count", "--verbose"}, systempp::parse_mode::script);
   REQUIRE(std::holds_alternative<systempp::serve_command>(ok.cmd));
   CHECK(std::get<systempp::serve_command>(ok.cmd).opts.args == std::vector<std::string>{"count", "--verbose"});
+}
+
+namespace {
+
+/// A file in the temp directory for --config, removed at scope exit.
+struct toml_file {
+  std::string path;
+  explicit toml_file(const std::string& text)
+      : path((std::filesystem::temp_directory_path() / ("systempp_options_" + std::to_string(::getpid()) + ".toml"))
+                 .string()) {
+    std::ofstream(path) << text;
+  }
+  ~toml_file() { std::filesystem::remove(path); }
+};
+
+const systempp::setting_row& row(const systempp::options& o, const std::string& key) {
+  const auto it = std::find_if(o.settings.begin(), o.settings.end(), [&](const auto& r) { return r.key == key; });
+  REQUIRE(it != o.settings.end());
+  return *it;
+}
+
+}  // namespace
+
+TEST_CASE("[systempp] in the --config file sets runtime options; the command line wins", "[options][config]") {
+  toml_file f(
+      "[systempp]\nworkers = 3\nname = \"from-file\"\nbind = [\"http=127.0.0.1:9001\", \"admin=[::1]:9002\"]\n"
+      "graceful-timeout = 2.5\nlog-level = \"debug\"\n");
+  auto p = parse({"--config", f.path.c_str(), "--workers", "5", "--print-config"});
+  REQUIRE(std::holds_alternative<systempp::serve_command>(p.cmd));
+  const auto& o = std::get<systempp::serve_command>(p.cmd).opts;
+  CHECK(o.workers == 5);
+  CHECK(o.name == "from-file");
+  REQUIRE(o.binds.size() == 2);
+  CHECK(o.binds[1].name == "admin");
+  CHECK(o.binds[1].host == "::1");
+  CHECK(o.binds[1].port == 9002);
+  CHECK(o.graceful_timeout == std::chrono::milliseconds(2500));
+  CHECK(o.log_level == "debug");
+  REQUIRE(o.file);
+  // --print-config's rows: each value with where it came from.
+  CHECK(row(o, "workers").value == "5");
+  CHECK(row(o, "workers").origin == "command line");
+  CHECK(row(o, "name").value == "\"from-file\"");
+  CHECK(row(o, "name").origin == f.path + ":3");
+  CHECK(row(o, "bind").value == "[ \"http=127.0.0.1:9001\", \"admin=[::1]:9002\" ]");
+  CHECK(row(o, "heartbeat-timeout").origin == "default");
+  CHECK(row(o, "heartbeat-timeout").value == "30");
+  CHECK(std::none_of(o.settings.begin(), o.settings.end(), [](const auto& r) { return r.key == "config"; }));
+}
+
+TEST_CASE("a bad [systempp] value is refused even where the command line overrides it", "[options][config][bad_input]") {
+  toml_file f("[systempp]\nworkers = -1\n");
+  auto p = parse({"--config", f.path.c_str(), "--workers", "2"});
+  CHECK(exit_code_of(p) == 2);
+  CHECK(p.err == "app: error: " + f.path + ":2:systempp.workers: Value -1 not in range 0 to 2048\n");
+}
+
+TEST_CASE("a script takes [systempp]'s runtime options and skips the pool's in a shared file", "[options][config]") {
+  toml_file f("[systempp]\nworkers = 3\nlog-level = \"warn\"\n");
+  auto p = parse({"--config", f.path.c_str()}, systempp::parse_mode::script);
+  REQUIRE(std::holds_alternative<systempp::serve_command>(p.cmd));
+  CHECK(std::get<systempp::serve_command>(p.cmd).opts.log_level == "warn");
+  toml_file typo("[systempp]\nlog-levle = \"warn\"\n");
+  auto bad = parse({"--config", typo.path.c_str()}, systempp::parse_mode::script);
+  CHECK(exit_code_of(bad) == 2);
+  CHECK(bad.err.starts_with("app: error: " + typo.path + ":2:systempp.log-levle: unknown key (runtime options: "));
+}
+
+TEST_CASE("a --config file that is not TOML exits 2 naming file and line", "[options][config][bad_input]") {
+  toml_file f("[systempp]\nworkers = 3\nworkers = 4\n");
+  auto p = parse({"--config", f.path.c_str()});
+  CHECK(exit_code_of(p) == 2);
+  CHECK(p.err.starts_with("app: error: " + f.path + ":3: "));
+  CHECK(std::count(p.err.begin(), p.err.end(), '\n') == 1);
 }

@@ -30,6 +30,7 @@ int run_exec_worker(const options& opts, detail::app_units& units,
     lc.run_only(dedicated);
     lc.set_timeout(opts.stage_timeout);
     context ctx(process_role::worker, opts, log, io, listeners, lc.refs());
+    ctx.set_config_source(units.config);
     ctx.set_process(process_role::worker, id.slot, id.generation, ::getpid());
     const auto init = lc.run(stage::on_init, ctx);
     int code = to_int(code_for(stage::on_init, init));

@@ -113,6 +113,7 @@ worker_process::worker_process(launch& l)
   lifecycle_.set_timeout(opts_.stage_timeout);
   lifecycle_.set_observer(&observer_);
   ctx_.set_process(process_role::worker, l.slot, l.generation, ::getpid());
+  ctx_.set_config_source(l.units->config);
   ctx_.set_slot_record(&record_);
   // From any thread: one write of the whole message, which the master reads up to '\n'.
   ctx_.set_requester([fd = channel_.native_handle()](control_request what, std::string reason) {

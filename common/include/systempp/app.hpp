@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "systempp/config.hpp"
 #include "systempp/dependencies.hpp"
 #include "systempp/options.hpp"
 #include "systempp/stage_types.hpp"
@@ -156,7 +157,20 @@ struct unit_entry {
   unit_hooks hooks;
   std::vector<std::size_t> depends_on;
   std::optional<dedicated> runs_in;  ///< set for a unit that runs in processes of its own
+  std::optional<section_spec> config;  ///< the config section it declares (config.hpp)
 };
+
+/// The section U declares, named for U; nullopt for a unit without one. Any process.
+template <class U>
+std::optional<section_spec> section_of() {
+  if constexpr (has_config_section<U>) {
+    auto spec = U::config_section.spec();
+    spec.unit = unit_name<U>();
+    return spec;
+  } else {
+    return std::nullopt;
+  }
+}
 
 /// Instantiated only for a unit that depends on a dedicated unit: the compiler's message
 /// names both (the unit, then the dedicated unit). Compile time only.
@@ -201,6 +215,10 @@ struct app_units {
   about info;  ///< what systempp::main / run_script were told about the app (--help, --version)
   std::vector<unit_entry> units;
   std::vector<extra_stage> stages;  ///< ids first_custom_stage, first_custom_stage + 1, ...
+  /// The configuration file as last checked against the units' sections: read at start,
+  /// replaced by a reload that passes (lifecycle::reload); null without --config. One per
+  /// process image: a forked worker has the master's at fork time.
+  std::shared_ptr<const config_document> config;
 };
 }  // namespace detail
 
@@ -245,7 +263,8 @@ class app_instance {
     static_assert(detail::no_dedicated_dependency<U>(typename detail::dependencies_of<U>::type{}));
     entries_.units.push_back(detail::unit_entry{
         detail::unit_ref{detail::unit_name<U>(), std::type_index(typeid(U)), &u}, hooks,
-        detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{}), detail::dedicated_of<U>()});
+        detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{}), detail::dedicated_of<U>(),
+        detail::section_of<U>()});
   }
 
   std::unique_ptr<tuple_type> units_;

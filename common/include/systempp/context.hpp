@@ -18,6 +18,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "systempp/config.hpp"
 #include "systempp/dependencies.hpp"
 #include "systempp/listeners.hpp"
 #include "systempp/options.hpp"
@@ -144,6 +145,19 @@ class context {
     return unit<U>();
   }
 
+  /// The calling unit's settings, from its config section (config.hpp): the file as last
+  /// checked (at start, or by the reload in progress or passed), defaults for the keys it
+  /// leaves out. `s_ = ctx.config(*this);` in on_init and on_reload. Any process.
+  template <class Self>
+  auto config(const Self&) const {
+    static_assert(detail::has_config_section<Self>,
+                  "systempp: ctx.config(*this) needs `static constexpr auto config_section = "
+                  "systempp::section(...)` in the unit");
+    return Self::config_section.read(config_ ? config_->get() : nullptr);
+  }
+  /// The configuration file as last checked, or nullptr without --config. Any process.
+  const config_document* config_file() const noexcept { return config_ ? config_->get() : nullptr; }
+
   /// True once a drain began (SIGTERM, DRAIN command or inline reload): long-running
   /// work should wind down. Worker / inline.
   bool draining() const noexcept { return draining_; }
@@ -210,6 +224,9 @@ class context {
   /// Who carries out request_reload/request_stop in this process: it must be callable from
   /// any thread. Runners only, before the units can call it.
   void set_requester(std::function<void(control_request, std::string reason)> r) { requester_ = std::move(r); }
+  /// Where config() reads the current file: the app's slot, which a reload replaces.
+  /// Runners only, at start.
+  void set_config_source(const std::shared_ptr<const config_document>& slot) noexcept { config_ = &slot; }
   /// Connects request_begin/request_end to this worker's record. Runners only (worker).
   void set_slot_record(worker_slot* s) noexcept { slot_record_ = s; }
 
@@ -229,6 +246,7 @@ class context {
   worker_slot* slot_record_ = nullptr;
   std::shared_ptr<detail::task_group> tasks_;  ///< made by the first spawn
   std::function<void(control_request, std::string)> requester_;
+  const std::shared_ptr<const config_document>* config_ = nullptr;
 };
 
 }  // namespace systempp

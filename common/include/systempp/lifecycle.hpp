@@ -129,7 +129,10 @@ class lifecycle {
   /// units of lower levels only. Sync stages run one unit at a time, in start order.
   const std::vector<std::vector<std::size_t>>& levels() const noexcept { return levels_; }
 
-  /// on_reload as a transaction. Before a unit's on_reload runs, the unit is kept (a copy,
+  /// on_reload as a transaction. With --config, the file is read again first and checked
+  /// (app_config.hpp): a file that fails fails the reload before any unit runs; one that
+  /// passes is what ctx.config() returns from here on, and is put back with the units when
+  /// the reload is undone. Before a unit's on_reload runs, the unit is kept (a copy,
   /// unless it declares rollback_reload). When a unit fails, every unit whose on_reload ran
   /// (the failing one too) is restored, in reverse order, and the result names the failure:
   /// the units are exactly as before. When all pass, the transaction stays open until
@@ -176,6 +179,7 @@ class lifecycle {
              stage_result& result);
   void forget_undone(stage s) noexcept;
 
+  detail::app_units& app_;  ///< its config slot is the open reload's to replace
   std::vector<detail::unit_entry>& units_;
   /// The hooks, then the app's custom stages: the row of id `stage_count + i` is extras_[i].
   std::vector<extra_stage> extras_;
@@ -189,6 +193,8 @@ class lifecycle {
   /// The open reload: each unit whose on_reload ran, with its copy (null when the unit
   /// rolls back itself), in the order they ran.
   std::vector<std::pair<std::size_t, std::shared_ptr<void>>> kept_;
+  /// The open reload's previous configuration file, put back when it is undone.
+  std::shared_ptr<const config_document> kept_config_;
   bool reload_open_ = false;
   std::chrono::milliseconds timeout_{30'000};
   stage_observer* observer_ = nullptr;

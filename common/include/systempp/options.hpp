@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10,6 +11,16 @@
 #include <vector>
 
 namespace systempp {
+
+struct config_document;  // config.hpp
+
+/// One runtime option as `--print-config` shows it.
+struct setting_row {
+  std::string key;     ///< the long flag without "--", as in [systempp]
+  std::string value;   ///< as TOML writes it
+  std::string origin;  ///< "command line", "FILE:LINE" or "default"
+  std::string help;
+};
 
 /// The most workers a pool can have (--workers, SIGTTIN, `app scale`). The control block is
 /// sized at start for max(16, 2 * --workers) slots, capped here.
@@ -61,8 +72,16 @@ struct options {
   std::uint64_t max_requests = 0;
   /// --max-requests-jitter: up to this many extra requests, different per worker.
   std::uint64_t max_requests_jitter = 0;
-  /// --config: a path for the app's units; the runtime itself never reads it.
+  /// --config: the TOML file of the runtime ([systempp]) and the units (config.hpp).
   std::string config;
+  /// That file as read at start, its [systempp] table already merged into the fields here
+  /// (the command line wins); null without --config. Read again at each reload.
+  std::shared_ptr<const config_document> file;
+  /// --print-config: print the merged configuration, with where each value came from, and
+  /// exit.
+  bool print_config = false;
+  /// Every runtime option with its value and origin, for --print-config.
+  std::vector<setting_row> settings;
   /// --log-level: trace, debug, info, warn, error, critical or off.
   std::string log_level = "info";
   /// --log-file: append here instead of writing to stderr; empty for stderr.
@@ -123,9 +142,17 @@ enum class parse_mode {
   script,  ///< run_script: runtime options, the rest left in options::args
 };
 
-/// Parses argv. Prints help or a one-line error itself ("app: error: --workers: ..."), and
-/// returns exit_now for those cases. Runs in the launching process only.
+/// Parses argv, then reads the --config file (if any) and takes the runtime options its
+/// [systempp] table gives that the command line does not. Prints help or a one-line error
+/// itself ("app: error: --workers: ...", "app: error: FILE:LINE:systempp.workers: ..."),
+/// and returns exit_now for those cases. Runs in the launching process only.
 command parse_command_line(int argc, const char* const* argv, parse_mode mode = parse_mode::serve,
                            const about& info = {});
+
+/// Checks the [systempp] table of a configuration file read again (a reload): throws
+/// config_error "FILE:LINE:systempp.KEY: ..." for what the command line parser would refuse.
+/// The values are not applied: runtime options change at the next start or upgrade. Master
+/// and inline process.
+void check_runtime_section(const config_document& doc);
 
 }  // namespace systempp

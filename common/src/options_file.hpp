@@ -1,0 +1,32 @@
+#pragma once
+// The [systempp] table of a configuration file, as options of the command-line parser
+// (options.cpp builds the parser; this file feeds it the file's values). Launching
+// process, and the reload's check of a file read again.
+
+#include <CLI/CLI.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "systempp/config.hpp"
+#include "systempp/options.hpp"
+
+namespace systempp::detail {
+
+/// The keys the file set, each with its line.
+using file_keys = std::map<std::string, std::size_t>;
+
+/// Gives the options of `cli` that the command line did not set the values of the file's
+/// [systempp] table, through the options' own checks. A key in `skipped` is ignored (a
+/// script skips the pool's options, which the service's file holds too). Throws
+/// config_error "FILE:LINE:systempp.KEY: ..." for an unknown key, a wrong type or a value
+/// the option refuses. Returns the keys it took.
+file_keys apply_runtime_table(CLI::App& cli, const config_document& doc,
+                              const std::vector<std::string>& skipped);
+
+/// Every option a file may set, with its value and origin, for --print-config.
+std::vector<setting_row> setting_rows(const CLI::App& cli, const options& opts, const std::string& path,
+                                      const file_keys& from_file);
+
+}  // namespace systempp::detail
