@@ -349,6 +349,8 @@ std::string range_problem(const key_spec& k, const config_value& v) {
   const double d = std::holds_alternative<double>(v) ? std::get<double>(v)
                                                      : static_cast<double>(std::get<std::int64_t>(v));
   if (!std::isfinite(d)) return "must be a finite number";
+  const char* unit = k.kind == value_kind::seconds ? " seconds" : "";
+  if (d < k.min && k.max >= 1e15) return fmt::format("{} is below the least value, {}{}", d, k.min, unit);
   if (d < k.min || d > k.max)
     return fmt::format("{} is out of range ({} to {}{})", d, k.min, k.max,
                        k.kind == value_kind::seconds ? " seconds" : "");

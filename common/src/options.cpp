@@ -234,7 +234,8 @@ void finish_serve_options(options& opts, const word_values& words) {
 
 }  // namespace
 
-command parse_command_line(int argc, const char* const* argv, parse_mode mode, const about& info) {
+command parse_command_line(int argc, const char* const* argv, parse_mode mode, const about& info,
+                           std::span<const option_spec> unit_options) {
   options opts;
   opts.program = argc > 0 ? argv[0] : "app";
   opts.argv.assign(argv, argv + argc);
@@ -266,6 +267,7 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode, c
                  "Check the other options and the log file, print the protocol version and exit");
 
   try {
+    detail::add_unit_options(cli, unit_options);
     cli.parse(argc, argv);
     if (script) {
       opts.args = cli.remaining();

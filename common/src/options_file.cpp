@@ -15,8 +15,10 @@ namespace systempp::detail {
 
 namespace {
 
-// Options about the command line itself, not the service: a file does not set them.
+// Options about the command line itself, not the service, and the units' own options: a
+// file does not set them.
 bool file_settable(const CLI::Option& o) {
+  if (o.get_group().starts_with(unit_group(""))) return false;
   static constexpr std::array<std::string_view, 5> not_in_file{"help", "version", "config", "print-config",
                                                                "upgrade-version"};
   const auto& names = o.get_lnames();

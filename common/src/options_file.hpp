@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 
 #include <map>
+#include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,12 @@ using file_keys = std::map<std::string, std::size_t>;
 /// the option refuses. Returns the keys it took.
 file_keys apply_runtime_table(CLI::App& cli, const config_document& doc,
                               const std::vector<std::string>& skipped);
+
+/// Adds the options the units declared (command_line.hpp) to `cli`, each under its unit's
+/// group; throws CLI::OptionAlreadyAdded for a flag the runtime or another unit has.
+void add_unit_options(CLI::App& cli, std::span<const option_spec> options);
+/// The --help group of a unit's options: "Options of unit NAME".
+std::string unit_group(std::string_view unit);
 
 /// Every option a file may set, with its value and origin, for --print-config.
 std::vector<setting_row> setting_rows(const CLI::App& cli, const options& opts, const std::string& path,

@@ -18,7 +18,7 @@ std::shared_ptr<boost::asio::io_context> make_io_context() {
 
 int run_script(int argc, const char* const* argv, app_units& units,
                script_body body, boost::asio::io_context& io) {
-  auto parsed = parse_command_line(argc, argv, parse_mode::script, units.info);
+  auto parsed = parse_command_line(argc, argv, parse_mode::script, units.info, units.options);
   if (auto* stop = std::get_if<exit_now>(&parsed)) return stop->code;
   const options opts = std::get<serve_command>(std::move(parsed)).opts;
   if (const auto stop = install_config(opts, units, unknown_tables::ignored)) return *stop;

@@ -41,7 +41,7 @@ int run_main(int argc, const char* const* argv, app_units& units,
   auto upgrade = master::incoming_upgrade::take(argc, argv);
   try {
     require_free_descriptors(6);  // the event loop's own (epoll, eventfd, timerfd, signal pipe)
-    auto parsed = parse_command_line(argc, argv, parse_mode::serve, units.info);
+    auto parsed = parse_command_line(argc, argv, parse_mode::serve, units.info, units.options);
     if (upgrade && !std::holds_alternative<serve_command>(parsed)) {
       upgrade->fall_back("the new image rejected the command line");
       return std::get_if<exit_now>(&parsed) ? std::get<exit_now>(parsed).code : to_int(exit_code::usage);

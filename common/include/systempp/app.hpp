@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "systempp/command_line.hpp"
 #include "systempp/config.hpp"
 #include "systempp/dependencies.hpp"
 #include "systempp/options.hpp"
@@ -219,6 +220,8 @@ struct app_units {
   /// replaced by a reload that passes (lifecycle::reload); null without --config. One per
   /// process image: a forked worker has the master's at fork time.
   std::shared_ptr<const config_document> config;
+  /// The options the units added (command_line.hpp), for the command-line parser.
+  std::vector<option_spec> options;
 };
 }  // namespace detail
 
@@ -245,6 +248,9 @@ class app_instance {
   app_instance() : units_(std::make_unique<tuple_type>()) {
     std::apply([this](auto&... u) { (add(u), ...); }, *units_);
     entries_.stages = detail::custom_stage_rows(typename App::stages{});
+    command_line cli;
+    std::apply([&cli](auto&... u) { (add_options(u, cli), ...); }, *units_);
+    entries_.options = std::move(cli.options());
   }
   /// The type-erased view the runners use, units in start order. Any process.
   detail::app_units& entries() noexcept { return entries_; }
@@ -265,6 +271,14 @@ class app_instance {
         detail::unit_ref{detail::unit_name<U>(), std::type_index(typeid(U)), &u}, hooks,
         detail::positions_of<ordered>(typename detail::dependencies_of<U>::type{}), detail::dedicated_of<U>(),
         detail::section_of<U>()});
+  }
+
+  template <class U>
+  static void add_options(U& u, command_line& cli) {
+    if constexpr (detail::adds_options<U>) {
+      cli.set_unit(detail::unit_name<U>());
+      u.add_options(cli);
+    }
   }
 
   std::unique_ptr<tuple_type> units_;

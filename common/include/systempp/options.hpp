@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -13,6 +14,7 @@
 namespace systempp {
 
 struct config_document;  // config.hpp
+struct option_spec;      // command_line.hpp
 
 /// One runtime option as `--print-config` shows it.
 struct setting_row {
@@ -146,8 +148,10 @@ enum class parse_mode {
 /// [systempp] table gives that the command line does not. Prints help or a one-line error
 /// itself ("app: error: --workers: ...", "app: error: FILE:LINE:systempp.workers: ..."),
 /// and returns exit_now for those cases. Runs in the launching process only.
+/// `unit_options` are the options the app's units added (command_line.hpp); parsed values
+/// are stored through them.
 command parse_command_line(int argc, const char* const* argv, parse_mode mode = parse_mode::serve,
-                           const about& info = {});
+                           const about& info = {}, std::span<const option_spec> unit_options = {});
 
 /// Checks the [systempp] table of a configuration file read again (a reload): throws
 /// config_error "FILE:LINE:systempp.KEY: ..." for what the command line parser would refuse.
