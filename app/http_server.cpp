@@ -122,6 +122,11 @@ struct http_server::impl {
   std::optional<asio::steady_timer> all_closed;  ///< cancelled when the last connection ends
 
   const config_values& config() const { return ctx->unit<settings>().values(); }
+  void count(unsigned status, clock_type::duration took) {
+    auto& unit = ctx->unit<http_server>();
+    (status >= 500 ? unit.responses_5xx : status >= 400 ? unit.responses_4xx : unit.responses_2xx).inc();
+    unit.latency.observe(std::chrono::duration<double>(took).count());
+  }
 
   asio::awaitable<void> serve(tcp::socket socket);
   asio::awaitable<bool> wait_for_request(connection& c);
@@ -265,6 +270,7 @@ asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {
     if (ec || refused) break;
 
     const request& req = parser.get();
+    const auto began = clock_type::now();
     systempp::request_scope counted(*ctx);  // in flight until the response is written
     response res = co_await handle(req);
     if (res.result_int() >= 500) counted.fail();
@@ -273,6 +279,7 @@ asio::awaitable<void> http_server::impl::serve(tcp::socket socket) {
     if (req.method() == http::verb::head) res.body().clear();  // Content-Length stays
     c.stream.expires_after(io_timeout);
     auto [wec, written] = co_await http::async_write(c.stream, res, use_tuple);
+    count(res.result_int(), clock_type::now() - began);
     if (wec || !keep) break;
   }
   co_await close_gracefully(c);
@@ -338,9 +345,13 @@ asio::awaitable<response> http_server::impl::handle(const request& req) {
     co_return res;
   }
   if (path == "/") co_return make_response(req, http::status::ok, config().message);
-  if (path == "/healthz")
-    co_return draining ? make_response(req, http::status::service_unavailable, "draining\n")
-                       : make_response(req, http::status::ok, "ok\n");
+  if (path == "/healthz") {
+    if (draining) co_return make_response(req, http::status::service_unavailable, "draining\n");
+    const auto h = ctx->health();
+    co_return h.healthy ? make_response(req, http::status::ok, "ok\n")
+                        : make_response(req, http::status::service_unavailable,
+                                        fmt::format("unhealthy: {}: {}\n", h.unit, h.reason));
+  }
   if (path == "/sleep") {
     long long ms = -1;
     if (query.starts_with("ms=")) {

@@ -28,6 +28,14 @@ class http_server {
   /// connection is left.
   boost::asio::awaitable<void> on_shutdown(systempp::context& ctx);
 
+  /// Responses by status class, and how long each took: summed over the pool in /metrics.
+  systempp::counter responses_2xx{"demo_http_responses_total", "Responses by status class", {{"class", "2xx"}}};
+  systempp::counter responses_4xx{"demo_http_responses_total", "Responses by status class", {{"class", "4xx"}}};
+  systempp::counter responses_5xx{"demo_http_responses_total", "Responses by status class", {{"class", "5xx"}}};
+  systempp::histogram latency{"demo_http_request_seconds", "From a request read to its response written",
+                              {0.001, 0.005, 0.025, 0.1, 0.5, 2.5}};
+  void add_metrics(systempp::metric_set& m) { m.add(responses_2xx, responses_4xx, responses_5xx, latency); }
+
  private:
   struct impl;
   std::unique_ptr<impl> impl_;

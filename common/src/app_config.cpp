@@ -30,6 +30,10 @@ std::vector<section_spec> sections_of(const app_units& app) {
 }
 
 std::optional<int> install_config(const options& opts, app_units& app, unknown_tables unknown) {
+  if (!app.metrics.error.empty()) {
+    std::cerr << opts.program << ": error: " << app.metrics.error << "\n";
+    return to_int(exit_code::usage);
+  }
   try {
     const auto sections = sections_of(app);
     if (opts.file) check_sections(*opts.file, sections, unknown);

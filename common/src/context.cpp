@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -14,6 +16,13 @@
 #include "systempp/unit.hpp"
 
 namespace systempp {
+
+namespace detail {
+struct health_board {
+  std::mutex mutex;  ///< set_unhealthy may come from any thread
+  std::vector<std::optional<std::string>> reasons;  ///< per unit, in the context's order
+};
+}  // namespace detail
 
 std::string_view to_string(process_role r) noexcept {
   switch (r) {
@@ -34,7 +43,34 @@ context::context(process_role role, const options& opts, std::shared_ptr<spdlog:
       log_(std::move(log)),
       io_(&io),
       listeners_(&listeners),
-      units_(units) {}
+      units_(units),
+      health_(std::make_shared<detail::health_board>()) {
+  health_->reasons.resize(units.size());
+}
+
+health_report context::health() const {
+  std::lock_guard lock(health_->mutex);
+  for (std::size_t i = 0; i < health_->reasons.size(); ++i)
+    if (health_->reasons[i]) return {false, units_[i].name, *health_->reasons[i]};
+  return {};
+}
+
+void context::report_health(const std::string& unit, bool healthy, std::string_view reason) {
+  std::lock_guard lock(health_->mutex);
+  auto& reasons = health_->reasons;
+  for (std::size_t i = 0; i < reasons.size(); ++i) {
+    if (units_[i].name != unit) continue;
+    if (healthy)
+      reasons[i].reset();
+    else
+      reasons[i] = std::string(reason);
+  }
+  if (!slot_record_) return;
+  // The block shows the first unhealthy unit (indexes match the block's unit names).
+  for (std::size_t i = 0; i < reasons.size(); ++i)
+    if (reasons[i]) return write_health(*slot_record_, static_cast<std::uint32_t>(i), *reasons[i]);
+  write_health(*slot_record_, no_unit, {});
+}
 
 namespace {
 

@@ -78,6 +78,28 @@ void copy_fields(const worker_slot& s, slot_snapshot& out) noexcept {
       out.stage_us[u][st] = s.stage_us[u][st].load(r);
     }
   }
+  out.unhealthy_unit = s.unhealthy_unit.load(r);
+  for (std::size_t i = 0; i < worker_slot::health_reason_size; ++i)
+    out.health_reason[i] = std::atomic_ref<char>(const_cast<char&>(s.health_reason[i])).load(r);
+  out.metrics_digest = s.metrics_digest.load(r);
+  for (std::size_t i = 0; i < max_metric_values; ++i) out.app_values[i] = s.app_values[i].load(r);
+}
+
+// The longest prefix of `text` within `capacity` bytes that does not split a UTF-8 character.
+std::string_view utf8_prefix(std::string_view text, std::size_t capacity) noexcept {
+  if (text.size() <= capacity) return text;
+  auto cut = capacity;
+  // Back off over UTF-8 continuation bytes (10xxxxxx) so no character is split.
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0u) == 0x80u) --cut;
+  return text.substr(0, cut);
+}
+
+// Writes `text` and NULs into `bytes`, byte by byte (relaxed atomics: a concurrent reader
+// retries instead of racing).
+template <std::size_t N>
+void store_text(char (&bytes)[N], std::string_view text) noexcept {
+  for (std::size_t i = 0; i < N; ++i)
+    std::atomic_ref<char>(bytes[i]).store(i < text.size() ? text[i] : '\0', std::memory_order_relaxed);
 }
 
 /// The reader side of a seqlock: runs `copy` until it saw no update, at most
@@ -111,22 +133,18 @@ slot_snapshot read_slot(const worker_slot& slot) noexcept {
 }
 
 void write_reload_message(control_header& header, std::string_view message) noexcept {
-  constexpr auto capacity = control_header::reload_message_size - 1;
-  if (message.size() > capacity) {
-    auto cut = capacity;
-    // Back off over UTF-8 continuation bytes (10xxxxxx) so no character is split.
-    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xc0u) == 0x80u) --cut;
-    message = message.substr(0, cut);
-  }
+  message = utf8_prefix(message, control_header::reload_message_size - 1);
   auto& seq = header.reload_message_seq;
   seq.store(seq.load(std::memory_order_relaxed) | 1u, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
-  // Byte-wise relaxed atomics: a concurrent reader is then a retry, not a data race.
-  for (std::size_t i = 0; i < control_header::reload_message_size; ++i) {
-    const char c = i < message.size() ? message[i] : '\0';
-    std::atomic_ref<char>(header.reload_message[i]).store(c, std::memory_order_relaxed);
-  }
+  store_text(header.reload_message, message);
   seq.store(seq.load(std::memory_order_relaxed) + 1u, std::memory_order_release);
+}
+
+void write_health(worker_slot& slot, std::uint32_t unit, std::string_view reason) noexcept {
+  slot_update u(slot);
+  slot.unhealthy_unit.store(unit, std::memory_order_relaxed);
+  store_text(slot.health_reason, utf8_prefix(reason, worker_slot::health_reason_size - 1));
 }
 
 std::string read_reload_message(const control_header& header) {

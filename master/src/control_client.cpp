@@ -135,6 +135,9 @@ nlohmann::ordered_json worker_json(const pool_view& v, std::uint32_t index, cons
           {"errors", w.errors},
           {"heartbeat_age_ms", v.beat_age_ms(w)},
           {"restarts", w.restarts},
+          {"healthy", w.unhealthy_unit == no_unit},
+          {"unhealthy_unit", name_or_null(w.unhealthy_unit == no_unit ? "" : unit_name(h, w.unhealthy_unit))},
+          {"health_reason", name_or_null(w.reason())},
           {"stage_ms", std::move(stages)}};
 }
 
@@ -180,6 +183,10 @@ void status_text(const pool_ref& p, const pool_view& v) {
                              slot_of_record(index), role_text(w, h), w.pid, w.generation, to_string(w.state),
                              stage_text(w, h),
                              v.age_s(w.started_ms), w.requests, w.in_flight, v.beat_age_ms(w), w.restarts);
+  for (const auto& [index, w] : v.workers)
+    if (w.unhealthy_unit != no_unit)
+      std::cout << fmt::format("unhealthy: slot {} pid {}: {}: {}\n", slot_of_record(index), w.pid,
+                               unit_name(h, w.unhealthy_unit), w.reason());
   // Blame: the slowest run of each unit's stage among the live workers.
   std::cout << "\nstage timings (slowest live worker):\n";
   for (std::uint32_t u = 0; u < v.units(); ++u)

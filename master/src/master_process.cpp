@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "systempp/log.hpp"
+#include "systempp/master/app_metrics.hpp"
 #include "systempp/master/metrics_text.hpp"
 #include "systempp/master/worker_launch.hpp"
 #include "systempp/signal_table.hpp"
@@ -79,7 +80,7 @@ int master_process::open() {
     if (const auto why = upgrade_ ? upgrade_->check(opts_.name) : ""; !why.empty()) throw std::runtime_error("handover: " + why);
     if (!opts_.metrics.empty()) {
       auto bound = bind_listeners({parse_metrics_address(opts_.metrics)});
-      metrics_.emplace(io_, std::move(bound.front()), [this] { return table_ ? render_metrics(*pool_.segment, *table_, lc_) : std::string(); }, log_);
+      metrics_.emplace(io_, std::move(bound.front()), [this] { return table_ ? render_metrics(*pool_.segment, *table_, lc_, units_.metrics) : std::string(); }, log_);
     }
     pool_ = open_pool(opts_, upgrade_ ? &upgrade_->pool() : nullptr, lc_.unit_names(), lc_.stage_names(),
                       dedicated_slots(units_).size(), *log_);
@@ -91,6 +92,7 @@ int master_process::open() {
         throw std::runtime_error(why);
       pool_.segment->rename(lc_.unit_names(), lc_.stage_names());
     }
+    take_app_metrics(pool_.segment->header(), units_.metrics);
   } catch (const std::exception& e) {
     if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
@@ -111,6 +113,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
   table_.emplace(io_, *pool_.segment, sys_, lc_.unit_names(), [this](pid_t pid, char byte, std::string_view text) {
     guarded("a worker's message", [&] { sup_->message(pid, byte, text); });
   });
+  table_->set_metrics(&units_.metrics);
   supervisor_hooks hooks;
   hooks.finished = [this] { finish(); };
   hooks.reload_done = [this](const reload_done_action& done) {

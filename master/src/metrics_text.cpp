@@ -1,5 +1,6 @@
 #include "systempp/master/metrics_text.hpp"
 
+#include "systempp/master/app_metrics.hpp"
 #include "systempp/master/worker_table.hpp"
 
 #include <fmt/format.h>
@@ -29,12 +30,14 @@ void render_counters(const metrics_input& in, exposition& e) {
   std::uint64_t requests = h.requests_total.load();
   std::uint64_t errors = h.errors_total.load();
   std::uint64_t in_flight = 0;
+  int unhealthy = 0;
   std::map<worker_state, int> by_state;
   std::map<std::pair<std::string_view, worker_state>, int> dedicated;  // by unit and state
   for (const auto& snap : in.live) {
     requests += snap.requests;
     errors += snap.errors;
     in_flight += snap.in_flight;
+    if (snap.unhealthy_unit != no_unit) ++unhealthy;
     if (snap.role == no_unit)
       ++by_state[snap.state];
     else
@@ -45,7 +48,10 @@ void render_counters(const metrics_input& in, exposition& e) {
     e.line("systempp_workers{{state=\"{}\"}} {}", to_string(st), by_state[st]);
   e.family("systempp_dedicated_processes", "gauge", "Processes of dedicated units (runs_in) by unit and state.");
   for (const auto& [key, n] : dedicated)
-    e.line("systempp_dedicated_processes{{unit=\"{}\",state=\"{}\"}} {}", key.first, to_string(key.second), n);
+    e.line("systempp_dedicated_processes{{unit=\"{}\",state=\"{}\"}} {}", escape_label_value(key.first),
+           to_string(key.second), n);
+  e.family("systempp_unhealthy_workers", "gauge", "Live workers (and dedicated processes) with a unit reporting itself unhealthy.");
+  e.line("systempp_unhealthy_workers {}", unhealthy);
   e.family("systempp_target_workers", "gauge", "Workers the pool is sized for.");
   e.line("systempp_target_workers {}", h.target_workers.load());
   e.family("systempp_pool_generation", "gauge", "Generation of the newest workers.");
@@ -83,14 +89,14 @@ void render_stages(const metrics_input& in, exposition& e) {
         if (snap.stage_us[u][st] && !stage_name(h, st).empty()) slowest[{u, st}] = std::max(slowest[{u, st}], snap.stage_us[u][st]);
   e.family("systempp_stage_duration_seconds", "gauge", "Slowest run of a unit's stage among live workers.");
   for (const auto& [key, us] : slowest)
-    e.line("systempp_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}", unit_name(h, key.first),
-           stage_name(h, key.second), us / 1e6);
+    e.line("systempp_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}",
+           escape_label_value(unit_name(h, key.first)), escape_label_value(stage_name(h, key.second)), us / 1e6);
   e.family("systempp_master_stage_duration_seconds", "gauge", "The master's own stages (last run).");
   std::map<std::pair<std::size_t, stage>, const master_stage_time*> last;  // in declaration order
   for (const auto& run : in.master_stages) last[{run.unit_index, run.which}] = &run;
   for (const auto& [key, run] : last)
-    e.line("systempp_master_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}", run->unit,
-           run->stage_name, run->seconds);
+    e.line("systempp_master_stage_duration_seconds{{unit=\"{}\",stage=\"{}\"}} {:.6f}", escape_label_value(run->unit),
+           escape_label_value(run->stage_name), run->seconds);
 }
 
 }  // namespace
@@ -100,11 +106,13 @@ std::string render_metrics(const metrics_input& in) {
   render_counters(in, e);
   render_reloads(*in.header, e);
   render_stages(in, e);
+  if (in.app) render_app_metrics(*in.header, in.live, *in.app, e.out);
   return std::move(e.out);
 }
 
-std::string render_metrics(const control_segment& segment, const worker_table& table, const lifecycle& lc) {
-  metrics_input in{&segment.header(), {}, {}};
+std::string render_metrics(const control_segment& segment, const worker_table& table, const lifecycle& lc,
+                           const detail::metric_registry& app) {
+  metrics_input in{&segment.header(), {}, {}, &app};
   for (const auto& [pid, w] : table.workers()) in.live.push_back(read_slot(segment.record(w.slot, w.lane)));
   for (const auto& rec : lc.records())
     in.master_stages.push_back({rec.unit, lc.unit_name(rec.unit), rec.which, rec.duration.count() / 1e6,

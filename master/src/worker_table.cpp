@@ -3,6 +3,8 @@
 
 #include "systempp/master/worker_table.hpp"
 
+#include "systempp/master/app_metrics.hpp"
+
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -111,7 +113,10 @@ pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& dr
     r.heartbeat_ms.store(0);
     r.ready_ms.store(0);
     r.started_ms.store(monotonic_ms());
+    r.metrics_digest.store(0);
+    for (auto& v : r.app_values) v.store(0);
   }
+  write_health(r, no_unit, {});
   unique_fd master_end, worker_end;
   if (const int err = sys_.channel_pair(master_end, worker_end); err != 0) return -err;
 
@@ -187,6 +192,7 @@ std::optional<reaped_worker> worker_table::reap() {
     control_header& hdr = segment_.header();
     hdr.requests_total.fetch_add(r.requests.load());
     hdr.errors_total.fetch_add(r.errors.load());
+    if (metrics_) fold_app_metrics(hdr, r, *metrics_);
     r.exit_status.store(status);
     slot_update u(r);
     r.state.store(out.clean() || draining ? worker_state::exited : worker_state::crashed);

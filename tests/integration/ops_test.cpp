@@ -1,5 +1,8 @@
 // Operability: the Prometheus endpoint, log files reopened on SIGUSR1, JSON logs.
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -138,4 +141,85 @@ TEST_CASE("ops: --log-format json writes one JSON object per line", "[ops][logs]
   }
   CHECK(count > 5);
   std::filesystem::remove(cfg);
+}
+
+namespace {
+
+double sample(std::uint16_t mport, const std::string& key) {
+  auto r = support::http_get("127.0.0.1", mport, "/metrics");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  const auto samples = parse_prometheus(r->body);
+  INFO(r->body);
+  REQUIRE(samples.count(key) == 1);
+  return samples.at(key);
+}
+
+}  // namespace
+
+TEST_CASE("ops: the app's counters and histograms count every request once across a killed worker and a reload",
+          "[ops][metrics]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--metrics", "127.0.0.1:0"});
+  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+  REQUIRE(m);
+  const auto mport = static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
+  auto seg = attach(name, s.proc.pid());
+  const auto first = wait_ready(seg, 2);
+  REQUIRE(first.size() == 2);
+  const std::string ok = R"(demo_http_responses_total{class="2xx"})";
+  const std::string missing = R"(demo_http_responses_total{class="4xx"})";
+  const std::string count = "demo_http_request_seconds_count";
+  const std::string inf = R"(demo_http_request_seconds_bucket{le="+Inf"})";
+
+  for (int i = 0; i < 50; ++i) REQUIRE(support::http_get("127.0.0.1", s.port, "/")->status == 200);
+  CHECK(sample(mport, ok) == 50);
+  CHECK(sample(mport, count) == 50);
+  CHECK(sample(mport, inf) == 50);
+
+  // A worker killed outright: what it counted stays in the pool's totals.
+  const pid_t victim = first.begin()->second;
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  REQUIRE(support::wait_until([&] {
+    const auto now = ready_workers(seg);
+    return now.size() == 2 && std::none_of(now.begin(), now.end(), [&](const auto& w) { return w.second == victim; });
+  }, 15s));
+  CHECK(sample(mport, ok) == 50);
+
+  for (int i = 0; i < 30; ++i) REQUIRE(support::http_get("127.0.0.1", s.port, "/nothing-here")->status == 404);
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+  REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 15s));
+  CHECK(sample(mport, ok) == 50);
+  CHECK(sample(mport, missing) == 30);
+  CHECK(sample(mport, count) == 80);
+  CHECK(sample(mport, inf) == 80);
+  CHECK(sample(mport, R"(demo_http_request_seconds_bucket{le="0.001"})") <= 80);
+}
+
+TEST_CASE("ops: a unit reporting itself unhealthy shows in status, --json, /healthz and /metrics", "[ops][health]") {
+  pool_name name;
+  auto s = start(probe_path, {"--workers", "2", "--name", name.value, "--metrics", "127.0.0.1:0"},
+                 {{"PROBE_UNHEALTHY", "beta:database \"main\" unreachable"}});
+  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+  REQUIRE(m);
+  const auto mport = static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
+  auto seg = attach(name, s.proc.pid());
+  const auto ready = wait_ready(seg, 2);
+  REQUIRE(ready.size() == 2);
+  auto h = support::http_get("127.0.0.1", s.port, "/healthz");
+  REQUIRE(h);
+  CHECK(h->status == 503);
+  CHECK(h->body == "unhealthy: beta: database \"main\" unreachable\n");
+
+  // Both workers said so by the time they were READY.
+  const auto text = status_output(probe_path, name, false);
+  INFO(text);
+  for (const auto& [slot, pid] : ready)
+    CHECK(text.find(fmt::format("unhealthy: slot {} pid {}: beta: database \"main\" unreachable", slot, pid)) !=
+          std::string::npos);
+  const auto json = status_output(probe_path, name, true);
+  CHECK(json.find(R"("healthy":false,"unhealthy_unit":"beta","health_reason":"database \"main\" unreachable")") !=
+        std::string::npos);
+  CHECK(sample(mport, "systempp_unhealthy_workers") == 2);
 }

@@ -19,6 +19,8 @@
 //     that never watches the drain: every 5 ms it appends "cycle K tick" to PATH (K: the
 //     cycle it was started in), and "cycle K ran in cycle M" when it runs in a later cycle
 //     M, that is after its unit's post_shutdown.
+//   PROBE_UNHEALTHY="unit:reason"  that probe reports itself unhealthy in its post_startup
+//     (ctx.set_unhealthy), so the worker is READY but unhealthy.
 //   PROBE_DELAY="stage:ms"  e.g. "on_startup:300": alpha, beta and gamma each wait ms on a
 //     steady_timer of ctx.io() in that async stage (on_startup, post_startup, warmup,
 //     pre_shutdown or on_shutdown), after its fault check.
@@ -188,6 +190,8 @@ struct probe {
   boost::asio::awaitable<void> post_startup(systempp::context& ctx) {
     if (apply_fault(name, stage::post_startup, ctx)) co_await wait_forever(ctx);
     co_await probe_delay(ctx, to_string(stage::post_startup));
+    if (const char* sick = std::getenv("PROBE_UNHEALTHY"); sick && std::string_view(sick).starts_with(std::string(name) + ":"))
+      ctx.set_unhealthy(*this, std::string_view(sick).substr(name.size() + 1));
     if (N == 2) schedule_block(ctx);
     if (N == 2 && ctx.role() != systempp::process_role::master) maybe_request(ctx);
   }

@@ -91,10 +91,10 @@ const std::vector<std::string> units{"settings", "database", "http_server"};
 // change must break this test, as a reminder to bump control_block_layout_version (the
 // shared-memory format is read by other builds after a master upgrade).
 TEST_CASE("the control block layout is pinned", "[control_block]") {
-  CHECK(control_block_layout_version == 3);
-  CHECK(sizeof(control_header) == 2496);
+  CHECK(control_block_layout_version == 4);
+  CHECK(sizeof(control_header) == 3520);
   CHECK(alignof(control_header) == 64);
-  CHECK(sizeof(worker_slot) == 3200);
+  CHECK(sizeof(worker_slot) == 4352);
   CHECK(alignof(worker_slot) == 64);
 
   CHECK(offsetof(control_header, magic) == 0);
@@ -113,6 +113,8 @@ TEST_CASE("the control block layout is pinned", "[control_block]") {
   CHECK(offsetof(control_header, master_started_ms) == 896);
   CHECK(offsetof(control_header, scale_request) == 904);
   CHECK(offsetof(control_header, stage_names) == 908);
+  CHECK(offsetof(control_header, app_metrics_digest) == 2448);
+  CHECK(offsetof(control_header, app_totals) == 2456);
 
   CHECK(offsetof(worker_slot, seq) == 0);
   CHECK(offsetof(worker_slot, epoch) == 4);
@@ -126,6 +128,10 @@ TEST_CASE("the control block layout is pinned", "[control_block]") {
   CHECK(offsetof(worker_slot, errors) == 88);
   CHECK(offsetof(worker_slot, stage_us) == 96);
   CHECK(offsetof(worker_slot, role) == 3168);
+  CHECK(offsetof(worker_slot, unhealthy_unit) == 3172);
+  CHECK(offsetof(worker_slot, health_reason) == 3176);
+  CHECK(offsetof(worker_slot, metrics_digest) == 3272);
+  CHECK(offsetof(worker_slot, app_values) == 3280);
 }
 
 TEST_CASE("states and outcomes print as lower-case words", "[control_block]") {

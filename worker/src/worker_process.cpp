@@ -114,6 +114,9 @@ worker_process::worker_process(launch& l)
   lifecycle_.set_observer(&observer_);
   ctx_.set_process(process_role::worker, l.slot, l.generation, ::getpid());
   ctx_.set_config_source(l.units->config);
+  // The units' metrics now count in this worker's record, which the master sums.
+  l.units->metrics.bind(record_.app_values);
+  record_.metrics_digest.store(l.units->metrics.digest);
   ctx_.set_slot_record(&record_);
   // From any thread: one write of the whole message, which the master reads up to '\n'.
   ctx_.set_requester([fd = channel_.native_handle()](control_request what, std::string reason) {

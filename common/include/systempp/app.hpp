@@ -18,6 +18,7 @@
 #include "systempp/command_line.hpp"
 #include "systempp/config.hpp"
 #include "systempp/dependencies.hpp"
+#include "systempp/metrics.hpp"
 #include "systempp/options.hpp"
 #include "systempp/stage_types.hpp"
 #include "systempp/unit.hpp"
@@ -222,6 +223,8 @@ struct app_units {
   std::shared_ptr<const config_document> config;
   /// The options the units added (command_line.hpp), for the command-line parser.
   std::vector<option_spec> options;
+  /// The metrics the units registered (metrics.hpp), laid out for a worker's record.
+  metric_registry metrics;
 };
 }  // namespace detail
 
@@ -251,6 +254,9 @@ class app_instance {
     command_line cli;
     std::apply([&cli](auto&... u) { (add_options(u, cli), ...); }, *units_);
     entries_.options = std::move(cli.options());
+    metric_set metrics;
+    std::apply([&metrics](auto&... u) { (add_metrics(u, metrics), ...); }, *units_);
+    entries_.metrics.build(metrics.added());
   }
   /// The type-erased view the runners use, units in start order. Any process.
   detail::app_units& entries() noexcept { return entries_; }
@@ -279,6 +285,11 @@ class app_instance {
       cli.set_unit(detail::unit_name<U>());
       u.add_options(cli);
     }
+  }
+
+  template <class U>
+  static void add_metrics(U& u, metric_set& m) {
+    if constexpr (detail::adds_metrics<U>) u.add_metrics(m);
   }
 
   std::unique_ptr<tuple_type> units_;

@@ -43,6 +43,13 @@ enum class process_role { master, worker, inline_process, script };
 /// "master", "worker", "inline" or "script". Any process.
 std::string_view to_string(process_role r) noexcept;
 
+/// A process's health as its units reported it (context::set_unhealthy).
+struct health_report {
+  bool healthy = true;
+  std::string unit;    ///< the first unhealthy unit, in start order
+  std::string reason;  ///< what it said
+};
+
 /// What context::request_reload and request_stop ask for.
 enum class control_request { reload, stop };
 
@@ -77,6 +84,8 @@ struct worker_slot;
 namespace detail {
 /// The tasks units spawned through context::spawn (context.cpp).
 class task_group;
+/// Which units of this process reported themselves unhealthy (context.cpp).
+struct health_board;
 }  // namespace detail
 
 /// Per-process view of the runtime. Owned by the runner; units receive it by reference in
@@ -187,6 +196,24 @@ class context {
   /// thread, any process, like request_reload.
   void request_stop(std::string_view reason) const;
 
+  /// Reports the calling unit unhealthy, with a one-line reason, until it calls
+  /// set_healthy: `ctx.set_unhealthy(*this, "database unreachable")`. A worker's health
+  /// shows in `app status` (and --json), in /metrics (systempp_unhealthy_workers) and in
+  /// health() (what a /healthz answers from). Any thread.
+  template <class Self>
+  void set_unhealthy(const Self&, std::string_view reason) {
+    report_health(detail::unit_name<Self>(), false, reason);
+  }
+  /// The calling unit is healthy again. Any thread.
+  template <class Self>
+  void set_healthy(const Self&) {
+    report_health(detail::unit_name<Self>(), true, {});
+  }
+  /// This process's health: healthy, or the first unhealthy unit and its reason. Any thread.
+  health_report health() const;
+  /// set_unhealthy/set_healthy with the unit's name given. Any thread.
+  void report_health(const std::string& unit, bool healthy, std::string_view reason);
+
   /// Counts a request in this worker's control-block slot (in flight until request_end).
   /// A no-op outside a pool worker. Worker / inline.
   void request_begin() const noexcept;
@@ -247,6 +274,7 @@ class context {
   std::shared_ptr<detail::task_group> tasks_;  ///< made by the first spawn
   std::function<void(control_request, std::string)> requester_;
   const std::shared_ptr<const config_document>* config_ = nullptr;
+  std::shared_ptr<detail::health_board> health_;
 };
 
 }  // namespace systempp

@@ -17,6 +17,8 @@
 
 #include <sys/types.h>
 
+#include <string.h>
+
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -31,6 +33,7 @@
 #include <boost/interprocess/mapped_region.hpp>
 
 #include "systempp/control_states.hpp"
+#include "systempp/metrics.hpp"
 #include "systempp/pool_registry.hpp"
 #include "systempp/stage.hpp"
 
@@ -44,7 +47,7 @@ namespace systempp {
 inline constexpr std::uint32_t control_block_magic = 0x42435053;
 /// Bump this when the layout changes (any field, size, order or meaning), and update the
 /// pinned sizes in tests/unit/control_block_test.cpp.
-inline constexpr std::uint32_t control_block_layout_version = 3;
+inline constexpr std::uint32_t control_block_layout_version = 4;
 
 /// `stage` and `unit` in a slot hold this while no stage runs (e.g. while serving).
 inline constexpr std::uint32_t no_stage = 0xffff'ffff;
@@ -112,6 +115,14 @@ struct alignas(64) control_header {
   /// master, once, before any worker exists: the name of every stage id the app runs
   /// (built-in, hooks, custom; stage.hpp), like unit_names. Read with stage_name().
   char stage_names[max_stages][unit_name_size]{};
+
+  // Layout version 4.
+  /// master: the metric_registry digest that app_totals (and the records summed into
+  /// /metrics) are for; reset with them by an upgrade to an image with other metrics.
+  std::atomic<std::uint64_t> app_metrics_digest{};
+  /// master, when it reaps a worker: the app's counters and histogram values folded in
+  /// from dead workers (histogram sums as double bits). Gauges are not kept.
+  std::atomic<std::uint64_t> app_totals[max_metric_values]{};
 };
 
 /// One per worker slot, cache-line aligned so that two workers' hot counters never share
@@ -148,6 +159,17 @@ struct alignas(64) worker_slot {
   /// master, at spawn: the unit a dedicated process runs (index into unit_names), or
   /// no_unit for a serving worker. The worker reads it to know which units it runs.
   std::atomic<std::uint32_t> role{no_unit};
+
+  // Layout version 4.
+  static constexpr std::size_t health_reason_size = 96;  ///< including the terminating NUL
+  /// worker, under seq: the first unit (index into unit_names) that reported itself
+  /// unhealthy (context::set_unhealthy), or no_unit; and its reason (bytewise atomics).
+  std::atomic<std::uint32_t> unhealthy_unit{no_unit};
+  char health_reason[health_reason_size]{};
+  /// worker, at start: the digest of its image's metrics (metric_registry).
+  std::atomic<std::uint64_t> metrics_digest{};
+  /// worker: the app's metric values (metrics.hpp); zeroed by the master at spawn.
+  std::atomic<std::uint64_t> app_values[max_metric_values]{};
 };
 
 // One static_assert per atomic type used: a type that needs a lock would put a
@@ -216,10 +238,24 @@ struct slot_snapshot {
   std::uint64_t errors = 0;
   std::array<std::array<std::uint32_t, max_stages>, worker_slot::max_units> stage_us{};
   std::uint32_t role = no_unit;
+  std::uint32_t unhealthy_unit = no_unit;
+  std::array<char, worker_slot::health_reason_size> health_reason{};  ///< read with reason()
+  std::uint64_t metrics_digest = 0;
+  std::array<std::uint64_t, max_metric_values> app_values{};
   /// false when the writer kept updating (or died mid-update) through every retry; the
   /// copy is then best effort: each field is valid but they may not agree.
   bool consistent = true;
+
+  /// The health reason, up to its NUL (never past the array).
+  std::string_view reason() const noexcept {
+    return {health_reason.data(), ::strnlen(health_reason.data(), health_reason.size())};
+  }
 };
+
+/// Publishes the worker's health: `unit` (an index into unit_names, or no_unit when every
+/// unit is healthy) and its reason, cut at a UTF-8 boundary. Worker only (its own record),
+/// one thread at a time.
+void write_health(worker_slot& slot, std::uint32_t unit, std::string_view reason) noexcept;
 
 /// Copies `slot` consistently: retries while an update is in progress, a bounded number of
 /// times (a writer that died mid-update must not hang the reader). Runs anywhere.

@@ -25,6 +25,7 @@ struct metrics_input {
   const control_header* header = nullptr;
   std::vector<slot_snapshot> live;
   std::vector<master_stage_time> master_stages;  ///< in run order
+  const detail::metric_registry* app = nullptr;   ///< the app's own metrics, if any
 };
 
 /// The /metrics body. Any process.
@@ -33,6 +34,7 @@ std::string render_metrics(const metrics_input& in);
 class worker_table;
 /// The /metrics body of this master: its block, its live workers, its own stage runs.
 /// Master only, on its loop.
-std::string render_metrics(const control_segment& segment, const worker_table& table, const lifecycle& lc);
+std::string render_metrics(const control_segment& segment, const worker_table& table, const lifecycle& lc,
+                           const detail::metric_registry& app);
 
 }  // namespace systempp::master

@@ -92,6 +92,8 @@ class worker_table {
   std::string where(const worker_handle& w) const;
   const std::map<pid_t, worker_handle>& workers() const noexcept { return workers_; }
   std::size_t size() const noexcept { return workers_.size(); }
+  /// The app's metrics, whose values reap() folds into the totals. Master only, at start.
+  void set_metrics(const detail::metric_registry* m) noexcept { metrics_ = m; }
 
  private:
   void watch(pid_t pid, worker_channel& channel);
@@ -103,6 +105,7 @@ class worker_table {
   std::vector<std::string> unit_names_;
   message_handler on_message_;
   std::map<pid_t, worker_handle> workers_;
+  const detail::metric_registry* metrics_ = nullptr;
 };
 
 }  // namespace systempp::master
