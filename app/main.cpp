@@ -4,7 +4,7 @@
 #include "http_server.hpp"
 #include "settings.hpp"
 
-using demo_app = systempp::app<demo::settings, demo::http_server>;
+using demo_app = systempp::app<demo::settings, demo::web, demo::http_server>;
 
 int main(int argc, char** argv) {
   return systempp::main<demo_app>(

@@ -1,6 +1,7 @@
 #pragma once
 /// The demo's configuration unit: the [demo] section of `--config FILE`, read in on_init
-/// and again on reload (the runtime has checked the file by then).
+/// and again on reload (the runtime has checked the file by then). The HTTP server's own
+/// settings (keep-alive, drain grace, limits) are the library's [http] section.
 
 #include <chrono>
 #include <filesystem>
@@ -15,8 +16,6 @@ struct config_values {
   std::string message = "hello";
   std::filesystem::path docroot;  ///< empty: /static/ is not served
   std::chrono::milliseconds startup_delay{0};
-  std::chrono::milliseconds keepalive_timeout{5'000};
-  std::chrono::milliseconds drain_grace{1'000};
 };
 
 struct settings {
@@ -25,12 +24,6 @@ struct settings {
       "demo", systempp::key("message", &config_values::message, "What GET / answers"),
       systempp::key("docroot", &config_values::docroot, "Directory served under /static/ (empty: none)"),
       systempp::key("startup-delay", &config_values::startup_delay, "Seconds each worker waits in on_startup")
-          .range(std::chrono::milliseconds(0), std::chrono::minutes(10)),
-      systempp::key("keepalive-timeout", &config_values::keepalive_timeout,
-                    "Seconds an idle keep-alive connection stays open")
-          .range(std::chrono::milliseconds(1), std::chrono::hours(1)),
-      systempp::key("drain-grace", &config_values::drain_grace,
-                    "Seconds idle connections stay open once a drain began")
           .range(std::chrono::milliseconds(0), std::chrono::minutes(10)));
 
   /// Master (or inline/script), once.

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <optional>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <spdlog/spdlog.h>
 
 #include "systempp/control_block.hpp"
@@ -44,6 +46,7 @@ context::context(process_role role, const options& opts, std::shared_ptr<spdlog:
       io_(&io),
       listeners_(&listeners),
       units_(units),
+      executor_(boost::asio::make_strand(io)),
       health_(std::make_shared<detail::health_board>()) {
   health_->reasons.resize(units.size());
 }
@@ -86,22 +89,33 @@ std::string clean_reason(std::string_view reason) {
 
 void context::request_reload(std::string_view reason) const {
   if (requester_) return requester_(control_request::reload, clean_reason(reason));
-  log_->warn("request_reload ({}): nothing to reload in a {}", clean_reason(reason), to_string(role_));
+  log().warn("request_reload ({}): nothing to reload in a {}", clean_reason(reason), to_string(role_));
 }
 
 void context::request_stop(std::string_view reason) const {
   if (requester_) return requester_(control_request::stop, clean_reason(reason));
-  log_->warn("request_stop ({}): nothing to stop in a {}", clean_reason(reason), to_string(role_));
+  log().warn("request_stop ({}): nothing to stop in a {}", clean_reason(reason), to_string(role_));
 }
 
 std::shared_ptr<spdlog::logger> context::reopen_log() {
+  auto current = log_.load();
   try {
-    log_ = make_logger(log_->name(), *opts_);
-    log_->info("SIGUSR1: log reopened");
+    set_logger(make_logger(current->name(), *opts_));
+    log().info("SIGUSR1: log reopened");
   } catch (const config_error& e) {
-    log_->error("SIGUSR1: {}; logging on with the old file", e.what());
+    current->error("SIGUSR1: {}; logging on with the old file", e.what());
   }
-  return log_;
+  return log_.load();
+}
+
+void context::set_logger(std::shared_ptr<spdlog::logger> log) {
+  if (auto old = log_.exchange(std::move(log))) retired_logs_.push_back(std::move(old));
+}
+
+void context::set_io(boost::asio::io_context& io) {
+  io_ = &io;
+  executor_ = boost::asio::make_strand(io);
+  tasks_.reset();
 }
 
 void context::set_process(process_role role, int slot, std::uint64_t generation,

@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include <exception>
+#include <thread>
+#include <vector>
 
 #include "systempp/lifecycle.hpp"
 
@@ -28,6 +30,22 @@ void note(cycle_result& out, stage s, const stage_result& r) {
   out.code = code_for(s, r);
   out.error = r.error;
 }
+
+// Runs the loop on this thread and threads - 1 more until it stops. A handler that throws
+// (every one of the runtime's catches its own) stops the loop rather than a thread.
+void run_loop(asio::io_context& io, int threads, spdlog::logger& log) {
+  const auto run = [&io, &log] {
+    try {
+      io.run();
+    } catch (const std::exception& e) {
+      log.critical("a handler of the loop threw: {}; stopping the cycle", e.what());
+      io.stop();
+    }
+  };
+  std::vector<std::jthread> more;
+  for (int i = 1; i < threads; ++i) more.emplace_back(run);
+  run();
+}  // `more` joins: every thread has left run() once the loop stopped
 
 }  // namespace
 
@@ -57,7 +75,7 @@ cycle_result run_cycle(lifecycle& lc, context& ctx, const cycle_hooks& hooks) {
       // Whatever units left pending otherwise stays pending: the cycle is over.
       io.stop();
     };
-    asio::co_spawn(io, body, [&](std::exception_ptr e) {
+    asio::co_spawn(ctx.executor(), body, [&](std::exception_ptr e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -68,7 +86,7 @@ cycle_result run_cycle(lifecycle& lc, context& ctx, const cycle_hooks& hooks) {
       io.stop();
     });
     io.restart();
-    io.run();
+    run_loop(io, ctx.role() == process_role::script ? 1 : ctx.opts().threads, ctx.log());
     if (hooks.on_loop_stopped) hooks.on_loop_stopped();
   }
 

@@ -132,7 +132,7 @@ exit_code run_cycles(lifecycle& lc, context& ctx, std::unique_ptr<cycle_loop> ne
     };
     hooks.serve = [&] { return serve_until_signal(signals, ctx, reload); };
     std::vector<int> carried;  // signals that came during the drain
-    hooks.on_drain = [&] { asio::co_spawn(ctx.io(), watch_drain(signals, ctx, carried), asio::detached); };
+    hooks.on_drain = [&] { asio::co_spawn(ctx.executor(), watch_drain(signals, ctx, carried), asio::detached); };
 
     const auto result = run_cycle(lc, ctx, hooks);
     // The next set exists before this one retires, so some set always holds what arrives:

@@ -133,6 +133,8 @@ void add_runtime_options(CLI::App& cli, options& opts, word_values& words) {
 void add_pool_options(CLI::App& cli, options& opts, word_values& words) {
   add_checked(cli, "-w,--workers", opts.workers,
               "Worker processes; 0 runs every stage in one process", CLI::Range(0, max_pool_workers));
+  add_checked(cli, "--threads", opts.threads,
+              "Threads running each worker's loop (the stages stay on one strand)", CLI::Range(1, 256));
   cli.add_option("-b,--bind", words.binds,
                  "[NAME=]HOST:PORT to listen on (repeatable; default http=127.0.0.1:8080)");
   add_checked(cli, "--name", opts.name, "Pool name (control block and status look-ups)",

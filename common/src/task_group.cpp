@@ -21,12 +21,12 @@ namespace asio = boost::asio;
 
 class detail::task_group {
  public:
-  explicit task_group(asio::io_context& io) : io_(io) {}
+  explicit task_group(asio::any_io_executor ex) : ex_(std::move(ex)) {}
 
   void spawn(std::string unit, asio::awaitable<void> body, const std::shared_ptr<spdlog::logger>& log) {
     auto it = tasks_.emplace(tasks_.end());
     it->unit = std::move(unit);
-    asio::co_spawn(io_, std::move(body),
+    asio::co_spawn(ex_, std::move(body),
                    asio::bind_cancellation_slot(it->cancel.slot(), [this, it, log](std::exception_ptr e) {
                      report(it->unit, e, *log);
                      tasks_.erase(it);
@@ -45,7 +45,7 @@ class detail::task_group {
 
   asio::awaitable<std::size_t> join(std::chrono::milliseconds limit, spdlog::logger& log) {
     if (!tasks_.empty()) {
-      idle_.emplace(io_, limit);
+      idle_.emplace(ex_, limit);
       co_await idle_->async_wait(asio::as_tuple(asio::use_awaitable));  // cancelled when the last ends
       idle_.reset();
     }
@@ -79,14 +79,14 @@ class detail::task_group {
     }
   }
 
-  asio::io_context& io_;
+  asio::any_io_executor ex_;  ///< the runtime's strand: the list is touched there only
   std::list<task> tasks_;
   std::optional<asio::steady_timer> idle_;
 };
 
 void context::spawn_task(std::string unit, asio::awaitable<void> task) {
-  if (!tasks_) tasks_ = std::make_shared<detail::task_group>(*io_);
-  tasks_->spawn(std::move(unit), std::move(task), log_);
+  if (!tasks_) tasks_ = std::make_shared<detail::task_group>(executor_);
+  tasks_->spawn(std::move(unit), std::move(task), logger_ptr());
 }
 
 std::size_t context::running_tasks() const noexcept { return tasks_ ? tasks_->size() : 0; }
@@ -97,7 +97,7 @@ void context::cancel_tasks() {
 
 asio::awaitable<std::size_t> context::join_tasks(std::chrono::milliseconds limit) {
   if (!tasks_) co_return 0;
-  co_return co_await tasks_->join(limit, *log_);
+  co_return co_await tasks_->join(limit, log());
 }
 
 }  // namespace systempp

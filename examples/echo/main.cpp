@@ -10,6 +10,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -17,7 +18,10 @@
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <list>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <systempp/acceptor.hpp>
 #include <systempp/helpers.hpp>
@@ -45,8 +49,8 @@ struct settings {
 /// Counts connections per worker and reports them when the worker stops.
 struct connection_stats {
   static constexpr std::string_view name = "connection_stats";
-  std::uint64_t opened = 0;
-  void post_shutdown(systempp::context& ctx) { ctx.log().info("served {} connection(s)", opened); }
+  std::atomic<std::uint64_t> opened{0};
+  void post_shutdown(systempp::context& ctx) { ctx.log().info("served {} connection(s)", opened.load()); }
 };
 
 /// The TCP service: accepts on the listeners the master bound, echoes lines. It starts
@@ -62,8 +66,11 @@ class echo_server {
       // Our own copy of the socket: closing it at drain leaves the master's open.
       auto& a = acceptors_.emplace_back(systempp::make_acceptor(ctx.io(), l));
       // Accept errors (out of descriptors) are logged once and retried after a pause.
-      asio::co_spawn(ctx.io(), systempp::accept_loop(a, [this](tcp::socket s) {
-        asio::co_spawn(ctx_->io(), serve(std::move(s), connections_.enter()), asio::detached);
+      // Each connection runs on its own strand (--threads N); the accept loop on the
+      // runtime's, where pre_shutdown closes the acceptor.
+      asio::co_spawn(ctx.executor(), systempp::accept_loop(a, [this](tcp::socket s) {
+        const auto strand = s.get_executor();
+        asio::co_spawn(strand, serve(std::move(s), connections_.enter()), asio::detached);
       }, ctx.log()), asio::detached);
     }
     co_return;
@@ -73,7 +80,9 @@ class echo_server {
   void pre_shutdown(systempp::context&) {
     for (auto& a : acceptors_) a.close();
     // Idle connections are woken so they can close; busy ones finish their line first.
-    for (auto* s : sockets_) s->cancel();
+    // Each is told on its own strand, where its socket is used.
+    std::lock_guard lock(sockets_mutex_);
+    for (const auto& s : sockets_) asio::post(s->get_executor(), [s] { s->cancel(); });
   }
 
   /// Completes when the last connection is closed (at most --stage-timeout).
@@ -86,9 +95,14 @@ class echo_server {
   void post_shutdown() { connections_.reopen(); }
 
  private:
-  asio::awaitable<void> serve(tcp::socket socket, systempp::gate::pass held) {
+  asio::awaitable<void> serve(tcp::socket accepted, systempp::gate::pass held) {
     if (!held) co_return;  // the drain began: not served
-    sockets_.push_back(&socket);
+    const auto owned = std::make_shared<tcp::socket>(std::move(accepted));
+    tcp::socket& socket = *owned;
+    {
+      std::lock_guard lock(sockets_mutex_);
+      sockets_.push_back(owned);
+    }
     ctx_->dependency<connection_stats>(*this).opened++;
     const auto& cfg = ctx_->dependency<settings>(*this);
     std::string buffer;
@@ -106,12 +120,14 @@ class echo_server {
     }
     boost::system::error_code ignored;
     socket.shutdown(tcp::socket::shutdown_both, ignored);
-    sockets_.remove(&socket);
+    std::lock_guard lock(sockets_mutex_);
+    sockets_.remove(owned);
   }
 
   systempp::context* ctx_ = nullptr;
   std::list<tcp::acceptor> acceptors_;
-  std::list<tcp::socket*> sockets_;
+  std::mutex sockets_mutex_;  // connections run on strands of their own
+  std::list<std::shared_ptr<tcp::socket>> sockets_;
   systempp::gate connections_;  // each connection holds a pass; the drain waits for them
 };
 

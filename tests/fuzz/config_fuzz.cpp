@@ -1,6 +1,6 @@
 // Fuzzes the configuration file: systempp::parse_config (TOML through toml++) and, for what
-// it accepts, check_sections against the demo's [demo] section and the settings read from
-// it. Bad input must be a config_error naming the file; what passes the check must hold
+// it accepts, check_sections against the demo's sections ([demo], and the HTTP server's
+// [http]) and the settings read from them. Bad input must be a config_error naming the file; what passes the check must hold
 // values inside every key's declared range.
 
 #include <cstddef>
@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "http_server.hpp"
 #include "settings.hpp"
 #include "systempp/config.hpp"
 #include "systempp/errors.hpp"
@@ -35,7 +36,9 @@ void check_document(const systempp::config_document& doc) {
 
 void check_demo_settings(const systempp::config_document& doc) {
   using namespace std::chrono_literals;
-  static const std::vector<systempp::section_spec> sections{demo::settings::config_section.spec()};
+  using server = demo::http_server;
+  static const std::vector<systempp::section_spec> sections{demo::settings::config_section.spec(),
+                                                            server::config_section.spec()};
   try {
     systempp::check_sections(doc, sections, systempp::unknown_tables::refused);
   } catch (const systempp::config_error& e) {
@@ -44,8 +47,10 @@ void check_demo_settings(const systempp::config_document& doc) {
   }
   const auto v = demo::settings::config_section.read(&doc);
   check(v.startup_delay >= 0ms && v.startup_delay <= 10min, "startup-delay out of range");
-  check(v.keepalive_timeout >= 1ms && v.keepalive_timeout <= 1h, "keepalive-timeout out of range");
-  check(v.drain_grace >= 0ms && v.drain_grace <= 10min, "drain-grace out of range");
+  const auto h = server::config_section.read(&doc);
+  check(h.keepalive_timeout >= 1ms && h.keepalive_timeout <= 1h, "keepalive-timeout out of range");
+  check(h.drain_grace >= 0ms && h.drain_grace <= 10min, "drain-grace out of range");
+  check(h.header_limit >= 1024 && h.header_limit <= (1 << 20), "header-limit out of range");
 }
 
 }  // namespace

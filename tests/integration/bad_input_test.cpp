@@ -104,13 +104,13 @@ TEST_CASE("bad input: a bad configuration file exits 2 naming file, line and key
   };
   const std::vector<row> rows{
       {"[demo]\nmessage = \"hi\"\ncolour = \"red\"\n",
-       ":3:demo.colour: unknown key (the section has: message, docroot, startup-delay, keepalive-timeout, "
-       "drain-grace)"},
+       ":3:demo.colour: unknown key (the section has: message, docroot, startup-delay)"},
       {"[demo]\nstartup-delay = \"soon\"\n", ":2:demo.startup-delay: expected a number of seconds, got a string"},
-      {"[demo]\ndrain-grace = -1\n", ":2:demo.drain-grace: -1 is out of range (0 to 600 seconds)"},
+      {"[http]\ndrain-grace = -1\n", ":2:http.drain-grace: -1 is out of range (0 to 600 seconds)"},
+      {"[http]\nheader-limit = 10\n", ":2:http.header-limit: 10 is out of range (1024 to 1048576)"},
       {"[demo]\nmessage = [\"a\", 1]\n", ":2:demo.message: expected a string, got an array"},
       {"just words\n", ":1: "},
-      {"[dmeo]\nmessage = \"x\"\n", ":1: [dmeo]: no unit of this app reads this section (sections: demo)"},
+      {"[dmeo]\nmessage = \"x\"\n", ":1: [dmeo]: no unit of this app reads this section (sections: demo, http)"},
       {"message = \"x\"\n", ":1:message: a key outside any section"},
       {"[systempp]\nworkers = 99999\n", ":2:systempp.workers: Value 99999 not in range 0 to 2048"},
       {"[systempp]\nworkers = 2.5\n", ":2:systempp.workers: expected an integer, got a float"},

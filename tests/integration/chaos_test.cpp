@@ -577,7 +577,7 @@ TEST_CASE("chaos: a slow-loris client and 1000 idle connections neither starve o
 
   pool_name name;
   // Idle keep-alive connections are kept for 60 s, so only the drain closes them.
-  temp_file cfg(name.value + ".conf", "[demo]\nkeepalive-timeout = 60\n");
+  temp_file cfg(name.value + ".conf", "[http]\nkeepalive-timeout = 60\n");
   auto s = start(app_path, {"--workers", "2", "--name", name.value, "--graceful-timeout", "2",
                             "--config", cfg.path.string()});
   auto seg = attach(name, s.proc.pid());

@@ -175,6 +175,7 @@ TEST_CASE("demo: --print-config shows the merged configuration with each value's
   CHECK(out.find("heartbeat-timeout = 30  # default\n") != std::string::npos);
   CHECK(out.find("[demo]  # unit settings\n") != std::string::npos);
   CHECK(out.find("message = \"from the file\"  # " + config.string() + ":6\n") != std::string::npos);
+  CHECK(out.find("[http]  # unit http_server\n") != std::string::npos);
   CHECK(out.find("keepalive-timeout = 5.0  # default\n") != std::string::npos);
   CHECK(out.find("# Seconds an idle keep-alive connection stays open\n") != std::string::npos);
   CHECK(support::shm_segments("systempp." + name.value + ".").empty());
@@ -205,8 +206,8 @@ TEST_CASE("demo: a bad --config stops the start with exit 2, one error naming fi
   const std::vector<bad_case> cases{
       {"an unknown key", unknown, "[demo]\nmessage = \"hi\"\ncolour = \"blue\"\n",
        unknown.string() + ":3:demo.colour: unknown key"},
-      {"a bad number", bad_number, "[demo]\nmessage = \"hi\"\n\ndrain-grace = \"12x\"\n",
-       bad_number.string() + ":4:demo.drain-grace: expected a number of seconds, got a string"},
+      {"a bad number", bad_number, "[demo]\nmessage = \"hi\"\n\n[http]\ndrain-grace = \"12x\"\n",
+       bad_number.string() + ":5:http.drain-grace: expected a number of seconds, got a string"},
       {"an unreadable file", missing, "", missing.string() + ": cannot read"},
   };
   for (const auto& c : cases) {
@@ -525,7 +526,7 @@ TEST_CASE("demo: /healthz answers 503 with Connection: close during a drain",
           "[demo][drain][healthz]") {
   temp_dir dir;
   const auto config = dir.path / "demo.conf";
-  write_file(config, "[demo]\ndrain-grace = 3\n");
+  write_file(config, "[http]\ndrain-grace = 3\n");
   pool_name name;
   auto p = start_pool(name, 1, {"--config", config.string()});
 
@@ -654,10 +655,13 @@ TEST_CASE("demo: an HTTP/1.1 request without exactly one Host gets 400 and a clo
   require_clean_exit(p.svc);
 }
 
-TEST_CASE("demo: a 405 names the accepted methods in Allow", "[demo][http]") {
+TEST_CASE("demo: a 405 names the accepted methods in Allow; a path no route serves is a 404", "[demo][http]") {
   pool_name name;
   auto p = start_pool(name, 1);
-  const std::vector<std::string> requests{"DELETE /", "POST /healthz", "OPTIONS /nope"};
+  const auto missing = send_raw(p.svc.port, "OPTIONS /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  REQUIRE(missing.responses.size() == 1);
+  CHECK(missing.responses[0].status == 404);
+  const std::vector<std::string> requests{"DELETE /", "POST /healthz", "PUT /static/x"};
   for (const auto& method : requests) {
     INFO(method);
     const auto reply = send_raw(p.svc.port, method + " HTTP/1.1\r\nHost: 127.0.0.1\r\n"

@@ -167,10 +167,10 @@ TEST_CASE("ops: the app's counters and histograms count every request once acros
   auto seg = attach(name, s.proc.pid());
   const auto first = wait_ready(seg, 2);
   REQUIRE(first.size() == 2);
-  const std::string ok = R"(demo_http_responses_total{class="2xx"})";
-  const std::string missing = R"(demo_http_responses_total{class="4xx"})";
-  const std::string count = "demo_http_request_seconds_count";
-  const std::string inf = R"(demo_http_request_seconds_bucket{le="+Inf"})";
+  const std::string ok = R"(systempp_http_responses_total{class="2xx"})";
+  const std::string missing = R"(systempp_http_responses_total{class="4xx"})";
+  const std::string count = "systempp_http_request_seconds_count";
+  const std::string inf = R"(systempp_http_request_seconds_bucket{le="+Inf"})";
 
   for (int i = 0; i < 50; ++i) REQUIRE(support::http_get("127.0.0.1", s.port, "/")->status == 200);
   CHECK(sample(mport, ok) == 50);
@@ -194,7 +194,7 @@ TEST_CASE("ops: the app's counters and histograms count every request once acros
   CHECK(sample(mport, missing) == 30);
   CHECK(sample(mport, count) == 80);
   CHECK(sample(mport, inf) == 80);
-  CHECK(sample(mport, R"(demo_http_request_seconds_bucket{le="0.001"})") <= 80);
+  CHECK(sample(mport, R"(systempp_http_request_seconds_bucket{le="0.001"})") <= 80);
 }
 
 TEST_CASE("ops: a unit reporting itself unhealthy shows in status, --json, /healthz and /metrics", "[ops][health]") {

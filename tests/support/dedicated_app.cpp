@@ -57,7 +57,7 @@ struct odd_name {
   void on_init() {}
 };
 
-using dedicated_app = systempp::app<demo::settings, demo::http_server, ticker, odd_name>;
+using dedicated_app = systempp::app<demo::settings, demo::web, demo::http_server, ticker, odd_name>;
 
 }  // namespace
 

@@ -226,7 +226,7 @@ struct probe {
 
 SYSTEMPP_STAGE(warmup, async, forward, after, systempp::stages::post_startup);
 
-using probe_app = systempp::app<demo::settings, probe<0>, probe<1>, probe<2>, demo::http_server, warmup>;
+using probe_app = systempp::app<demo::settings, probe<0>, probe<1>, probe<2>, demo::web, demo::http_server, warmup>;
 
 }  // namespace
 

@@ -138,7 +138,7 @@ int worker_process::run() {
 }
 
 // On the loop, so a blocked loop stops beating and the master notices.
-void worker_process::start_heartbeat() { asio::co_spawn(io_, heartbeat(), asio::detached); }
+void worker_process::start_heartbeat() { asio::co_spawn(ctx_.executor(), heartbeat(), asio::detached); }
 
 asio::awaitable<void> worker_process::heartbeat() {
   for (;;) {
@@ -216,8 +216,8 @@ asio::awaitable<void> worker_process::read_signals() {
 void worker_process::begin_drain() {
   set_state(record_, worker_state::draining);
   // While draining, a fast stop (SIGQUIT or the master's QUIT) still ends it at once.
-  asio::co_spawn(io_, exit_on_fast_stop_signal(), asio::detached);
-  asio::co_spawn(io_, exit_on_fast_stop_message(), asio::detached);
+  asio::co_spawn(ctx_.executor(), exit_on_fast_stop_signal(), asio::detached);
+  asio::co_spawn(ctx_.executor(), exit_on_fast_stop_message(), asio::detached);
   // A kernel-enforced deadline: even a wedged loop cannot outlive the drain for long.
   ::alarm(static_cast<unsigned>(std::ceil(opts_.graceful_timeout.count() / 1000.0)) + 1);
   ctx_.log().info("draining");

@@ -4,8 +4,10 @@
 
 #include <sys/types.h>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -116,17 +118,25 @@ class context {
 
   /// The event loop of this process. Async stages run on it; sync stages run while it is
   /// not running (before it starts or after it stopped). In the master it is the
-  /// supervisor's own loop: master stages must not leave work on it.
+  /// supervisor's own loop: master stages must not leave work on it. With --threads N it
+  /// is run by N threads: work co_spawned on io() may run on any of them at once, so give
+  /// each independent piece of state a strand of its own (asio::make_strand(ctx.io()));
+  /// accept_loop (helpers.hpp) binds every connection to one. Any thread.
   boost::asio::io_context& io() const noexcept { return *io_; }
+  /// The runtime's strand of io(): the async stages, ctx.spawn tasks, the runtime's own
+  /// timers and signals run on it, one handler at a time whatever --threads says, so what
+  /// a unit touches only from its stages needs no lock. Post here to touch it from a
+  /// connection's thread. Any thread.
+  const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
   /// The parsed command line (--config, --workers, ...). Any process.
   const options& opts() const noexcept { return *opts_; }
   /// This process's logger ("master", "worker[3] g2", "inline", "script"), honouring
   /// --log-level, --log-file and --log-format. Replaced on SIGUSR1 (log reopen): call log()
   /// each time rather than keeping the reference. Any process.
-  spdlog::logger& log() const noexcept { return *log_; }
+  spdlog::logger& log() const noexcept { return *log_.load(std::memory_order_acquire); }
   /// The same logger as a shared_ptr, for completion handlers that may outlive the stage.
   /// It keeps the pre-SIGUSR1 logger alive. Any process.
-  std::shared_ptr<spdlog::logger> logger_ptr() const noexcept { return log_; }
+  std::shared_ptr<spdlog::logger> logger_ptr() const noexcept { return log_.load(std::memory_order_acquire); }
 
   /// Listening sockets bound by the master (inline: by this process; under systemd socket
   /// activation: passed by systemd), in --bind order. Workers inherit the fds, units never
@@ -168,8 +178,8 @@ class context {
   const config_document* config_file() const noexcept { return config_ ? config_->get() : nullptr; }
 
   /// True once a drain began (SIGTERM, DRAIN command or inline reload): long-running
-  /// work should wind down. Worker / inline.
-  bool draining() const noexcept { return draining_; }
+  /// work should wind down. Worker / inline, any thread.
+  bool draining() const noexcept { return draining_.load(std::memory_order_acquire); }
 
   /// Runs `task` on this process's loop as work of the current cycle: it is cancelled when
   /// the drain starts (its pending operations complete with operation_aborted), and the
@@ -231,18 +241,15 @@ class context {
   /// The loop the next stages run on (the inline runner gives each cycle a fresh one). The
   /// tasks spawned on the previous loop are forgotten: that loop must have been shut down
   /// first, so none of them is still pending. Runners only, between cycles.
-  void set_io(boost::asio::io_context& io) noexcept {
-    io_ = &io;
-    tasks_.reset();
-  }
+  void set_io(boost::asio::io_context& io);
   /// Replaces the logger. Runners only.
-  void set_logger(std::shared_ptr<spdlog::logger> log) noexcept { log_ = std::move(log); }
+  void set_logger(std::shared_ptr<spdlog::logger> log);
   /// SIGUSR1 (logrotate's postrotate): a fresh logger of the same name, so --log-file is
   /// opened again, installed here and returned. If the file cannot be opened the old
   /// logger stays and the error is logged. Runners only, on the loop's thread.
   std::shared_ptr<spdlog::logger> reopen_log();
   /// Set by run_cycle just before pre_shutdown, cleared after post_shutdown. Runners only.
-  void set_draining(bool d) noexcept { draining_ = d; }
+  void set_draining(bool d) noexcept { draining_.store(d, std::memory_order_release); }
   /// The drain started: every spawned task is asked to stop. Runners only, on the loop.
   void cancel_tasks();
   /// Waits until every spawned task has finished, at most `limit`; those still running then
@@ -265,11 +272,15 @@ class context {
   std::uint64_t generation_ = 0;
   pid_t pid_;
   const options* opts_;
-  std::shared_ptr<spdlog::logger> log_;
+  /// The current logger; the ones it replaced stay alive (retired_logs_), so a reference
+  /// another thread got from log() before a SIGUSR1 stays valid.
+  std::atomic<std::shared_ptr<spdlog::logger>> log_;
+  std::vector<std::shared_ptr<spdlog::logger>> retired_logs_;  ///< the runtime's strand only
   boost::asio::io_context* io_;
   const std::vector<listener>* listeners_;
   std::span<const detail::unit_ref> units_;
-  bool draining_ = false;
+  std::atomic<bool> draining_{false};
+  boost::asio::any_io_executor executor_;  ///< a strand of *io_
   worker_slot* slot_record_ = nullptr;
   std::shared_ptr<detail::task_group> tasks_;  ///< made by the first spawn
   std::function<void(control_request, std::string)> requester_;

@@ -9,6 +9,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
@@ -16,6 +18,8 @@
 #include <chrono>
 #include <cstddef>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -47,7 +51,7 @@ class request_scope {
 
 /// In-flight work that a drain waits for. Each piece of work holds a pass while it runs;
 /// close() refuses new passes and waits until the held ones are returned. The gate must
-/// outlive its passes. Loop thread only.
+/// outlive its passes. Any thread: passes may be taken and returned on any strand.
 class gate {
  public:
   /// A held pass: true while the gate let it in. Returned when destroyed.
@@ -67,9 +71,9 @@ class gate {
 
    private:
     friend class gate;
-    explicit pass(gate* g) noexcept : gate_(g) { ++g->held_; }
+    explicit pass(gate* g) noexcept : gate_(g) {}
     void release() noexcept {
-      if (gate_ && --gate_->held_ == 0 && gate_->idle_) gate_->idle_->cancel();
+      if (gate_) gate_->returned();
       gate_ = nullptr;
     }
     gate* gate_ = nullptr;
@@ -80,28 +84,55 @@ class gate {
   gate& operator=(const gate&) = delete;
 
   /// A pass, or an empty one once the gate is closed (the work should not start).
-  pass enter() { return closed_ ? pass() : pass(this); }
+  pass enter() {
+    std::lock_guard lock(mutex_);
+    if (closed_) return pass();
+    ++held_;
+    return pass(this);
+  }
   /// Passes held now.
-  std::size_t held() const noexcept { return held_; }
-  bool closed() const noexcept { return closed_; }
+  std::size_t held() const {
+    std::lock_guard lock(mutex_);
+    return held_;
+  }
+  bool closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
   /// Closes the gate and waits until every pass is returned, at most `limit`. Returns how
   /// many were still held then (0: all work finished).
   boost::asio::awaitable<std::size_t> close(std::chrono::milliseconds limit) {
-    closed_ = true;
-    if (held_ > 0) {
-      idle_.emplace(co_await boost::asio::this_coro::executor, limit);
-      co_await idle_->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));  // cancelled at 0
-      idle_.reset();
+    auto timer = std::make_shared<boost::asio::steady_timer>(co_await boost::asio::this_coro::executor, limit);
+    bool wait = false;
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+      wait = held_ > 0;
+      if (wait) waiter_ = timer;
     }
+    if (wait) co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));  // cancelled at 0
+    std::lock_guard lock(mutex_);
+    waiter_.reset();
     co_return held_;
   }
   /// Opens a closed gate again (the next cycle of an inline process).
-  void reopen() noexcept { closed_ = false; }
+  void reopen() {
+    std::lock_guard lock(mutex_);
+    closed_ = false;
+  }
 
  private:
+  // The last pass back wakes close(), on the strand it waits on.
+  void returned() noexcept {
+    std::lock_guard lock(mutex_);
+    if (--held_ == 0 && waiter_)
+      boost::asio::post(waiter_->get_executor(), [t = waiter_] { t->cancel(); });
+  }
+
+  mutable std::mutex mutex_;
   std::size_t held_ = 0;
   bool closed_ = false;
-  std::optional<boost::asio::steady_timer> idle_;
+  std::shared_ptr<boost::asio::steady_timer> waiter_;  ///< close()'s timer while it waits
 };
 
 /// Runs `fn` every `interval` as work of the current cycle (ctx.spawn): the first run one
@@ -139,9 +170,12 @@ void every(context& ctx, const Self&, std::chrono::milliseconds interval, Fn fn)
 }
 
 /// Accepts connections on `acceptor` until it is closed (typically in pre_shutdown),
-/// handing each socket to `on_connection`. An accept that fails for want of resources
+/// handing each socket to `on_connection`. Every socket is bound to a strand of its own
+/// (its get_executor()): co_spawn the connection's work there, and with --threads N its
+/// handlers still run one at a time. An accept that fails for want of resources
 /// (EMFILE, ENFILE, ENOBUFS, ENOMEM) is logged once per run of failures and retried after
-/// `backoff` instead of spinning; other errors are retried at once. Loop thread only.
+/// `backoff` instead of spinning; other errors are retried at once. Run it on the runtime's
+/// strand (ctx.executor()), where pre_shutdown closes the acceptor.
 template <class OnConnection>
 boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, OnConnection on_connection,
                                          spdlog::logger& log,
@@ -149,7 +183,10 @@ boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& accepto
   namespace asio = boost::asio;
   bool failing = false;
   while (acceptor.is_open()) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    // Each connection gets a strand of its own: with --threads N its handlers never run at
+    // once, whichever threads run them.
+    auto [ec, socket] = co_await acceptor.async_accept(asio::any_io_executor(asio::make_strand(acceptor.get_executor())),
+                                                       asio::as_tuple(asio::use_awaitable));
     if (!ec) {
       if (failing) log.info("accept works again");
       failing = false;

@@ -51,6 +51,8 @@ std::variant<bind_spec, std::string> parse_bind(std::string_view text);
 /// upgraded master, from the same argv); read-only afterwards, in every process.
 struct options {
   int workers = 0;  ///< 0 = inline (one process); the parser defaults it to the CPU count
+  /// --threads: threads that run each worker's (or the inline process's) loop.
+  int threads = 1;
   /// --bind, in order; the parser puts http=127.0.0.1:8080 here when none is given.
   std::vector<bind_spec> binds;
   /// --name: the pool's name, for the control block and `app status --name`.

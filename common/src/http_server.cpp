@@ -1,0 +1,421 @@
+// The HTTP server unit's work (http.hpp): connections, framing, limits, routes, drain.
+// The one translation unit of the library that compiles Beast.
+
+#include "systempp/http.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <tuple>
+#include <unordered_set>
+
+#include "systempp/acceptor.hpp"
+#include "systempp/helpers.hpp"
+
+namespace systempp::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+response reply(const request& req, status s, std::string body, std::string_view content_type) {
+  response res{s, req.version() ? req.version() : 11};
+  res.set(bhttp::field::content_type, content_type);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+namespace {
+
+bool matches(std::string_view route, std::string_view path) {
+  if (route.ends_with("/*")) return path.starts_with(route.substr(0, route.size() - 1));
+  return route == path;
+}
+
+}  // namespace
+
+router::match router::find(verb method, std::string_view path) const {
+  match m;
+  const verb wanted = method == verb::head ? verb::get : method;
+  std::vector<verb> methods;
+  for (const auto& r : routes_) {
+    if (!matches(r.path, path)) continue;
+    if (r.method == wanted && !m.found) m.found = &r.fn;
+    if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
+  }
+  for (verb v : methods) {
+    m.allow += (m.allow.empty() ? "" : ", ") + std::string(bhttp::to_string(v));
+    if (v == verb::get) m.allow += ", HEAD";
+  }
+  return m;
+}
+
+bool router::serves(std::string_view path) const {
+  return std::any_of(routes_.begin(), routes_.end(),
+                     [&](const route& r) { return r.method == verb::get && r.path == path; });
+}
+
+namespace {
+
+/// Identifies one idle wait of a connection, for the timer that may end it.
+struct wait_token {
+  tcp::socket* socket = nullptr;
+  std::uint64_t epoch = 0;
+};
+
+struct connection {
+  explicit connection(tcp::socket s)
+      : stream(std::move(s)), wake(stream.get_executor()), token(std::make_shared<wait_token>()) {
+    token->socket = &stream.socket();
+  }
+  beast::tcp_stream stream;
+  asio::steady_timer wake;  ///< ends an idle wait at its deadline
+  std::shared_ptr<wait_token> token;
+  bool idle = false;  ///< waiting for the first byte of the next request
+};
+
+/// Why a request is answered with an error and a closed connection before its body is read.
+struct refusal {
+  bhttp::status status;
+  std::string_view body;
+};
+
+// RFC 9112 sections 6.1 and 6.3. Beast reads a chunked body only when `chunked` is the last
+// coding and takes any other request as bodiless, so the body of `gzip` or `chunked, gzip`
+// would be parsed as the next request (smuggling). A list that does not parse, `chunked`
+// anywhere but once and last, or any coding in an HTTP/1.0 request is malformed (400); a
+// well-formed list with a coding other than `chunked` is one we do not implement (501).
+std::optional<refusal> transfer_encoding_refusal(const request& req) {
+  const auto [first, last] = req.equal_range(bhttp::field::transfer_encoding);
+  if (first == last) return std::nullopt;
+  const refusal malformed{bhttp::status::bad_request, "malformed transfer-encoding\n"};
+  if (req.version() < 11) return malformed;  // 6.1: HTTP/1.0 framing with it is faulty
+  std::vector<std::string_view> codings;
+  for (auto it = first; it != last; ++it) {
+    const bhttp::opt_token_list list{it->value()};
+    if (!bhttp::validate_list(list)) return malformed;
+    codings.insert(codings.end(), list.begin(), list.end());
+  }
+  const auto is_chunked = [](std::string_view c) { return beast::iequals(c, "chunked"); };
+  const auto chunked = std::count_if(codings.begin(), codings.end(), is_chunked);
+  if (codings.empty() || chunked > 1 || (chunked == 1 && !is_chunked(codings.back())))
+    return malformed;
+  if (chunked == 0 || codings.size() > 1)
+    return refusal{bhttp::status::not_implemented, "unsupported transfer-encoding\n"};
+  return std::nullopt;
+}
+
+// RFC 9112 section 3.2: an HTTP/1.1 request names its host exactly once; HTTP/1.0 may omit it.
+std::optional<refusal> host_refusal(const request& req) {
+  const auto hosts = req.count(bhttp::field::host);
+  if (hosts > 1 || (hosts == 0 && req.version() >= 11))
+    return refusal{bhttp::status::bad_request, "exactly one Host header required\n"};
+  return std::nullopt;
+}
+
+
+}  // namespace
+
+namespace detail {
+
+class server_core {
+ public:
+  // Metrics: members, so that they are registered before the first fork.
+  counter responses[4] = {{"systempp_http_responses_total", "Responses by status class", {{"class", "2xx"}}},
+                          {"systempp_http_responses_total", "Responses by status class", {{"class", "3xx"}}},
+                          {"systempp_http_responses_total", "Responses by status class", {{"class", "4xx"}}},
+                          {"systempp_http_responses_total", "Responses by status class", {{"class", "5xx"}}}};
+  histogram latency{"systempp_http_request_seconds", "From a request read to its response written",
+                    {0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 2.5}};
+
+  asio::awaitable<void> start(context& ctx, const server_settings& s, router r);
+  void stop_accepting();
+  asio::awaitable<void> finish();
+
+ private:
+  asio::awaitable<void> serve(tcp::socket socket);
+  asio::awaitable<bool> wait_for_request(connection& c);
+  asio::awaitable<response> handle(const request& req);
+  std::optional<response> read_error_response(boost::system::error_code ec, const request& req);
+  response health(const request& req);
+  response finish_response(response res);
+  void count(const request& req, const response& res, clock_type::duration took);
+  asio::awaitable<void> close_gracefully(connection& c);
+  bool no_connections() {
+    std::lock_guard lock(connections_mutex_);
+    return connections_.empty();
+  }
+  void spawn(const asio::any_io_executor& ex, asio::awaitable<void> task, const char* what) {
+    asio::co_spawn(ex, std::move(task), [log = ctx_->logger_ptr(), what](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log->error("http_server: {} failed: {}", what, ex.what());
+      }
+    });
+  }
+
+  context* ctx_ = nullptr;
+  server_settings settings_;
+  router router_;
+  std::list<tcp::acceptor> acceptors_;  ///< the runtime's strand only
+  /// Every open connection. Each runs on its own strand (--threads), hence the lock; the
+  /// drain reaches a connection by posting to its strand.
+  std::mutex connections_mutex_;
+  std::unordered_set<std::shared_ptr<connection>> connections_;
+  std::atomic<bool> draining_{false};
+  clock_type::time_point drain_started_;  ///< written before `draining_` turns true
+  std::optional<asio::steady_timer> all_closed_;  ///< the runtime's strand: the last connection ended
+};
+
+asio::awaitable<void> server_core::start(context& ctx, const server_settings& s, router r) {
+  ctx_ = &ctx;
+  settings_ = s;
+  router_ = std::move(r);
+  draining_ = false;
+  all_closed_.emplace(ctx.executor());
+  acceptors_.clear();
+  acceptors_.push_back(make_acceptor(ctx.io(), ctx.listener_named(settings_.listener)));
+  // A connection the kernel handed over is ours to answer, even when the drain closed the
+  // acceptor before its handler ran: accept_loop hands it over before it looks.
+  for (auto& a : acceptors_)
+    spawn(ctx.executor(),
+          accept_loop(
+              a,
+              [this](tcp::socket socket) {
+                const auto strand = socket.get_executor();  // the connection's own
+                spawn(strand, serve(std::move(socket)), "connection");
+              },
+              ctx.log()),
+          "accept loop");
+  co_return;
+}
+
+void server_core::stop_accepting() {
+  drain_started_ = clock_type::now();
+  draining_.store(true);
+  for (auto& a : acceptors_) {
+    boost::system::error_code ignored;
+    a.close(ignored);
+  }
+  // Idle connections re-read their deadline, now bounded by drain-grace: each is told on
+  // its own strand, where its state lives.
+  std::lock_guard lock(connections_mutex_);
+  for (const auto& c : connections_)
+    asio::post(c->stream.get_executor(), [c] {
+      if (!c->idle) return;
+      boost::system::error_code ignored;
+      c->stream.socket().cancel(ignored);
+    });
+}
+
+asio::awaitable<void> server_core::finish() {
+  while (!no_connections()) {
+    all_closed_->expires_at(clock_type::time_point::max());
+    co_await all_closed_->async_wait(use_tuple);
+  }
+  acceptors_.clear();
+}
+
+// Waits until the next request's first bytes arrive. Returns false when the connection
+// should close instead: idle past keepalive-timeout, or past drain-grace of a drain.
+asio::awaitable<bool> server_core::wait_for_request(connection& c) {
+  const auto idle_deadline = clock_type::now() + settings_.keepalive_timeout;
+  bool readable = false;
+  for (;;) {
+    auto deadline = idle_deadline;
+    if (draining_.load()) deadline = std::min(deadline, drain_started_ + settings_.drain_grace);
+    if (clock_type::now() >= deadline) break;
+    // One socket wait, and a timer whose plain callback cancels it: this runs before every
+    // keep-alive request, and racing two coroutines with || costs far more. The token
+    // guards the callback: a stale one (this wait already ended, or the connection is
+    // gone) must not cancel anything.
+    const auto epoch = ++c.token->epoch;
+    c.idle = true;
+    c.wake.expires_at(deadline);
+    c.wake.async_wait([token = std::weak_ptr<wait_token>(c.token), epoch](boost::system::error_code ec) {
+      auto t = token.lock();
+      if (ec || !t || t->epoch != epoch) return;
+      boost::system::error_code ignored;
+      t->socket->cancel(ignored);
+    });
+    auto [ec] = co_await c.stream.socket().async_wait(tcp::socket::wait_read, use_tuple);
+    c.idle = false;
+    ++c.token->epoch;
+    c.wake.cancel();
+    if (!ec) {
+      readable = true;
+      break;
+    }
+    if (ec != asio::error::operation_aborted) break;  // the connection failed
+    // Cancelled: the deadline passed, or a drain began and shortened it. Look again.
+  }
+  co_return readable;
+}
+
+asio::awaitable<void> server_core::serve(tcp::socket socket) {
+  const auto owned = std::make_shared<connection>(std::move(socket));
+  connection& c = *owned;
+  {
+    std::lock_guard lock(connections_mutex_);
+    connections_.insert(owned);
+  }
+  struct deregister {
+    server_core& s;
+    const std::shared_ptr<connection>& c;
+    ~deregister() {
+      std::lock_guard lock(s.connections_mutex_);
+      s.connections_.erase(c);
+      // The last one out of a drain wakes finish(), on the runtime's strand.
+      if (s.draining_.load() && s.connections_.empty())
+        asio::post(s.ctx_->executor(), [&s = s] { s.all_closed_->cancel(); });
+    }
+  } guard{*this, owned};
+
+  beast::flat_buffer buffer;
+  for (;;) {
+    if (buffer.size() == 0 && !co_await wait_for_request(c)) break;
+
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(settings_.header_limit));
+    parser.body_limit(static_cast<std::uint64_t>(settings_.body_limit));
+    c.stream.expires_after(settings_.request_timeout);
+    // The header alone first: the body of a request refused for its framing must never be
+    // read, or it would be taken for the next request.
+    boost::system::error_code ec;
+    std::tie(ec, std::ignore) = co_await bhttp::async_read_header(c.stream, buffer, parser, use_tuple);
+    std::optional<refusal> why;
+    if (!ec) why = transfer_encoding_refusal(parser.get());
+    if (!ec && !why) why = host_refusal(parser.get());
+    std::optional<response> refused;
+    if (why) refused = reply(parser.get(), why->status, std::string(why->body));
+    if (!ec && !refused && !parser.is_done())
+      std::tie(ec, std::ignore) = co_await bhttp::async_read(c.stream, buffer, parser, use_tuple);
+    if (ec == bhttp::error::end_of_stream) break;
+    if (ec) refused = read_error_response(ec, parser.get());
+    if (refused) {
+      refused = finish_response(std::move(*refused));
+      refused->keep_alive(false);
+      c.stream.expires_after(settings_.request_timeout);
+      co_await bhttp::async_write(c.stream, *refused, use_tuple);
+    }
+    if (ec || refused) break;
+
+    const request& req = parser.get();
+    const auto began = clock_type::now();
+    request_scope counted(*ctx_);  // in flight until the response is written
+    response res = finish_response(co_await handle(req));
+    if (res.result_int() >= 500) counted.fail();
+    const bool keep = req.keep_alive() && !draining_.load();
+    res.keep_alive(keep);
+    if (req.method() == verb::head) res.body().clear();  // Content-Length stays
+    c.stream.expires_after(settings_.request_timeout);
+    auto [wec, written] = co_await bhttp::async_write(c.stream, res, use_tuple);
+    count(req, res, clock_type::now() - began);
+    if (wec || !keep) break;
+  }
+  co_await close_gracefully(c);
+}
+
+// Half-close, then read what the client still sends until it closes too, so the kernel
+// does not answer unread bytes with a reset that could destroy our last response.
+asio::awaitable<void> server_core::close_gracefully(connection& c) {
+  boost::system::error_code ignored;
+  auto& sock = c.stream.socket();
+  if (!sock.is_open()) co_return;
+  sock.shutdown(tcp::socket::shutdown_send, ignored);
+  c.stream.expires_after(std::chrono::seconds(2));
+  std::array<char, 4096> sink;
+  for (;;) {
+    auto [ec, n] = co_await c.stream.async_read_some(asio::buffer(sink), use_tuple);
+    if (ec) break;
+  }
+  sock.close(ignored);
+}
+
+// The answer to a request Beast could not read, or nullopt when the client is gone or stalled.
+std::optional<response> server_core::read_error_response(boost::system::error_code ec, const request& req) {
+  if (ec == bhttp::error::header_limit) return reply(req, status::request_header_fields_too_large, "header too large\n");
+  if (ec == bhttp::error::body_limit) return reply(req, status::payload_too_large, "body too large\n");
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
+      ec != bhttp::error::partial_message)
+    return reply(request{}, status::bad_request, "bad request\n");
+  return std::nullopt;
+}
+
+response server_core::health(const request& req) {
+  if (draining_.load()) return reply(req, status::service_unavailable, "draining\n");
+  const auto h = ctx_->health();
+  return h.healthy ? reply(req, status::ok, "ok\n")
+                   : reply(req, status::service_unavailable, fmt::format("unhealthy: {}: {}\n", h.unit, h.reason));
+}
+
+asio::awaitable<response> server_core::handle(const request& req) {
+  const std::string_view target = req.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  const auto m = router_.find(req.method(), path);
+  if (!m.found) {
+    if (path == "/healthz" && !router_.serves(path) && (req.method() == verb::get || req.method() == verb::head))
+      co_return health(req);
+    if (m.allow.empty() && path != "/healthz") co_return reply(req, status::not_found, "not found\n");
+    auto res = reply(req, status::method_not_allowed, "method not allowed\n");
+    res.set(bhttp::field::allow, m.allow.empty() ? "GET, HEAD" : m.allow);
+    co_return res;
+  }
+  try {
+    co_return co_await (*m.found)(req);
+  } catch (const std::exception& e) {
+    ctx_->log().error("http_server: {} {}: {}", std::string_view(req.method_string()), path, e.what());
+  }
+  co_return reply(req, status::internal_server_error, "internal error\n");
+}
+
+response server_core::finish_response(response res) {
+  res.set(bhttp::field::server, settings_.server_name);
+  if (router_.decorator()) router_.decorator()(res);
+  return res;
+}
+
+void server_core::count(const request& req, const response& res, clock_type::duration took) {
+  const auto code = res.result_int();
+  responses[std::clamp(static_cast<int>(code / 100) - 2, 0, 3)].inc();
+  const double seconds = std::chrono::duration<double>(took).count();
+  latency.observe(seconds);
+  if (settings_.access_log)
+    ctx_->log().info("\"{} {} HTTP/{}.{}\" {} {} {:.3f} ms", std::string_view(req.method_string()),
+                     std::string_view(req.target()), req.version() / 10, req.version() % 10, code,
+                     res.body().size(), seconds * 1000);
+}
+
+std::shared_ptr<server_core> make_server_core() { return std::make_shared<server_core>(); }
+void add_server_metrics(server_core& core, metric_set& m) {
+  m.add(core.responses[0], core.responses[1], core.responses[2], core.responses[3], core.latency);
+}
+asio::awaitable<void> start_server(server_core& core, context& ctx, const server_settings& s, router r) {
+  co_await core.start(ctx, s, std::move(r));
+}
+void stop_accepting(server_core& core) { core.stop_accepting(); }
+asio::awaitable<void> finish_connections(server_core& core) { co_await core.finish(); }
+
+}  // namespace detail
+
+}  // namespace systempp::http
