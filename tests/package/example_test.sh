@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs systempp into a temporary prefix, builds examples/echo against it with
-# find_package(systempp), and runs it as a pool: echo, reload, drain.
+# Installs systempp into a temporary prefix, builds examples/echo and examples/kv against it
+# with find_package(systempp), and runs them as pools: echo, reload, drain; kvd's routes,
+# metrics, dedicated janitor and drain, and kvctl on the same file.
 #   example_test.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1 src=$2
@@ -65,4 +66,66 @@ wait "$pid" || status=$?
 pid=
 [ "$status" -eq 0 ] || { echo "echo_service exited with $status" >&2; cat "$tmp/log" >&2; exit 1; }
 grep -q 'served [0-9]* connection(s)' "$tmp/log"
-echo "example: installed package built (CMake and pkg-config), echoed, reloaded and drained"
+
+# --- examples/kv: an HTTP JSON service, its metrics and its maintenance script ---------
+cmake -S "$src/examples/kv" -B "$tmp/kv" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" > /dev/null
+cmake --build "$tmp/kv" > "$tmp/kv.log" 2>&1 || { cat "$tmp/kv.log" >&2; exit 1; }
+cat > "$tmp/kv.toml" <<TOML
+[systempp]
+workers = 2
+[store]
+data-dir = "$tmp/kv-data"
+ttl = 3600
+[janitor]
+interval = 0.1
+[http]
+access-log = true
+TOML
+: > "$tmp/log"
+"$tmp/kv/kvd" --config "$tmp/kv.toml" --bind 127.0.0.1:0 --metrics 127.0.0.1:0 --name "kv_$$" > "$tmp/log" 2>&1 &
+pid=$!
+wait_log 'listening on 127\.0\.0\.1:[0-9]+' 10
+port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$tmp/log" | head -1 | sed 's/.*://')
+wait_log 'metrics on http://127\.0\.0\.1:[0-9]+' 10
+mport=$(grep -oE 'metrics on http://127\.0\.0\.1:[0-9]+' "$tmp/log" | head -1 | sed 's/.*://')
+wait_log 'worker\[1\] pid [0-9]+ g1 ready' 10
+wait_log 'worker\[16\] pid [0-9]+ g1 ready' 10  # the janitor, a dedicated process
+
+# One HTTP/1.1 request on 127.0.0.1:$1: METHOD PATH [BODY]; prints the status code, then
+# the body.
+http_req() {
+  local body=${4:-}
+  exec 3<>"/dev/tcp/127.0.0.1/$1"
+  printf '%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+    "$2" "$3" "${#body}" "$body" >&3
+  local response
+  response=$(cat <&3)
+  exec 3>&-
+  printf '%s\n' "$response" | head -1 | cut -d' ' -f2
+  printf '%s\n' "${response#*$'\r\n\r\n'}"
+}
+expect() {  # expect WHAT GOT WANTED
+  [ "$2" = "$3" ] || { printf '%s: got [%s], wanted [%s]\n' "$1" "$2" "$3" >&2; cat "$tmp/log" >&2; exit 1; }
+}
+expect "PUT" "$(http_req "$port" PUT /keys/greeting '{"value":"hi"}')" $'200\n{"key":"greeting","stored":true}'
+expect "GET" "$(http_req "$port" GET /keys/greeting)" $'200\n{"key":"greeting","value":"hi"}'
+expect "bad body" "$(http_req "$port" PUT /keys/x 'nope' | head -1)" "400"
+expect "405" "$(http_req "$port" POST /keys/x | head -1)" "405"
+expect "kvctl count" "$("$tmp/kv/kvctl" --config "$tmp/kv.toml" --log-level off count)" "1"
+expect "kvctl list" "$("$tmp/kv/kvctl" --config "$tmp/kv.toml" --log-level off list)" "greeting"
+# The janitor (a dedicated process) publishes the key count; the store's counters are the
+# pool's sums.
+for _ in $(seq 1 100); do
+  metrics=$(http_req "$mport" GET /metrics)
+  grep -q '^kv_keys 1$' <<< "$metrics" && break
+  sleep 0.05
+done
+grep -q '^kv_keys 1$' <<< "$metrics" || { echo "kv_keys never reached 1" >&2; echo "$metrics" >&2; exit 1; }
+grep -q '^kv_requests_total{op="put"} 1$' <<< "$metrics" || { echo "$metrics" >&2; exit 1; }
+grep -q '"GET /keys/greeting HTTP/1.1" 200' "$tmp/log" || { echo "no access log line" >&2; exit 1; }
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+pid=
+[ "$status" -eq 0 ] || { echo "kvd exited with $status" >&2; cat "$tmp/log" >&2; exit 1; }
+echo "example: installed package built (CMake and pkg-config), echo and kvd served, reloaded and drained"
