@@ -82,12 +82,6 @@ std::size_t occurrences(const std::string& text, const std::string& needle) {
   return n;
 }
 
-std::uint16_t metrics_port(service& s) {
-  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
-  REQUIRE(m);
-  return static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
-}
-
 // User plus system CPU time of a process, in clock ticks (/proc/<pid>/stat fields 14, 15).
 long cpu_ticks(pid_t pid) {
   std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");

@@ -64,6 +64,13 @@ inline service start(const std::string& binary, std::vector<std::string> args,
   return s;
 }
 
+/// The port of the master's /metrics, from its log line ("metrics on http://...").
+inline std::uint16_t metrics_port(service& s) {
+  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+  REQUIRE(m);
+  return static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
+}
+
 /// A pool name unique to this test process; removes any segment left under it (a master
 /// the test SIGKILLed) when the test ends.
 struct pool_name {

@@ -29,12 +29,17 @@ std::map<std::string, double> parse_prometheus(const std::string& text) {
   return out;
 }
 
-double requests_total(std::uint16_t port) {
-  auto r = support::http_get("127.0.0.1", port, "/metrics");
+double sample(std::uint16_t mport, const std::string& key) {
+  auto r = support::http_get("127.0.0.1", mport, "/metrics");
   REQUIRE(r);
   REQUIRE(r->status == 200);
-  return parse_prometheus(r->body).at("systempp_requests_total");
+  const auto samples = parse_prometheus(r->body);
+  INFO(r->body);
+  REQUIRE(samples.count(key) == 1);
+  return samples.at(key);
 }
+
+double requests_total(std::uint16_t port) { return sample(port, "systempp_requests_total"); }
 
 }  // namespace
 
@@ -42,9 +47,7 @@ TEST_CASE("ops: /metrics is Prometheus text and the request counter never drops 
           "[ops][metrics]") {
   pool_name name;
   auto s = start(app_path, {"--workers", "2", "--name", name.value, "--metrics", "127.0.0.1:0"});
-  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
-  REQUIRE(m);
-  const auto mport = static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
+  const auto mport = metrics_port(s);
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
 
@@ -143,27 +146,12 @@ TEST_CASE("ops: --log-format json writes one JSON object per line", "[ops][logs]
   std::filesystem::remove(cfg);
 }
 
-namespace {
-
-double sample(std::uint16_t mport, const std::string& key) {
-  auto r = support::http_get("127.0.0.1", mport, "/metrics");
-  REQUIRE(r);
-  REQUIRE(r->status == 200);
-  const auto samples = parse_prometheus(r->body);
-  INFO(r->body);
-  REQUIRE(samples.count(key) == 1);
-  return samples.at(key);
-}
-
-}  // namespace
 
 TEST_CASE("ops: the app's counters and histograms count every request once across a killed worker and a reload",
           "[ops][metrics]") {
   pool_name name;
   auto s = start(app_path, {"--workers", "2", "--name", name.value, "--metrics", "127.0.0.1:0"});
-  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
-  REQUIRE(m);
-  const auto mport = static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
+  const auto mport = metrics_port(s);
   auto seg = attach(name, s.proc.pid());
   const auto first = wait_ready(seg, 2);
   REQUIRE(first.size() == 2);
@@ -201,9 +189,7 @@ TEST_CASE("ops: a unit reporting itself unhealthy shows in status, --json, /heal
   pool_name name;
   auto s = start(probe_path, {"--workers", "2", "--name", name.value, "--metrics", "127.0.0.1:0"},
                  {{"PROBE_UNHEALTHY", "beta:database \"main\" unreachable"}});
-  auto m = s.wait(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
-  REQUIRE(m);
-  const auto mport = static_cast<std::uint16_t>(std::stoi(m->groups.at(1)));
+  const auto mport = metrics_port(s);
   auto seg = attach(name, s.proc.pid());
   const auto ready = wait_ready(seg, 2);
   REQUIRE(ready.size() == 2);
