@@ -106,7 +106,8 @@ class ascii_guard {
   }
   void single_line(char quote) {
     for (++i_; i_ < t_.size() && t_[i_] != '\n'; ++i_) {
-      if (quote == '"' && t_[i_] == '\\') ++i_;  // an escape: the next byte is not a quote
+      // An escape: the next byte is not a quote (a newline still ends the line).
+      if (quote == '"' && t_[i_] == '\\' && i_ + 1 < t_.size() && t_[i_ + 1] != '\n') ++i_;
       else if (t_[i_] == quote) {
         ++i_;
         return;

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/strand.hpp>
 #include <spdlog/spdlog.h>
 
@@ -69,10 +70,14 @@ void context::report_health(const std::string& unit, bool healthy, std::string_v
       reasons[i] = std::string(reason);
   }
   if (!slot_record_) return;
-  // The block shows the first unhealthy unit (indexes match the block's unit names).
-  for (std::size_t i = 0; i < reasons.size(); ++i)
-    if (reasons[i]) return write_health(*slot_record_, static_cast<std::uint32_t>(i), *reasons[i]);
-  write_health(*slot_record_, no_unit, {});
+  // The block shows the first unhealthy unit (indexes match the block's unit names). The
+  // record has one writer, the runtime's strand: the write goes there (at once when this
+  // is the strand).
+  std::uint32_t first = no_unit;
+  std::string why;
+  for (std::size_t i = 0; i < reasons.size() && first == no_unit; ++i)
+    if (reasons[i]) first = static_cast<std::uint32_t>(i), why = *reasons[i];
+  boost::asio::dispatch(executor_, [record = slot_record_, first, why = std::move(why)] { write_health(*record, first, why); });
 }
 
 namespace {
@@ -109,7 +114,10 @@ std::shared_ptr<spdlog::logger> context::reopen_log() {
 }
 
 void context::set_logger(std::shared_ptr<spdlog::logger> log) {
-  if (auto old = log_.exchange(std::move(log))) retired_logs_.push_back(std::move(old));
+  // The logger replaced now stays until the next replacement: a reference another thread
+  // took from log() just before stays valid, and a SIGUSR1 frees the file of the one
+  // before (a logrotate cycle apart), so rotated files do not stay open.
+  retired_log_ = log_.exchange(std::move(log));
 }
 
 void context::set_io(boost::asio::io_context& io) {

@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <exception>
 #include <thread>
 #include <vector>
@@ -32,20 +33,30 @@ void note(cycle_result& out, stage s, const stage_result& r) {
 }
 
 // Runs the loop on this thread and threads - 1 more until it stops. A handler that throws
-// (every one of the runtime's catches its own) stops the loop rather than a thread.
-void run_loop(asio::io_context& io, int threads, spdlog::logger& log) {
-  const auto run = [&io, &log] {
+// (every one of the runtime's catches its own) stops the loop rather than a thread; returns
+// false then, and the cycle fails.
+bool run_loop(asio::io_context& io, int threads, spdlog::logger& log) {
+  std::atomic<bool> clean{true};
+  const auto run = [&io, &log, &clean] {
     try {
       io.run();
     } catch (const std::exception& e) {
       log.critical("a handler of the loop threw: {}; stopping the cycle", e.what());
+      clean = false;
+      io.stop();
+    } catch (...) {
+      log.critical("a handler of the loop threw; stopping the cycle");
+      clean = false;
       io.stop();
     }
   };
-  std::vector<std::jthread> more;
-  for (int i = 1; i < threads; ++i) more.emplace_back(run);
-  run();
-}  // `more` joins: every thread has left run() once the loop stopped
+  {
+    std::vector<std::jthread> more;
+    for (int i = 1; i < threads; ++i) more.emplace_back(run);
+    run();
+  }  // joined: every thread has left run() once the loop stopped
+  return clean;
+}
 
 }  // namespace
 
@@ -86,7 +97,11 @@ cycle_result run_cycle(lifecycle& lc, context& ctx, const cycle_hooks& hooks) {
       io.stop();
     });
     io.restart();
-    run_loop(io, ctx.role() == process_role::script ? 1 : ctx.opts().threads, ctx.log());
+    if (!run_loop(io, ctx.role() == process_role::script ? 1 : ctx.opts().threads, ctx.log()) &&
+        out.code == exit_code::ok) {
+      out.code = exit_code::failure;
+      out.error = "a handler of the loop threw";
+    }
     if (hooks.on_loop_stopped) hooks.on_loop_stopped();
   }
 

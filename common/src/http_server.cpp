@@ -56,17 +56,17 @@ bool matches(std::string_view route, std::string_view path) {
 
 router::match router::find(verb method, std::string_view path) const {
   match m;
-  const verb wanted = method == verb::head ? verb::get : method;
   std::vector<verb> methods;
+  const handler* get = nullptr;
   for (const auto& r : routes_) {
     if (!matches(r.path, path)) continue;
-    if (r.method == wanted && !m.found) m.found = &r.fn;
+    if (r.method == method && !m.found) m.found = &r.fn;
+    if (r.method == verb::get && !get) get = &r.fn;
     if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
   }
-  for (verb v : methods) {
-    m.allow += (m.allow.empty() ? "" : ", ") + std::string(bhttp::to_string(v));
-    if (v == verb::get) m.allow += ", HEAD";
-  }
+  if (!m.found && method == verb::head) m.found = get;  // HEAD is GET without the body
+  if (get && std::find(methods.begin(), methods.end(), verb::head) == methods.end()) methods.push_back(verb::head);
+  for (verb v : methods) m.allow += (m.allow.empty() ? "" : ", ") + std::string(bhttp::to_string(v));
   return m;
 }
 
@@ -120,6 +120,7 @@ class server_core {
   }
 
   context* ctx_ = nullptr;
+  asio::any_io_executor runtime_;  ///< ctx_->executor(), kept: a connection may end after the context
   server_settings settings_;
   router router_;
   std::list<tcp::acceptor> acceptors_;  ///< the runtime's strand only
@@ -134,6 +135,7 @@ class server_core {
 
 asio::awaitable<void> server_core::start(context& ctx, const server_settings& s, router r) {
   ctx_ = &ctx;
+  runtime_ = ctx.executor();
   settings_ = s;
   router_ = std::move(r);
   draining_ = false;
@@ -232,7 +234,7 @@ asio::awaitable<void> server_core::serve(tcp::socket socket) {
       s.connections_.erase(c);
       // The last one out of a drain wakes finish(), on the runtime's strand.
       if (s.draining_.load() && s.connections_.empty())
-        asio::post(s.ctx_->executor(), [&s = s] { s.all_closed_->cancel(); });
+        asio::post(s.runtime_, [&s = s] { s.all_closed_->cancel(); });
     }
   } guard{*this, owned};
 

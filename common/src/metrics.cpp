@@ -104,6 +104,8 @@ void metric_registry::build(const std::vector<metric*>& all) {
     mix(digest, m->name());
     mix(digest, std::to_string(static_cast<int>(m->type())) + ":" + std::to_string(m->values()));
     for (const auto& [name, value] : m->labels()) mix(digest, name + "=" + value);
+    if (m->type() == metric_type::histogram)
+      for (double b : static_cast<const histogram*>(m)->bounds()) mix(digest, fmt::format("{}", b));
   }
 }
 

@@ -1,8 +1,11 @@
 #include "store.hpp"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -40,7 +43,11 @@ bool store::put(const std::string& key, const std::string& value) {
   if (static_cast<std::int64_t>(value.size()) > s_.max_value_bytes) return false;
   puts.inc();
   // Written aside, then renamed over the key: a reader sees the old value or the new one.
-  const auto tmp = fs::path(s_.data_dir) / (".tmp." + std::to_string(::getpid()) + "." + key);
+  // The name is this write's own (pid and a per-process count), so two writes of one key
+  // (two workers, or two threads of one) never share a file.
+  static std::atomic<std::uint64_t> writes{0};
+  const auto tmp = fs::path(s_.data_dir) /
+                   (".tmp." + std::to_string(::getpid()) + "." + std::to_string(++writes) + "." + key);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << value;
@@ -71,11 +78,25 @@ std::size_t store::purge_expired() {
   if (s_.ttl.count() == 0) return 0;
   std::size_t removed = 0;
   const auto now = fs::file_time_type::clock::now();
-  for (const auto& key : keys()) {
+  const auto expired = [&](const fs::path& p) {
     std::error_code ec;
+    const auto written = fs::last_write_time(p, ec);
+    return !ec && now - written > s_.ttl;
+  };
+  for (const auto& key : keys()) {
     const auto path = fs::path(s_.data_dir) / key;
-    const auto written = fs::last_write_time(path, ec);
-    if (!ec && now - written > s_.ttl && fs::remove(path, ec)) ++removed;
+    if (!expired(path)) continue;
+    // Moved aside first: a PUT landing between the check and the removal puts a fresh file
+    // there, which is then what was moved, and it goes back unless a newer one came since.
+    const auto aside = fs::path(s_.data_dir) / (".expired." + key);
+    if (::rename(path.c_str(), aside.c_str()) != 0) continue;
+    if (expired(aside)) {
+      std::error_code ec;
+      removed += fs::remove(aside, ec) ? 1 : 0;
+    } else if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+      std::error_code ec;
+      fs::remove(aside, ec);  // a newer value is in place already
+    }
   }
   return removed;
 }

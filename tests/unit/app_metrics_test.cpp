@@ -110,6 +110,16 @@ TEST_CASE("the pool's text sums the live workers, keeps dead workers' counts, an
   CHECK(master::escape_label_value("a\\b\"c\nd") == "a\\\\b\\\"c\\nd");
 }
 
+TEST_CASE("histograms with other bucket bounds are other metrics (their totals are not mixed)", "[metrics]") {
+  histogram a{"kv_seconds", "x", {0.1, 1}};
+  histogram b{"kv_seconds", "x", {0.5, 5}};
+  detail::metric_registry ra, rb;
+  ra.build({&a});
+  rb.build({&b});
+  CHECK(ra.used == rb.used);
+  CHECK(ra.digest != rb.digest);
+}
+
 TEST_CASE("a metric that cannot be served stops the start with one line naming it", "[metrics][bad_input]") {
   struct row {
     std::vector<metric*> metrics;

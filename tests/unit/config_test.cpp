@@ -264,6 +264,9 @@ TEST_CASE("non-ASCII outside strings and comments is refused before toml++ 3.3 r
   CHECK_THROWS_WITH(systempp::parse_config("s = \"\"\"\\\n  \xc2\xa7\"\"\"\n", "app.toml"),
                     Catch::StartsWith("app.toml:2: a non-ASCII character first on a line after a line-ending "
                                       "backslash"));
+  // A line that ends inside a string after a backslash still ends: the line count holds.
+  CHECK_THROWS_WITH(systempp::parse_config("s = \"abc\\\n\xc3\xa9\n", "app.toml"),
+                    "app.toml:2: a non-ASCII character outside a string or comment");
   // Inside strings and comments it is what TOML allows, and it is read.
   const auto doc = systempp::parse_config(
       "# caf\xc3\xa9\n[demo]\nmessage = \"caf\xc3\xa9 \\\" \xd1\x92\"  # \xc2\xa7\nb = 'x\xc3\xa9'\n"

@@ -1,6 +1,8 @@
 // The stage engine: order, failure rules, timeouts, composition, script runner.
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -152,6 +154,26 @@ TEST_CASE("a script returns its body's exit code after a full teardown", "[lifec
   reset();
   CHECK(run({}, 42) == 42);
   CHECK(events == join({full_start, seq({"body"}), full_stop}));
+}
+
+namespace {
+// Leaves a raw handler on the loop that throws: no coroutine of the runtime catches it.
+struct thrower {
+  void on_startup(systempp::context& ctx) {
+    boost::asio::post(ctx.io(), [] { throw std::runtime_error("a raw handler threw"); });
+  }
+};
+}  // namespace
+
+TEST_CASE("a handler of the loop that throws fails the cycle with exit code 1", "[lifecycle][script]") {
+  const char* argv[] = {"script", "--log-level", "off", nullptr};
+  const int code = systempp::run_script<systempp::app<thrower>>(
+      3, const_cast<char**>(argv), [](systempp::context& ctx) -> boost::asio::awaitable<int> {
+        boost::asio::steady_timer t(ctx.io(), std::chrono::seconds(5));  // the throw stops the loop first
+        co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+        co_return 0;
+      });
+  CHECK(code == 1);
 }
 
 TEST_CASE("a script whose body throws still runs every shutdown stage", "[lifecycle][script]") {

@@ -134,6 +134,7 @@ class context {
   /// --log-level, --log-file and --log-format. Replaced on SIGUSR1 (log reopen): call log()
   /// each time rather than keeping the reference. Any process.
   spdlog::logger& log() const noexcept { return *log_.load(std::memory_order_acquire); }
+  /// (A reference from log() stays valid until the second SIGUSR1 after it was taken.)
   /// The same logger as a shared_ptr, for completion handlers that may outlive the stage.
   /// It keeps the pre-SIGUSR1 logger alive. Any process.
   std::shared_ptr<spdlog::logger> logger_ptr() const noexcept { return log_.load(std::memory_order_acquire); }
@@ -272,10 +273,11 @@ class context {
   std::uint64_t generation_ = 0;
   pid_t pid_;
   const options* opts_;
-  /// The current logger; the ones it replaced stay alive (retired_logs_), so a reference
-  /// another thread got from log() before a SIGUSR1 stays valid.
+  /// The current logger; the one it replaced stays alive until the next replacement
+  /// (retired_log_), so a reference another thread got from log() before a SIGUSR1 stays
+  /// valid.
   std::atomic<std::shared_ptr<spdlog::logger>> log_;
-  std::vector<std::shared_ptr<spdlog::logger>> retired_logs_;  ///< the runtime's strand only
+  std::shared_ptr<spdlog::logger> retired_log_;  ///< the runtime's strand only
   boost::asio::io_context* io_;
   const std::vector<listener>* listeners_;
   std::span<const detail::unit_ref> units_;

@@ -51,7 +51,8 @@ class request_scope {
 
 /// In-flight work that a drain waits for. Each piece of work holds a pass while it runs;
 /// close() refuses new passes and waits until the held ones are returned. The gate must
-/// outlive its passes. Any thread: passes may be taken and returned on any strand.
+/// outlive its passes. Passes may be taken and returned on any thread; await close() on a
+/// strand (a stage's, ctx.executor()), where the last pass's wake-up is posted.
 class gate {
  public:
   /// A held pass: true while the gate let it in. Returned when destroyed.
