@@ -248,7 +248,9 @@ TEST_CASE("a section's spec carries each key's kind, range and default", "[confi
 TEST_CASE("malformed table headers that break a toml++ 3.3 parser check are refused, not a crash",
           "[config][bad_input]") {
   // Found by tests/fuzz (config_fuzz): an assertion abort in toml++ with assertions on.
-  for (const std::string& text : std::vector<std::string>{"[[[1]]]\n", "[[=\n", std::string("[\0\0\0sage = \"x\"\n", 17), "[[[a]]]\n"}) {
+  constexpr char nul_header[] = "[\0\0\0sage = \"x\"\n";  // NULs inside: its length is sizeof - 1
+  for (const std::string& text :
+       std::vector<std::string>{"[[[1]]]\n", "[[=\n", std::string(nul_header, sizeof nul_header - 1), "[[[a]]]\n"}) {
     INFO(text);
     CHECK_THROWS_WITH(systempp::parse_config(text, "app.toml"), Catch::StartsWith("app.toml:"));
   }
