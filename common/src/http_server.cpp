@@ -70,11 +70,6 @@ router::match router::find(verb method, std::string_view path) const {
   return m;
 }
 
-bool router::serves(std::string_view path) const {
-  return std::any_of(routes_.begin(), routes_.end(),
-                     [&](const route& r) { return r.method == verb::get && r.path == path; });
-}
-
 using framing::connection;
 using framing::refusal;
 using framing::wait_token;
@@ -321,8 +316,8 @@ asio::awaitable<response> server_core::handle(const request& req) {
   const std::string_view path = target.substr(0, target.find('?'));
   const auto m = router_.find(req.method(), path);
   if (!m.found) {
-    if (path == "/healthz" && !router_.serves(path) && (req.method() == verb::get || req.method() == verb::head))
-      co_return health(req);
+    // Built in, unless a GET route took the path (it would have been found).
+    if (path == "/healthz" && (req.method() == verb::get || req.method() == verb::head)) co_return health(req);
     if (m.allow.empty() && path != "/healthz") co_return reply(req, status::not_found, "not found\n");
     auto res = reply(req, status::method_not_allowed, "method not allowed\n");
     res.set(bhttp::field::allow, m.allow.empty() ? "GET, HEAD" : m.allow);

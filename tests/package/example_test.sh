@@ -13,16 +13,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits up to $2 seconds for a line matching $1 in the service's log.
-wait_log() {
-  for _ in $(seq 1 $(($2 * 20))); do
-    grep -qE "$1" "$tmp/log" && return 0
-    sleep 0.05
+# Runs the command (after the first two arguments) until it succeeds, polling every 50 ms
+# for at most $1 seconds; on timeout names $2, shows the service's log and fails.
+wait_for() {
+  local seconds=$1 what=$2
+  shift 2
+  for _ in $(seq 1 $((seconds * 20))); do
+    "$@" && return 0
+    sleep 0.05  # the poll interval; the deadline is the loop's bound
   done
-  echo "timed out waiting for: $1" >&2
+  echo "timed out waiting for: $what" >&2
   cat "$tmp/log" >&2
   return 1
 }
+
+# Waits up to $2 seconds for a line matching $1 in the service's log.
+wait_log() { wait_for "$2" "$1" grep -qE "$1" "$tmp/log"; }
 
 cmake --install "$build" --prefix "$tmp/prefix" > /dev/null
 cmake -S "$src/examples/echo" -B "$tmp/build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" > /dev/null
@@ -115,12 +121,9 @@ expect "kvctl count" "$("$tmp/kv/kvctl" --config "$tmp/kv.toml" --log-level off 
 expect "kvctl list" "$("$tmp/kv/kvctl" --config "$tmp/kv.toml" --log-level off list)" "greeting"
 # The janitor (a dedicated process) publishes the key count; the store's counters are the
 # pool's sums.
-for _ in $(seq 1 100); do
-  metrics=$(http_req "$mport" GET /metrics)
-  grep -q '^kv_keys 1$' <<< "$metrics" && break
-  sleep 0.05
-done
-grep -q '^kv_keys 1$' <<< "$metrics" || { echo "kv_keys never reached 1" >&2; echo "$metrics" >&2; exit 1; }
+janitor_counted() { http_req "$mport" GET /metrics | grep -q '^kv_keys 1$'; }
+wait_for 5 "kv_keys 1 in /metrics" janitor_counted
+metrics=$(http_req "$mport" GET /metrics)
 grep -q '^kv_requests_total{op="put"} 1$' <<< "$metrics" || { echo "$metrics" >&2; exit 1; }
 grep -q '"GET /keys/greeting HTTP/1.1" 200' "$tmp/log" || { echo "no access log line" >&2; exit 1; }
 kill -TERM "$pid"

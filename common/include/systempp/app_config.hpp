@@ -15,10 +15,11 @@ namespace systempp::detail {
 /// The sections the app's units declare, in start order. Any process.
 std::vector<section_spec> sections_of(const app_units& app);
 
-/// Checks the file the command line read (opts.file) against the units' sections and makes
-/// it the app's; with --print-config, prints the merged configuration to stdout. Returns
-/// the exit code to stop with (0 after printing; 2, after one line on stderr, for a file
-/// the units refuse), or nullopt to go on. Launching process (and an exec'd image).
+/// Checks what the app declares before anything runs: its metrics (metric_registry's error)
+/// and the file the command line read (opts.file) against the units' sections, which it
+/// then makes the app's; with --print-config, prints the merged configuration to stdout.
+/// Returns the exit code to stop with (0 after printing; 2, after one line on stderr, for a
+/// bad metric or a file the units refuse), or nullopt to go on. Launching process (and an exec'd image).
 std::optional<int> install_config(const options& opts, app_units& app, unknown_tables unknown);
 
 /// The file read again and checked (its [systempp] table and every section), for a

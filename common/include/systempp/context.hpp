@@ -175,8 +175,6 @@ class context {
                   "systempp::section(...)` in the unit");
     return Self::config_section.read(config_ ? config_->get() : nullptr);
   }
-  /// The configuration file as last checked, or nullptr without --config. Any process.
-  const config_document* config_file() const noexcept { return config_ ? config_->get() : nullptr; }
 
   /// True once a drain began (SIGTERM, DRAIN command or inline reload): long-running
   /// work should wind down. Worker / inline, any thread.

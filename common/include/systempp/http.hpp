@@ -93,8 +93,6 @@ class router {
   };
   match find(verb method, std::string_view path) const;
   const std::function<void(response&)>& decorator() const noexcept { return decorate_; }
-  /// Whether a route serves this exact path with GET (the app's own /healthz wins).
-  bool serves(std::string_view path) const;
 
  private:
   struct route {
