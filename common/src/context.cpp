@@ -141,9 +141,10 @@ void context::request_begin() const noexcept {
 
 void context::request_end(bool failed) const noexcept {
   if (!slot_record_) return;
-  slot_record_->in_flight.fetch_sub(1, std::memory_order_relaxed);
   slot_record_->requests.fetch_add(1, std::memory_order_relaxed);
   if (failed) slot_record_->errors.fetch_add(1, std::memory_order_relaxed);
+  // Released last: whoever sees the request leave in_flight also sees it counted.
+  slot_record_->in_flight.fetch_sub(1, std::memory_order_release);
 }
 
 const listener& context::listener_named(std::string_view name) const {

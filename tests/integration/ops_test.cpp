@@ -41,6 +41,13 @@ double sample(std::uint16_t mport, const std::string& key) {
 
 double requests_total(std::uint16_t port) { return sample(port, "systempp_requests_total"); }
 
+// A request is counted once its response is written, which the client may see first:
+// waits up to 5 s for the sample to reach `want`, then returns what it is.
+double sample_reaching(std::uint16_t mport, const std::string& key, double want) {
+  support::wait_until([&] { return sample(mport, key) >= want; }, 5s);
+  return sample(mport, key);
+}
+
 }  // namespace
 
 TEST_CASE("ops: /metrics is Prometheus text and the request counter never drops across reloads",
@@ -62,7 +69,7 @@ TEST_CASE("ops: /metrics is Prometheus text and the request counter never drops 
 
   const double before = requests_total(mport);
   for (int i = 0; i < 100; ++i) REQUIRE(support::http_get("127.0.0.1", s.port, "/"));
-  double last = requests_total(mport);
+  double last = sample_reaching(mport, "systempp_requests_total", before + 100);
   CHECK(last >= before + 100);
 
   // Three reloads under load; the counter is sampled throughout and may only grow.
@@ -161,8 +168,8 @@ TEST_CASE("ops: the app's counters and histograms count every request once acros
   const std::string inf = R"(systempp_http_request_seconds_bucket{le="+Inf"})";
 
   for (int i = 0; i < 50; ++i) REQUIRE(support::http_get("127.0.0.1", s.port, "/")->status == 200);
-  CHECK(sample(mport, ok) == 50);
-  CHECK(sample(mport, count) == 50);
+  CHECK(sample_reaching(mport, ok, 50) == 50);
+  CHECK(sample_reaching(mport, count, 50) == 50);
   CHECK(sample(mport, inf) == 50);
 
   // A worker killed outright: what it counted stays in the pool's totals.
@@ -179,8 +186,8 @@ TEST_CASE("ops: the app's counters and histograms count every request once acros
   REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
   REQUIRE(support::wait_until([&] { return settled(seg, 2, 2); }, 15s));
   CHECK(sample(mport, ok) == 50);
-  CHECK(sample(mport, missing) == 30);
-  CHECK(sample(mport, count) == 80);
+  CHECK(sample_reaching(mport, missing, 30) == 30);
+  CHECK(sample_reaching(mport, count, 80) == 80);
   CHECK(sample(mport, inf) == 80);
   CHECK(sample(mport, R"(systempp_http_request_seconds_bucket{le="0.001"})") <= 80);
 }
