@@ -91,7 +91,8 @@ class server_core {
   asio::awaitable<void> finish();
 
  private:
-  asio::awaitable<void> serve(tcp::socket socket);
+  void take(tcp::socket socket);
+  asio::awaitable<void> serve(std::shared_ptr<connection> owned);
   asio::awaitable<bool> wait_for_request(connection& c);
   asio::awaitable<response> handle(const request& req);
   std::optional<response> read_error_response(boost::system::error_code ec, const request& req);
@@ -118,7 +119,7 @@ class server_core {
   asio::any_io_executor runtime_;  ///< ctx_->executor(), kept: a connection may end after the context
   server_settings settings_;
   router router_;
-  std::list<tcp::acceptor> acceptors_;  ///< the runtime's strand only
+  std::list<connection_acceptor> acceptors_;  ///< the runtime's strand only
   /// Every open connection. Each runs on its own strand (--threads), hence the lock; the
   /// drain reaches a connection by posting to its strand.
   std::mutex connections_mutex_;
@@ -136,29 +137,33 @@ asio::awaitable<void> server_core::start(context& ctx, const server_settings& s,
   draining_ = false;
   all_closed_.emplace(ctx.executor());
   acceptors_.clear();
-  acceptors_.push_back(make_acceptor(ctx.io(), ctx.listener_named(settings_.listener)));
+  acceptors_.emplace_back(ctx, ctx.listener_named(settings_.listener));
   // A connection the kernel handed over is ours to answer, even when the drain closed the
   // acceptor before its handler ran: accept_loop hands it over before it looks.
   for (auto& a : acceptors_)
-    spawn(ctx.executor(),
-          accept_loop(
-              a,
-              [this](tcp::socket socket) {
-                const auto strand = socket.get_executor();  // the connection's own
-                spawn(strand, serve(std::move(socket)), "connection");
-              },
-              ctx.log()),
+    spawn(ctx.executor(), accept_loop(a, [this](tcp::socket socket) { take(std::move(socket)); }, ctx.log()),
           "accept loop");
   co_return;
+}
+
+// Registered at once, so a drain that begins before the connection's coroutine runs still
+// waits for it; then served on the connection's own strand.
+void server_core::take(tcp::socket socket) {
+  const auto strand = socket.get_executor();
+  auto owned = std::make_shared<connection>(std::move(socket));
+  {
+    std::lock_guard lock(connections_mutex_);
+    connections_.insert(owned);
+  }
+  spawn(strand, serve(std::move(owned)), "connection");
 }
 
 void server_core::stop_accepting() {
   drain_started_ = clock_type::now();
   draining_.store(true);
-  for (auto& a : acceptors_) {
-    boost::system::error_code ignored;
-    a.close(ignored);
-  }
+  // With reuseport, what waits in this slot's queue is served here (take registers it
+  // before finish() looks).
+  for (auto& a : acceptors_) a.close([this](tcp::socket socket) { take(std::move(socket)); });
   // Idle connections re-read their deadline, now bounded by drain-grace: each is told on
   // its own strand, where its state lives.
   std::lock_guard lock(connections_mutex_);
@@ -214,13 +219,8 @@ asio::awaitable<bool> server_core::wait_for_request(connection& c) {
   co_return readable;
 }
 
-asio::awaitable<void> server_core::serve(tcp::socket socket) {
-  const auto owned = std::make_shared<connection>(std::move(socket));
+asio::awaitable<void> server_core::serve(std::shared_ptr<connection> owned) {
   connection& c = *owned;
-  {
-    std::lock_guard lock(connections_mutex_);
-    connections_.insert(owned);
-  }
   struct deregister {
     server_core& s;
     const std::shared_ptr<connection>& c;

@@ -35,7 +35,7 @@ std::string numeric_host(const sockaddr* sa, socklen_t len, std::uint16_t& port)
 
 }  // namespace
 
-std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs) {
+std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs, bool reuse_port) {
   std::vector<listener> out;
   for (const auto& spec : specs) {
     const std::string where = fmt::format("--bind {}:{}", spec.host, spec.port);
@@ -65,6 +65,13 @@ std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs) {
       std::string hint;
       if (err == EACCES) hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)";
       throw_start_error(fmt::format("{}: bind: {}{}", where, std::strerror(err), hint), err);
+    }
+    // SO_REUSEPORT only after the bind, before listen: bound without it, the socket still
+    // conflicts with anything listening on the port (a second pool on it fails here as
+    // without reuseport), and listen puts it in a group the master's slot sockets join.
+    if (reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+      const int err = errno;
+      throw_start_error(fmt::format("{}: SO_REUSEPORT: {}", where, std::strerror(err)), err);
     }
     if (::listen(fd.get(), SOMAXCONN) != 0) {
       const int err = errno;

@@ -112,6 +112,7 @@ constexpr seconds_option seconds_options[] = {
 struct word_values {
   std::vector<std::string> binds;
   std::string reload_mode = "fork";
+  std::string accept = "reuseport";
   std::string log_format = "text";
 };
 
@@ -143,6 +144,10 @@ void add_pool_options(CLI::App& cli, options& opts, word_values& words) {
   add_checked(cli, "--reload-mode", words.reload_mode,
               "fork: reload re-forks the master image; exec: re-executes the binary",
               CLI::IsMember({"fork", "exec"}));
+  add_checked(cli, "--accept", words.accept,
+              "reuseport: a socket per worker slot; exclusive: one socket, one worker woken; "
+              "shared: one socket, every worker woken",
+              CLI::IsMember({"reuseport", "exclusive", "shared"}));
   add_checked(cli, "--reload-surge", opts.reload_surge,
               "New workers started at once during a reload", CLI::Range(1, 4096));
   for (const auto& s : seconds_options) add_seconds(cli, s.flag, opts.*s.field, s.what);
@@ -232,9 +237,20 @@ void finish_serve_options(options& opts, const word_values& words) {
   if (opts.binds.empty()) opts.binds.push_back(bind_spec{"http", "127.0.0.1", 8080});
   opts.mode = words.reload_mode == "exec" ? reload_mode::exec : reload_mode::fork;
   opts.format = words.log_format == "json" ? log_format::json : log_format::text;
+  for (auto s : {accept_strategy::reuseport, accept_strategy::exclusive, accept_strategy::shared})
+    if (words.accept == to_string(s)) opts.accept = s;
 }
 
 }  // namespace
+
+std::string_view to_string(accept_strategy s) noexcept {
+  switch (s) {
+    case accept_strategy::reuseport: return "reuseport";
+    case accept_strategy::exclusive: return "exclusive";
+    case accept_strategy::shared: return "shared";
+  }
+  return "?";
+}
 
 command parse_command_line(int argc, const char* const* argv, parse_mode mode, const about& info,
                            std::span<const option_spec> unit_options) {

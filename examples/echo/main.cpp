@@ -63,22 +63,21 @@ class echo_server {
   asio::awaitable<void> on_startup(systempp::context& ctx) {
     ctx_ = &ctx;
     for (const auto& l : ctx.listeners()) {
-      // Our own copy of the socket: closing it at drain leaves the master's open.
-      auto& a = acceptors_.emplace_back(systempp::make_acceptor(ctx.io(), l));
-      // Accept errors (out of descriptors) are logged once and retried after a pause.
-      // Each connection runs on its own strand (--threads N); the accept loop on the
-      // runtime's, where pre_shutdown closes the acceptor.
-      asio::co_spawn(ctx.executor(), systempp::accept_loop(a, [this](tcp::socket s) {
-        const auto strand = s.get_executor();
-        asio::co_spawn(strand, serve(std::move(s), connections_.enter()), asio::detached);
-      }, ctx.log()), asio::detached);
+      // Accepts as --accept says, on our own copy of the socket: closing it at drain
+      // leaves the master's open. Accept errors (out of descriptors) are logged once and
+      // retried after a pause. Each connection runs on its own strand (--threads N); the
+      // accept loop on the runtime's, where pre_shutdown closes the acceptor.
+      auto& a = acceptors_.emplace_back(ctx, l);
+      asio::co_spawn(ctx.executor(), systempp::accept_loop(a, [this](tcp::socket s) { take(std::move(s)); }, ctx.log()),
+                     asio::detached);
     }
     co_return;
   }
 
   /// Stop accepting; the master keeps the listening socket for the other workers.
   void pre_shutdown(systempp::context&) {
-    for (auto& a : acceptors_) a.close();
+    // With --accept reuseport, what waits in this worker's own queue is served too.
+    for (auto& a : acceptors_) a.close([this](tcp::socket s) { take(std::move(s)); });
     // Idle connections are woken so they can close; busy ones finish their line first.
     // Each is told on its own strand, where its socket is used.
     std::lock_guard lock(sockets_mutex_);
@@ -95,6 +94,11 @@ class echo_server {
   void post_shutdown() { connections_.reopen(); }
 
  private:
+  void take(tcp::socket s) {
+    const auto strand = s.get_executor();
+    asio::co_spawn(strand, serve(std::move(s), connections_.enter()), asio::detached);
+  }
+
   asio::awaitable<void> serve(tcp::socket accepted, systempp::gate::pass held) {
     if (!held) co_return;  // the drain began: not served
     const auto owned = std::make_shared<tcp::socket>(std::move(accepted));
@@ -125,7 +129,7 @@ class echo_server {
   }
 
   systempp::context* ctx_ = nullptr;
-  std::list<tcp::acceptor> acceptors_;
+  std::list<systempp::connection_acceptor> acceptors_;
   std::mutex sockets_mutex_;  // connections run on strands of their own
   std::list<std::shared_ptr<tcp::socket>> sockets_;
   systempp::gate connections_;  // each connection holds a pass; the drain waits for them

@@ -21,6 +21,11 @@
 
 namespace systempp::master {
 
+namespace {
+// A worker beats every second; one that missed two is steered around (--accept reuseport).
+constexpr ms late_beat{2'500};
+}  // namespace
+
 int master_process::run() {
   // Signals become events on the loop before anything exists that a default action would leave
   // behind. Blocked until now (run_master; an upgraded image starts with all blocked): one that
@@ -93,6 +98,10 @@ int master_process::open() {
       pool_.segment->rename(lc_.unit_names(), lc_.stage_names());
     }
     take_app_metrics(pool_.segment->header(), units_.metrics);
+    // --accept reuseport: every serving slot's socket before the first fork, and new
+    // connections spread over them (an upgrade takes over the previous image's steering).
+    pool_.slots.steer(pool_.listeners, slot_sockets::all_of(upgrade_ ? static_cast<int>(pool_.segment->header().target_workers.load())
+                                                                      : opts_.workers));
   } catch (const std::exception& e) {
     if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";
@@ -128,7 +137,10 @@ void master_process::start_supervisor(int workers, int max_workers) {
   };
   hooks.reload_undo = [this] { lc_.abort_reload(*ctx_); };
   hooks.pool_ready = [this](int ready) { notify_.ready(fmt::format("{} worker(s) ready", ready)); };
-  hooks.executed = [this] { schedule_tick(); };
+  hooks.executed = [this] {
+    steer_connections();
+    schedule_tick();
+  };
   sup_.emplace(policy_config_for(opts_, workers, max_workers, dedicated_slots(units_)), *table_, hdr, log_,
                std::move(hooks));
   // In the forked child: it keeps only its own channel and record.
@@ -137,7 +149,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
         signals_.clear();
         if (metrics_) metrics_->close_in_child();
       },
-      [this, launch = worker_launch{&opts_, &units_, &pool_.listeners, pool_.segment->fd(), pool_.exec_path, ::getpid()}](
+      [this, launch = worker_launch{&opts_, &units_, &pool_.listeners, &pool_.slots, pool_.segment->fd(), pool_.exec_path, ::getpid()}](
           const spawn_action& a, worker_slot& record, unique_fd channel, const sigset_t& mask) {
         return run_worker_child(launch, a, record, std::move(channel), mask);
       });
@@ -188,6 +200,14 @@ void master_process::stop(stop_mode mode, std::string_view why) {
 void master_process::scale(int sig) {
   const auto requested = pool_.segment->header().scale_request.exchange(0);
   const int now = sup_->policy().workers();
+  const int want = std::clamp(requested && sig == SIGTTIN ? static_cast<int>(requested) : now + (sig == SIGTTIN ? 1 : -1),
+                              1, pool_.max_workers);
+  pool_.slots.grow(pool_.listeners, want);  // before a new slot's worker is forked
+  if (want < now) {  // before the slots drain: their queues only shrink
+    auto keep = pool_.slots.steered();
+    std::erase_if(keep, [&](int slot) { return slot >= want; });
+    pool_.slots.steer(pool_.listeners, keep.empty() ? slot_sockets::all_of(want) : keep);
+  }
   const int n = sup_->scale(requested && sig == SIGTTIN ? static_cast<int>(requested) : now + (sig == SIGTTIN ? 1 : -1));
   log_->info("{}: {} worker(s)", requested ? "scale" : sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", n);
 }
@@ -226,6 +246,20 @@ void master_process::start_watchdog() {
   watchdog_timer_.async_wait([this](boost::system::error_code e) {
     if (!e) start_watchdog();
   });
+}
+
+// --accept reuseport: new connections go to the serving slots whose worker is READY and
+// beat lately (a stopped or wedged one is left alone before the heartbeat timeout kills
+// it); while none is, the steering stays as it was.
+void master_process::steer_connections() {
+  if (!pool_.slots.enabled() || pool_.listeners.empty() || sup_->policy().stopping()) return;
+  const auto slots = sup_->steerable(late_beat);
+  if (slots.empty()) return;
+  try {
+    pool_.slots.steer(pool_.listeners, slots);
+  } catch (const std::exception& e) {
+    log_->error("--accept reuseport: steering to {} slot(s): {}", slots.size(), e.what());
+  }
 }
 
 void master_process::schedule_tick() {

@@ -46,6 +46,7 @@ class master_process {
   void begin_reload(const std::string& why, bool in_status);
   void begin_rollout(std::string_view why);
   void start_watchdog();
+  void steer_connections();
   void schedule_tick();
   void finish();
 

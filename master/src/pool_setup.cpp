@@ -129,8 +129,21 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
   if (h) {
     // Checked by incoming_upgrade::check; the control fd stays open until the pool is taken
     // over, in case this image must still hand it back.
-    for (const auto& l : h->listeners) out.listeners.push_back(adopt_listener(unique_fd(l.fd), l.name));
-    const bool bound = std::all_of(h->listeners.begin(), h->listeners.end(), [](auto& l) { return l.bound; });
+    // A slot's socket follows its listener, in slot order (--accept reuseport).
+    std::vector<std::vector<unique_fd>> slot_fds;
+    for (const auto& l : h->listeners) {
+      if (l.slot_socket && !out.listeners.empty()) {
+        slot_fds.back().emplace_back(l.fd);
+        continue;
+      }
+      out.listeners.push_back(adopt_listener(unique_fd(l.fd), l.name));
+      slot_fds.emplace_back();
+    }
+    if (opts.accept == accept_strategy::reuseport) {
+      out.slots.enable(out.listeners, log);
+      for (std::size_t i = 0; i < slot_fds.size(); ++i) out.slots.adopt(i, std::move(slot_fds[i]));
+    }
+    const bool bound = std::all_of(h->listeners.begin(), h->listeners.end(), [](auto& l) { return l.bound || l.slot_socket; });
     out.origin = bound ? listener_origin::bound : listener_origin::activated;
     out.segment.emplace(control_segment::attach_fd(h->control_fd, access::read_write));
     out.segment->adopt();  // this image now removes it at exit
@@ -145,11 +158,12 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
     log.warn("removed {} stale control block(s) of pool '{}'", n, opts.name);
   out.listeners = activated_listeners();
   if (out.listeners.empty()) {
-    out.listeners = bind_listeners(opts.binds);
+    out.listeners = bind_listeners(opts.binds, opts.accept == accept_strategy::reuseport);
   } else {
     out.origin = listener_origin::activated;
     log.info("socket activation: {} listener(s) from systemd; --bind is ignored", out.listeners.size());
   }
+  if (opts.accept == accept_strategy::reuseport) out.slots.enable(out.listeners, log);
   out.max_workers = std::min(max_pool_workers, std::max(16, opts.workers * 2));
   out.segment.emplace(control_segment::create(opts.name, ::getpid(),
                                               static_cast<std::uint32_t>((out.max_workers + static_cast<int>(dedicated)) * lanes_per_slot), units,
@@ -193,6 +207,7 @@ void stop_listening(pool_setup& pool, spdlog::logger& log) {
   } else {
     log.info("stop: closed the master's copies of the systemd listeners; new connections wait in their backlog");
   }
+  pool.slots.retire(pool.origin == listener_origin::bound);
   pool.listeners.clear();  // no worker is spawned during a stop, and no upgrade starts
 }
 

@@ -117,11 +117,17 @@ int supervisor::scale(int workers) {
   return after;
 }
 
+time_point supervisor::last_beat(const proc& p) {
+  const worker_slot& r = table_.record(p.slot, p.lane);
+  return time_point(static_cast<std::int64_t>(r.heartbeat_ms.load(std::memory_order_relaxed)));
+}
+
 void supervisor::tick() {
-  execute(policy_.tick(now_ms(), [this](const proc& p) {
-    const worker_slot& r = table_.record(p.slot, p.lane);
-    return time_point(static_cast<std::int64_t>(r.heartbeat_ms.load(std::memory_order_relaxed)));
-  }));
+  execute(policy_.tick(now_ms(), [this](const proc& p) { return last_beat(p); }));
+}
+
+std::vector<int> supervisor::steerable(ms late) {
+  return policy_.steerable(now_ms(), late, [this](const proc& p) { return last_beat(p); });
 }
 
 }  // namespace systempp::master

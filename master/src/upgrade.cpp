@@ -49,7 +49,7 @@ std::string encode(const handover& h) {
                                 h.control_fd, h.lock_fd);
   for (std::size_t i = 0; i < h.listeners.size(); ++i) {
     const auto& l = h.listeners[i];
-    out += fmt::format("{}{}:{}:{}", i ? "," : "", l.name, l.fd, l.bound ? "b" : "a");
+    out += fmt::format("{}{}:{}:{}", i ? "," : "", l.name, l.fd, l.slot_socket ? "s" : l.bound ? "b" : "a");
   }
   out += ";workers=";
   for (std::size_t i = 0; i < h.workers.size(); ++i) {
@@ -71,10 +71,11 @@ bool decode_listeners(std::string_view value, handover& h) {
   for (auto item : split(value, ',')) {
     const auto f = split(item, ':');
     handover::listener_fd l;
-    if (f.size() != 3 || f[0].empty() || !number(f[1], l.fd) || l.fd < 0 || (f[2] != "b" && f[2] != "a"))
+    if (f.size() != 3 || f[0].empty() || !number(f[1], l.fd) || l.fd < 0 || (f[2] != "b" && f[2] != "a" && f[2] != "s"))
       return false;
     l.name = std::string(f[0]);
     l.bound = f[2] == "b";
+    l.slot_socket = f[2] == "s";
     h.listeners.push_back(std::move(l));
   }
   return true;
@@ -210,13 +211,17 @@ std::string probe_binary(const std::string& path, const std::vector<std::string>
 }
 
 handover describe_pool(int image_fd, int control_fd, int lock_fd, const std::vector<listener>& listeners,
-                       bool bound, const supervisor& sup) {
+                       const slot_sockets& slots, bool bound, const supervisor& sup) {
   handover h;
   h.protocol = protocol_version;
   h.image_fd = image_fd;
   h.control_fd = control_fd;
   h.lock_fd = lock_fd;
-  for (const auto& l : listeners) h.listeners.push_back({l.name, l.fd.get(), bound});
+  for (std::size_t i = 0; i < listeners.size(); ++i) {
+    h.listeners.push_back({listeners[i].name, listeners[i].fd.get(), bound});
+    if (slots.enabled())
+      for (const auto& fd : slots.sockets_of(i)) h.listeners.push_back({listeners[i].name, fd.get(), bound, true});
+  }
   for (const auto& [pid, w] : sup.table().workers())
     if (w.channel_fd() >= 0) h.workers.push_back({pid, w.slot, w.lane, w.generation, w.channel_fd()});
   return h;
@@ -258,7 +263,7 @@ void upgrade_master(pool_setup& pool, const options& opts, supervisor& sup, syst
   log.info("SIGUSR2: upgrading the master in place ({})", pool.exec_path);
   log.flush();
   const auto h = describe_pool(pool.image.get(), pool.segment->fd(), pool.lock->fd(), pool.listeners,
-                               pool.origin == listener_origin::bound, sup);
+                               pool.slots, pool.origin == listener_origin::bound, sup);
   report.ended_at_once(reload_result::failed, "upgrade failed: " + exec_upgrade(h, pool.exec_path, opts.argv, sys));
 }
 

@@ -7,13 +7,16 @@ namespace systempp::master {
 
 int run_worker_child(const worker_launch& w, const spawn_action& a, worker_slot& record, unique_fd channel,
                      const sigset_t& mask) {
+  // --accept reuseport: the slot's own socket of each listener, under the listener's name.
+  const std::vector<listener> own = w.slots ? w.slots->for_slot(*w.listeners, a.slot) : std::vector<listener>{};
+  const std::vector<listener>& listeners = own.empty() ? *w.listeners : own;
   if (w.opts->mode == reload_mode::exec)
-    return worker::exec_worker_image(w.exec_path, w.opts->argv, w.control_fd, channel.get(), *w.listeners,
+    return worker::exec_worker_image(w.exec_path, w.opts->argv, w.control_fd, channel.get(), listeners,
                                      worker::exec_identity{a.slot, a.lane, a.generation, w.master_pid});
   worker::launch l;
   l.opts = w.opts;
   l.units = w.units;
-  l.listeners = w.listeners;
+  l.listeners = &listeners;
   l.record = &record;
   l.slot = a.slot;
   l.generation = a.generation;

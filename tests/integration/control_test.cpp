@@ -10,14 +10,7 @@ using namespace harness;
 
 namespace {
 
-// Runs `app <args>` to completion; returns (exit status, output).
-std::pair<int, std::string> run_app(std::vector<std::string> args) {
-  args.insert(args.begin(), app_path);
-  auto p = support::child::spawn(args);
-  auto status = p.wait_exit(60s);
-  REQUIRE(status);
-  return {*status, p.output()};
-}
+std::pair<int, std::string> run_app(std::vector<std::string> args) { return run_to_exit(std::move(args)); }
 
 }  // namespace
 

@@ -182,6 +182,27 @@ inline support::load_generator keepalive_load(std::uint16_t port, std::size_t th
   return support::load_generator(o);
 }
 
+/// Runs `app <args>` (a control command) to completion; returns (exit status, output).
+inline std::pair<int, std::string> run_to_exit(std::vector<std::string> args) {
+  args.insert(args.begin(), app_path);
+  auto p = support::child::spawn(args);
+  auto status = p.wait_exit(60s);
+  REQUIRE(status);
+  return {*status, p.output()};
+}
+
+/// Like keepalive_load, but every request on a new connection ("Connection: close").
+inline support::load_generator connection_close_load(std::uint16_t port, std::size_t threads,
+                                                     std::chrono::milliseconds max_duration = 90s) {
+  support::load_options o;
+  o.port = port;
+  o.threads = threads;
+  o.max_duration = max_duration;
+  o.request_timeout = 5s;
+  o.close_each = true;
+  return support::load_generator(o);
+}
+
 /// Waits until the load has had `ok` successful requests (traffic is flowing).
 inline void wait_for_traffic(support::load_generator& load, std::size_t ok = 200) {
   REQUIRE(support::wait_until([&] { return load.snapshot().ok >= ok; }, 15s));

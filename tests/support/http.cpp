@@ -230,14 +230,14 @@ keepalive_client::keepalive_client(keepalive_client&&) noexcept = default;
 keepalive_client& keepalive_client::operator=(keepalive_client&&) noexcept = default;
 keepalive_client::~keepalive_client() = default;
 
-std::optional<response> keepalive_client::get(std::string target) {
+std::optional<response> keepalive_client::get(std::string target, bool close) {
   auto& i = *impl_;
   if (!i.conn_) {
     i.last_error_ = "not connected";
     return std::nullopt;
   }
   i.last_error_.clear();
-  auto r = i.conn_->exchange(make_get(i.host_, i.port_, target, false),
+  auto r = i.conn_->exchange(make_get(i.host_, i.port_, target, close),
                              clock::now() + i.timeout_, i.last_error_);
   // A failed exchange leaves the stream closed; so does a server that asked to close.
   if (!r || !r->keep_alive) i.conn_.reset();
@@ -385,7 +385,7 @@ void load_generator::run_thread() {
       ++stats_.reconnects;
     }
     if (options_.max_requests != 0 && issued_.fetch_add(1) >= options_.max_requests) break;
-    const auto r = client.get(options_.target);
+    const auto r = client.get(options_.target, options_.close_each);
     std::lock_guard lock(mutex_);
     if (!r) {
       ++stats_.connection_errors;

@@ -10,6 +10,8 @@
 #include <catch2/catch.hpp>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include <sys/socket.h>
+
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -127,22 +129,69 @@ TEST_CASE("request_scope: begins and ends a request in the worker's record, fail
   CHECK(record.errors.load() == 2);
 }
 
-TEST_CASE("accept_loop: hands each connection over and ends when the acceptor is closed", "[helpers]") {
-  asio::io_context io;
-  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-  auto log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+namespace {
+
+systempp::listener listen_on_loopback(bool reuse_port) {
+  auto bound = systempp::bind_listeners({systempp::bind_spec{"http", "127.0.0.1", 0}}, reuse_port);
+  return std::move(bound.front());
+}
+
+}  // namespace
+
+TEST_CASE("accept_loop: hands each connection over and ends when the acceptor is closed, with every --accept strategy",
+          "[helpers][accept]") {
+  const auto strategy = GENERATE(systempp::accept_strategy::shared, systempp::accept_strategy::exclusive,
+                                 systempp::accept_strategy::reuseport);
+  INFO(systempp::to_string(strategy));
+  engine_fixture<systempp::app<>> f;
+  f.opts.accept = strategy;
+  const auto l = listen_on_loopback(strategy == systempp::accept_strategy::reuseport);
+  systempp::connection_acceptor acceptor(f.ctx, l);
   int accepted = 0;
   bool ended = false;
-  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    co_await systempp::accept_loop(acceptor, [&](asio::ip::tcp::socket) {
+  asio::co_spawn(f.ctx.executor(), [&]() -> asio::awaitable<void> {
+    co_await systempp::accept_loop(acceptor, [&](asio::ip::tcp::socket s) {
+      CHECK(s.is_open());
       if (++accepted == 2) acceptor.close();
-    }, *log);
+    }, f.ctx.log());
     ended = true;
   }, asio::detached);
-  asio::ip::tcp::socket one(io), two(io);
-  one.connect(acceptor.local_endpoint());
-  two.connect(acceptor.local_endpoint());
-  io.run();
+  const asio::ip::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), l.port);
+  asio::ip::tcp::socket one(f.io), two(f.io);
+  one.connect(at);
+  two.connect(at);
+  f.io.run();
   CHECK(accepted == 2);
   CHECK(ended);
+}
+
+TEST_CASE("connection_acceptor: close(take) of a reuseport acceptor hands over its queued connections; the others leave them queued",
+          "[helpers][accept]") {
+  const auto strategy = GENERATE(systempp::accept_strategy::shared, systempp::accept_strategy::exclusive,
+                                 systempp::accept_strategy::reuseport);
+  INFO(systempp::to_string(strategy));
+  engine_fixture<systempp::app<>> f;
+  f.opts.accept = strategy;
+  const auto l = listen_on_loopback(strategy == systempp::accept_strategy::reuseport);
+  const asio::ip::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), l.port);
+  std::vector<asio::ip::tcp::socket> clients;
+  for (int i = 0; i < 3; ++i) clients.emplace_back(f.io).connect(at);  // queued: nothing accepts yet
+
+  systempp::connection_acceptor acceptor(f.ctx, l);
+  int handed = 0;
+  acceptor.close([&](asio::ip::tcp::socket s) {
+    CHECK(s.is_open());
+    ++handed;
+  });
+  CHECK_FALSE(acceptor.is_open());
+  const bool sweeps = strategy == systempp::accept_strategy::reuseport;
+  CHECK(handed == (sweeps ? 3 : 0));
+  // What was not handed out is still in the listener's queue, for another worker.
+  int left = 0;
+  while (true) {
+    systempp::unique_fd fd(::accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!fd) break;
+    ++left;
+  }
+  CHECK(left == (sweeps ? 0 : 3));
 }

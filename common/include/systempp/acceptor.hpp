@@ -7,12 +7,23 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <memory>
+#include <optional>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
+#include "systempp/accept_waiter.hpp"
+#include "systempp/context.hpp"
 #include "systempp/fd.hpp"
 #include "systempp/listeners.hpp"
 
@@ -40,5 +51,106 @@ inline boost::asio::ip::tcp::acceptor make_acceptor(boost::asio::io_context& io,
   if (!copy) throw std::system_error(errno, std::generic_category(), "dup listener");
   return make_acceptor(io, std::move(copy), l.family);
 }
+
+/// Accepts the connections of one listener as the pool's --accept says (options.hpp,
+/// docs/ARCHITECTURE.md "Accepting connections"), for accept_loop (helpers.hpp) and the
+/// HTTP server unit. Each socket it returns is bound to a strand of its own. Made and used
+/// on the runtime's strand (ctx.executor()), typically made in on_startup and closed in
+/// pre_shutdown; it accepts on a duplicate of the listener's fd, so closing it leaves the
+/// listener open for the other workers.
+/// - shared, reuseport: Asio's async_accept on the worker's loop. With reuseport the
+///   listener is this worker's slot's own socket (the master hands each slot its own).
+/// - exclusive: a thread of its own waits, woken alone among the pool (accept_waiter.hpp);
+///   the loop then accepts without blocking until nothing is left.
+class connection_acceptor {
+ public:
+  using tcp = boost::asio::ip::tcp;
+
+  connection_acceptor(context& ctx, const listener& l)
+      : strategy_(ctx.opts().accept),
+        acceptor_(make_acceptor(ctx.io(), l)),
+        signal_(std::make_shared<readiness>(ctx.executor())) {
+    if (strategy_ != accept_strategy::exclusive) return;
+    acceptor_.non_blocking(true);
+    waiter_.emplace(acceptor_.native_handle(), [signal = std::weak_ptr<readiness>(signal_), ex = ctx.executor()] {
+      boost::asio::post(ex, [signal] {
+        if (auto s = signal.lock()) {
+          s->ready = true;
+          s->wake.cancel();
+        }
+      });
+    });
+  }
+  ~connection_acceptor() { close(); }
+  connection_acceptor(const connection_acceptor&) = delete;
+  connection_acceptor& operator=(const connection_acceptor&) = delete;
+
+  accept_strategy strategy() const noexcept { return strategy_; }
+  bool is_open() const noexcept { return acceptor_.is_open(); }
+
+  /// The next connection; operation_aborted once closed.
+  boost::asio::awaitable<std::tuple<boost::system::error_code, tcp::socket>> accept() {
+    namespace asio = boost::asio;
+    const asio::any_io_executor strand(asio::make_strand(acceptor_.get_executor()));
+    for (;;) {
+      if (!acceptor_.is_open()) co_return std::tuple{boost::system::error_code(asio::error::operation_aborted), tcp::socket(strand)};
+      if (strategy_ != accept_strategy::exclusive) {
+        auto [ec, s] = co_await acceptor_.async_accept(strand, asio::as_tuple(asio::use_awaitable));
+        co_return std::tuple{ec, std::move(s)};
+      }
+      boost::system::error_code ec;
+      tcp::socket s(strand);
+      acceptor_.accept(s, ec);
+      if (ec != asio::error::would_block && ec != asio::error::try_again) co_return std::tuple{ec, std::move(s)};
+      // Nothing left: the waiter may wait again (once per hand-over), and so does the loop.
+      if (std::exchange(handed_, false)) waiter_->resume();
+      while (!signal_->ready && acceptor_.is_open()) {
+        signal_->wake.expires_at(asio::steady_timer::time_point::max());
+        co_await signal_->wake.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      handed_ = std::exchange(signal_->ready, false) || handed_;
+    }
+  }
+
+  /// Stops accepting. With reuseport it first hands `take` (a callable taking a
+  /// tcp::socket) every connection waiting in this slot's queue: the worker is draining or
+  /// being replaced, and when a scale-down removed its slot, nobody else would take them.
+  /// Call it where new connections are still served (pre_shutdown), and have `take` do
+  /// what accept_loop's on_connection does.
+  template <class Take>
+  void close(Take&& take) {
+    if (strategy_ == accept_strategy::reuseport && acceptor_.is_open()) {
+      boost::system::error_code ec;
+      acceptor_.non_blocking(true, ec);
+      while (!ec) {
+        tcp::socket s(boost::asio::make_strand(acceptor_.get_executor()));
+        acceptor_.accept(s, ec);
+        if (!ec) take(std::move(s));
+      }
+    }
+    close();
+  }
+  /// Stops accepting; what waits in the queue stays there (for the other workers, or for
+  /// the slot's next worker with reuseport).
+  void close() noexcept {
+    boost::system::error_code ignored;
+    if (waiter_) waiter_->stop();
+    acceptor_.close(ignored);
+    signal_->wake.cancel();
+  }
+
+ private:
+  struct readiness {
+    explicit readiness(const boost::asio::any_io_executor& ex) : wake(ex) {}
+    boost::asio::steady_timer wake;
+    bool ready = false;  ///< the waiter handed over and waits for resume()
+  };
+
+  accept_strategy strategy_;
+  tcp::acceptor acceptor_;
+  std::shared_ptr<readiness> signal_;  ///< the waiter's posts hold it weakly
+  std::optional<detail::accept_waiter> waiter_;
+  bool handed_ = false;  ///< the waiter is parked until resume()
+};
 
 }  // namespace systempp

@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "systempp/acceptor.hpp"
 #include "systempp/context.hpp"
 
 namespace systempp {
@@ -170,24 +171,22 @@ void every(context& ctx, const Self&, std::chrono::milliseconds interval, Fn fn)
   ctx.spawn_task(unit, task(ctx, unit, interval, std::move(fn)));
 }
 
-/// Accepts connections on `acceptor` until it is closed (typically in pre_shutdown),
-/// handing each socket to `on_connection`. Every socket is bound to a strand of its own
-/// (its get_executor()): co_spawn the connection's work there, and with --threads N its
-/// handlers still run one at a time. An accept that fails for want of resources
-/// (EMFILE, ENFILE, ENOBUFS, ENOMEM) is logged once per run of failures and retried after
-/// `backoff` instead of spinning; other errors are retried at once. Run it on the runtime's
-/// strand (ctx.executor()), where pre_shutdown closes the acceptor.
+/// Accepts connections on `acceptor` until it is closed (typically in pre_shutdown, with
+/// close(on_connection) so a reuseport slot's queue is served too), handing each socket to
+/// `on_connection`. Every socket is bound to a strand of its own (its get_executor()):
+/// co_spawn the connection's work there, and with --threads N its handlers still run one
+/// at a time. An accept that fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+/// is logged once per run of failures and retried after `backoff` instead of spinning;
+/// other errors are retried at once. Run it on the runtime's strand (ctx.executor()),
+/// where pre_shutdown closes the acceptor.
 template <class OnConnection>
-boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, OnConnection on_connection,
+boost::asio::awaitable<void> accept_loop(connection_acceptor& acceptor, OnConnection on_connection,
                                          spdlog::logger& log,
                                          std::chrono::milliseconds backoff = std::chrono::milliseconds(100)) {
   namespace asio = boost::asio;
   bool failing = false;
   while (acceptor.is_open()) {
-    // Each connection gets a strand of its own: with --threads N its handlers never run at
-    // once, whichever threads run them.
-    auto [ec, socket] = co_await acceptor.async_accept(asio::any_io_executor(asio::make_strand(acceptor.get_executor())),
-                                                       asio::as_tuple(asio::use_awaitable));
+    auto [ec, socket] = co_await acceptor.accept();
     if (!ec) {
       if (failing) log.info("accept works again");
       failing = false;
@@ -200,7 +199,7 @@ boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& accepto
     if (!shortage) continue;
     if (!failing) log.warn("accept failed: {}; retrying every {} ms", ec.message(), backoff.count());
     failing = true;
-    asio::steady_timer pause(acceptor.get_executor(), backoff);
+    asio::steady_timer pause(co_await asio::this_coro::executor, backoff);
     auto [waited] = co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
     if (waited) co_return;  // cancelled: the cycle is ending
   }

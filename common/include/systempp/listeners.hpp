@@ -30,8 +30,9 @@ struct listener {
 
 /// Binds and listens on every spec; throws config_error naming `--bind` and the address
 /// on failure (address in use, permission denied for a privileged port, bad host).
-/// Master / inline only.
-std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs);
+/// `reuse_port`: bound with SO_REUSEPORT, so the master can add a socket per worker slot
+/// to the port (--accept reuseport). Master / inline only.
+std::vector<listener> bind_listeners(const std::vector<bind_spec>& specs, bool reuse_port = false);
 
 /// Takes over an inherited listening socket (exec'd worker, master upgrade, socket
 /// activation): reads its address back from the kernel. Throws if `fd` is not a socket.

@@ -32,6 +32,14 @@ inline constexpr int max_pool_workers = 2048;
 /// picks up configuration but not code; `exec` fork+execs the binary on disk for every new
 /// worker, so a reload also picks up a new binary.
 enum class reload_mode { fork, exec };
+/// --accept: how the workers share a listener's new connections (docs/ARCHITECTURE.md,
+/// "Accepting connections"). `reuseport`: one SO_REUSEPORT socket per worker slot, made
+/// and held by the master, new connections steered to the serving slots; `exclusive`: the
+/// one shared socket, each worker woken alone (EPOLLEXCLUSIVE, from a thread of its own);
+/// `shared`: the one socket in every worker's loop, every idle worker woken.
+enum class accept_strategy { reuseport, exclusive, shared };
+/// The strategy's name as --accept takes it.
+std::string_view to_string(accept_strategy s) noexcept;
 /// --log-format: text lines, or one JSON object a line.
 enum class log_format { text, json };
 
@@ -61,6 +69,8 @@ struct options {
   std::string pidfile;
   /// --reload-mode.
   reload_mode mode = reload_mode::fork;
+  /// --accept.
+  accept_strategy accept = accept_strategy::reuseport;
   /// --reload-surge: slots rolled at the same time during a reload.
   int reload_surge = 1;
   /// --ready-timeout: a new worker not READY by then is killed (master).

@@ -13,6 +13,7 @@
 #include "systempp/control_block.hpp"
 #include "systempp/listeners.hpp"
 #include "systempp/app.hpp"
+#include "systempp/master/slot_sockets.hpp"
 #include "systempp/master/supervisor_policy.hpp"
 #include "systempp/master/upgrade.hpp"
 #include "systempp/options.hpp"
@@ -33,6 +34,7 @@ enum class listener_origin {
 struct pool_setup {
   std::optional<pool_lock> lock;  ///< held for the master's whole life (pool_registry.hpp)
   std::vector<listener> listeners;
+  slot_sockets slots;  ///< --accept reuseport: the other slots' sockets of each listener
   listener_origin origin = listener_origin::bound;
   std::optional<control_segment> segment;
   int max_workers = 0;  ///< serving slots the block has records for (the dedicated ones follow)

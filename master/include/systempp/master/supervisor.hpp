@@ -58,8 +58,12 @@ class supervisor {
   int scale(int workers);
   /// The periodic check: heartbeats (read from the records), deadlines, backoffs.
   void tick();
+  /// The serving slots to steer new connections to (supervisor_policy::steerable): READY
+  /// and beating within `late`.
+  std::vector<int> steerable(ms late);
 
  private:
+  time_point last_beat(const proc& p);
   void spawn(const spawn_action& a);
   void signal(const signal_action& a);
   void exited(reaped_worker w);

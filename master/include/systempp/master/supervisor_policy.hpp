@@ -208,6 +208,10 @@ class supervisor_policy {
   const std::vector<proc>& procs() const noexcept { return procs_; }
   std::uint32_t generation() const noexcept { return generation_; }
   int workers() const noexcept { return cfg_.workers; }
+  /// The serving slots whose READY process beat within `late` of `now`, in slot order:
+  /// where --accept reuseport steers new connections. `heartbeat` as for tick. One pass.
+  template <class Heartbeat>
+  std::vector<int> steerable(time_point now, ms late, Heartbeat heartbeat) const;
   const policy_config& config() const noexcept { return cfg_; }
   bool stopping() const noexcept { return stopping_.has_value(); }
   bool reloading() const noexcept { return rollout_.has_value(); }
@@ -265,6 +269,20 @@ class supervisor_policy {
   bool announced_ready_ = false;  ///< pool_ready_action went out (or an upgrade adopted)
   std::string start_failure_;    ///< the last worker that died before READY in this rollout
 };
+
+template <class Heartbeat>
+std::vector<int> supervisor_policy::steerable(time_point now, ms late, Heartbeat heartbeat) const {
+  std::vector<char> fresh(static_cast<std::size_t>(cfg_.workers));
+  for (const proc& p : procs_)
+    if (p.state == proc_state::ready && p.slot < cfg_.workers) {
+      const time_point beat = heartbeat(p);
+      if (beat.count() == 0 || now - beat <= late) fresh[static_cast<std::size_t>(p.slot)] = 1;
+    }
+  std::vector<int> out;
+  for (std::size_t slot = 0; slot < fresh.size(); ++slot)
+    if (fresh[slot]) out.push_back(static_cast<int>(slot));
+  return out;
+}
 
 template <class Heartbeat>
 std::vector<action> supervisor_policy::tick(time_point now, Heartbeat heartbeat) {

@@ -39,6 +39,7 @@ class supervisor;
 class system_calls;
 class reload_report;
 struct pool_setup;
+class slot_sockets;
 
 inline constexpr const char* upgrade_env = "SYSTEMPP_UPGRADE";
 
@@ -48,6 +49,9 @@ struct handover {
     std::string name;
     int fd = -1;
     bool bound = false;  ///< the master bound it (--bind); else systemd's (see listener_origin)
+    /// A slot's socket of the listener before it (--accept reuseport; "s" in the text),
+    /// in slot order from slot 1.
+    bool slot_socket = false;
   };
   struct adopted_worker {
     pid_t pid = 0;
@@ -86,7 +90,7 @@ std::string probe_binary(const std::string& path, const std::vector<std::string>
 /// What this master hands over: its executable, the control block's fd, the lock, the
 /// listeners and every worker in the table with its channel. Master only.
 handover describe_pool(int image_fd, int control_fd, int lock_fd, const std::vector<listener>& listeners,
-                       bool bound, const supervisor& sup);
+                       const slot_sockets& slots, bool bound, const supervisor& sup);
 
 /// Re-executes `path` in place with `argv`, handing `h` over: clears close-on-exec on its
 /// fds, describes them in SYSTEMPP_UPGRADE and blocks every signal (exec keeps the mask and

@@ -12,6 +12,7 @@
 #include "systempp/control_block.hpp"
 #include "systempp/fd.hpp"
 #include "systempp/listeners.hpp"
+#include "systempp/master/slot_sockets.hpp"
 #include "systempp/master/supervisor_policy.hpp"
 #include "systempp/options.hpp"
 
@@ -22,6 +23,7 @@ struct worker_launch {
   const options* opts = nullptr;
   detail::app_units* units = nullptr;
   const std::vector<listener>* listeners = nullptr;
+  const slot_sockets* slots = nullptr;  ///< --accept reuseport: each slot's own sockets
   int control_fd = -1;      ///< the control block, handed to an exec'd image
   std::string exec_path;    ///< the binary as resolved at start (exec mode)
   pid_t master_pid = 0;     ///< taken before fork: getppid() in the child may already be 1

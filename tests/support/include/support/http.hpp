@@ -58,7 +58,8 @@ class keepalive_client {
   /// GET target on the current connection, bounded by the timeout. nullopt (and disconnected)
   /// on any failure, or at once if not connected. After a response that does not allow
   /// keep-alive (e.g. "Connection: close"), connected() is false.
-  std::optional<response> get(std::string target);
+  /// `close`: ask for "Connection: close" (the next get needs a reconnect()).
+  std::optional<response> get(std::string target, bool close = false);
   /// Drops the current connection, if any, and opens a new one. Returns connected().
   bool reconnect();
   /// Closes the connection (e.g. to test how the server handles idle clients leaving).
@@ -128,6 +129,8 @@ struct load_options {
   std::size_t max_requests = 0;
   /// Per connect and per request.
   std::chrono::milliseconds request_timeout = std::chrono::seconds(2);
+  /// A new connection for every request ("Connection: close") instead of keep-alive.
+  bool close_each = false;
 };
 
 /// Keep-alive clients hammering one target from several threads, e.g. during a reload, to prove

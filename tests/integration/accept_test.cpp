@@ -1,0 +1,102 @@
+// --accept: each strategy keeps every connection the kernel accepted through reloads,
+// scaling and a killed worker, under keep-alive and connection-close load.
+
+#include <csignal>
+#include <future>
+#include <map>
+
+#include "harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+std::size_t ok_so_far(support::load_generator& load) { return load.snapshot().ok; }
+
+}  // namespace
+
+TEST_CASE("accept: reloads, a scale down and up and a killed worker under load lose no connection, with every strategy",
+          "[accept][load]") {
+  const std::string accept = GENERATE("reuseport", "exclusive", "shared");
+  const bool close_each = GENERATE(true, false);
+  INFO("--accept " << accept << (close_each ? ", connection-close load" : ", keep-alive load"));
+  pool_name name;
+  auto s = start(app_path, {"--workers", "4", "--name", name.value, "--accept", accept});
+  auto seg = attach(name, s.proc.pid());
+  REQUIRE(wait_ready(seg, 4).size() == 4);
+
+  auto load = close_each ? connection_close_load(s.port, 8) : keepalive_load(s.port, 8);
+  wait_for_traffic(load);
+  for (std::uint32_t i = 1; i <= 5; ++i) {
+    s.proc.signal(SIGHUP);
+    REQUIRE(wait_reload(seg, i) == systempp::reload_outcome::succeeded);
+  }
+  REQUIRE(support::wait_until([&] { return settled(seg, 4, 6); }, 20s));
+  // 4 -> 2 -> 6: with reuseport, two slots' sockets stop getting connections and their
+  // queues are served by their draining workers; then two slots get sockets of their own.
+  REQUIRE(support::child::exited_with(run_to_exit({"scale", "2", "--name", name.value}).first, 0));
+  REQUIRE(support::wait_until([&] { return settled(seg, 2, 6); }, 20s));
+  wait_for_traffic(load, ok_so_far(load) + 200);
+  REQUIRE(support::child::exited_with(run_to_exit({"scale", "6", "--name", name.value}).first, 0));
+  REQUIRE(support::wait_until([&] { return settled(seg, 6, 6); }, 20s));
+  wait_for_traffic(load, ok_so_far(load) + 200);
+  const auto before_kill = load.snapshot();
+  INFO(error_samples(before_kill));
+  CHECK(before_kill.failures() == 0);
+
+  // A killed worker loses what it had accepted (at most one request per client), never a
+  // connection still queued: with reuseport its slot's socket is the master's and waits
+  // for the next worker, so no connect fails.
+  const pid_t victim = wait_ready(seg, 6).at(1);
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  REQUIRE(support::wait_until([&] {
+    const auto now = ready_workers(seg);
+    return now.size() == 6 && now.at(1) != victim;
+  }, 20s));
+  wait_for_traffic(load, ok_so_far(load) + 200);
+  const auto stats = load.stop();
+  INFO(error_samples(stats));
+  CHECK(stats.connect_failures == 0);
+  CHECK(stats.non_2xx == 0);
+  CHECK(stats.connection_errors <= 8);
+  CHECK(stats.ok > 1000);
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
+}
+
+TEST_CASE("accept: reuseport: the connections queued on a slot that a scale-down removes are answered by its draining worker",
+          "[accept][reuseport]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "4", "--name", name.value, "--accept", "reuseport"});
+  auto seg = attach(name, s.proc.pid());
+  const auto ready = wait_ready(seg, 4);
+  REQUIRE(ready.size() == 4);
+  // Slot 3's worker stops accepting; new connections are still steered to its socket (a
+  // quarter of them, at random) and wait in its queue.
+  const pid_t stopped = ready.at(3);
+  REQUIRE(::kill(stopped, SIGSTOP) == 0);
+  std::vector<std::future<std::optional<support::response>>> clients;
+  for (int i = 0; i < 40; ++i)
+    clients.push_back(std::async(std::launch::async, [&] { return support::http_get("127.0.0.1", s.port, "/", 10s); }));
+  REQUIRE(support::wait_until([&] {
+    std::size_t answered = 0;
+    for (auto& c : clients) answered += c.wait_for(0s) == std::future_status::ready;
+    return answered >= 20;  // the other slots' share, at least
+  }, 10s));
+  // The slot leaves the pool while its connections wait; then its worker runs again, gets
+  // the drain and must serve them.
+  REQUIRE(support::child::exited_with(run_to_exit({"scale", "3", "--name", name.value}).first, 0));
+  REQUIRE(::kill(stopped, SIGCONT) == 0);
+  std::map<std::string, int> by_worker;
+  for (auto& c : clients) {
+    const auto r = c.get();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    ++by_worker[r->header("x-worker-pid")];
+  }
+  INFO("the stopped worker answered " << by_worker[std::to_string(stopped)]);
+  CHECK(by_worker[std::to_string(stopped)] > 0);  // its queue was not empty: the case is tested
+  REQUIRE(support::wait_until([&] { return settled(seg, 3, 1); }, 20s));
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
+}
