@@ -237,19 +237,22 @@ def f4_throughput():
     out = {"ncpu": ncpu, "workers": p["workers"], "conns": p["conns"], "seconds": p["tp_seconds"],
            "pin_seconds": p["pin_seconds"],
            "reps": p["tp_reps"], "runs": {}, "pinned": {}}
+    # systempp-8 runs the default --accept (reuseport); the other strategies beside it.
     configs = [("systempp-8", "systempp", p["workers"]), ("nginx-8", "nginx", p["workers"]),
-               ("gunicorn-8", "gunicorn", p["workers"]), ("systempp-inline", "systempp", 0)]
+               ("gunicorn-8", "gunicorn", p["workers"]), ("systempp-inline", "systempp", 0),
+               ("systempp-8-exclusive", "systempp", p["workers"]), ("systempp-8-shared", "systempp", p["workers"])]
     servers = {}
     try:
         for label, kind, n in configs:
-            servers[label], _ = started(kind, n, label=label)
+            extra = ["--accept", label.rsplit("-", 1)[1]] if label.endswith(("-exclusive", "-shared")) else []
+            servers[label], _ = started(kind, n, label=label, **({"extra": extra} if extra else {}))
         probe = subprocess.run([sys.executable, os.path.join(B.HERE, "epoll_probe.py"), "8", "100"],
                                capture_output=True, text=True, timeout=60)
         if probe.returncode == 0:
             out["epoll_probe"] = __import__("json").loads(probe.stdout)
             B.log("epoll probe", out["epoll_probe"])
         out["herd"] = {}
-        for label in ("systempp-8", "nginx-8", "gunicorn-8"):
+        for label in ("systempp-8", "systempp-8-exclusive", "systempp-8-shared", "nginx-8", "gunicorn-8"):
             out["herd"][label] = herd_probe(servers[label], 200 if CTX.quick else 400)
             B.log("herd probe", label, out["herd"][label])
         threads = min(2, ncpu)

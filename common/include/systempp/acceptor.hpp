@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <memory>
@@ -68,11 +69,18 @@ class connection_acceptor {
 
   connection_acceptor(context& ctx, const listener& l)
       : strategy_(ctx.opts().accept),
-        acceptor_(make_acceptor(ctx.io(), l)),
+        family_(l.family),
+        acceptor_(ctx.io()),
         signal_(std::make_shared<readiness>(ctx.executor())) {
-    if (strategy_ != accept_strategy::exclusive) return;
-    acceptor_.non_blocking(true);
-    waiter_.emplace(acceptor_.native_handle(), [signal = std::weak_ptr<readiness>(signal_), ex = ctx.executor()] {
+    if (strategy_ != accept_strategy::exclusive) {
+      acceptor_ = make_acceptor(ctx.io(), l);
+      return;
+    }
+    // Not an Asio acceptor: Asio would add the socket to the loop's epoll, and every
+    // worker's loop would wake for every connection again.
+    exclusive_fd_ = unique_fd(::fcntl(l.fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!exclusive_fd_) throw std::system_error(errno, std::generic_category(), "dup listener");
+    waiter_.emplace(exclusive_fd_.get(), [signal = std::weak_ptr<readiness>(signal_), ex = ctx.executor()] {
       boost::asio::post(ex, [signal] {
         if (auto s = signal.lock()) {
           s->ready = true;
@@ -86,25 +94,30 @@ class connection_acceptor {
   connection_acceptor& operator=(const connection_acceptor&) = delete;
 
   accept_strategy strategy() const noexcept { return strategy_; }
-  bool is_open() const noexcept { return acceptor_.is_open(); }
+  bool is_open() const noexcept { return acceptor_.is_open() || exclusive_fd_; }
 
   /// The next connection; operation_aborted once closed.
   boost::asio::awaitable<std::tuple<boost::system::error_code, tcp::socket>> accept() {
     namespace asio = boost::asio;
     const asio::any_io_executor strand(asio::make_strand(acceptor_.get_executor()));
     for (;;) {
-      if (!acceptor_.is_open()) co_return std::tuple{boost::system::error_code(asio::error::operation_aborted), tcp::socket(strand)};
+      if (!is_open()) co_return std::tuple{boost::system::error_code(asio::error::operation_aborted), tcp::socket(strand)};
       if (strategy_ != accept_strategy::exclusive) {
         auto [ec, s] = co_await acceptor_.async_accept(strand, asio::as_tuple(asio::use_awaitable));
         co_return std::tuple{ec, std::move(s)};
       }
       boost::system::error_code ec;
       tcp::socket s(strand);
-      acceptor_.accept(s, ec);
-      if (ec != asio::error::would_block && ec != asio::error::try_again) co_return std::tuple{ec, std::move(s)};
+      if (const int fd = ::accept4(exclusive_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK); fd >= 0) {
+        s.assign(family_ == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+        if (ec) ::close(fd);
+        co_return std::tuple{ec, std::move(s)};
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        co_return std::tuple{boost::system::error_code(errno, boost::system::system_category()), std::move(s)};
       // Nothing left: the waiter may wait again (once per hand-over), and so does the loop.
       if (std::exchange(handed_, false)) waiter_->resume();
-      while (!signal_->ready && acceptor_.is_open()) {
+      while (!signal_->ready && is_open()) {
         signal_->wake.expires_at(asio::steady_timer::time_point::max());
         co_await signal_->wake.async_wait(asio::as_tuple(asio::use_awaitable));
       }
@@ -135,6 +148,7 @@ class connection_acceptor {
   void close() noexcept {
     boost::system::error_code ignored;
     if (waiter_) waiter_->stop();
+    exclusive_fd_.reset();
     acceptor_.close(ignored);
     signal_->wake.cancel();
   }
@@ -147,7 +161,9 @@ class connection_acceptor {
   };
 
   accept_strategy strategy_;
-  tcp::acceptor acceptor_;
+  int family_;
+  tcp::acceptor acceptor_;     ///< shared, reuseport
+  unique_fd exclusive_fd_;     ///< exclusive: accepted from without Asio's reactor
   std::shared_ptr<readiness> signal_;  ///< the waiter's posts hold it weakly
   std::optional<detail::accept_waiter> waiter_;
   bool handed_ = false;  ///< the waiter is parked until resume()
