@@ -23,22 +23,48 @@ namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using tcp = asio::ip::tcp;
 
-/// Identifies one idle wait of a connection, for the timer that may end it.
-struct wait_token {
-  tcp::socket* socket = nullptr;
-  std::uint64_t epoch = 0;
+/// One connection's state; used on its own strand only. Its time limits are one deadline
+/// and one timer: a phase (waiting for a request, reading it, writing the answer) sets the
+/// deadline with set_deadline, and the timer, when it fires, looks whether the deadline
+/// passed (then it cancels the socket's operations) or moved (then it waits again). So a
+/// keep-alive request arms no timer: it is re-armed about once per keepalive-timeout, or
+/// at once when a deadline comes earlier than the one it waits for (a drain).
+struct connection {
+  using clock = asio::steady_timer::clock_type;
+  explicit connection(tcp::socket s) : socket(std::move(s)), watchdog(socket.get_executor()) {}
+  tcp::socket socket;
+  asio::steady_timer watchdog;
+  std::weak_ptr<connection> self;  ///< for the watchdog's handler, which may outlive it
+  clock::time_point deadline = clock::time_point::max();
+  clock::time_point armed = clock::time_point::max();  ///< what the watchdog waits for
+  bool waiting = false;  ///< the watchdog has a wait pending
+  bool idle = false;     ///< waiting for the first byte of the next request
 };
 
-struct connection {
-  explicit connection(tcp::socket s)
-      : stream(std::move(s)), wake(stream.get_executor()), token(std::make_shared<wait_token>()) {
-    token->socket = &stream.socket();
-  }
-  beast::tcp_stream stream;
-  asio::steady_timer wake;  ///< ends an idle wait at its deadline
-  std::shared_ptr<wait_token> token;
-  bool idle = false;  ///< waiting for the first byte of the next request
-};
+inline void watch(connection& c) {
+  c.armed = c.deadline;
+  c.waiting = true;
+  c.watchdog.expires_at(c.armed);  // cancels a pending wait: its handler sees the error
+  c.watchdog.async_wait([weak = c.self](boost::system::error_code ec) {
+    auto c = weak.lock();
+    if (ec == asio::error::operation_aborted || !c) return;  // re-armed, or gone
+    c->waiting = false;
+    if (connection::clock::now() >= c->deadline) {
+      boost::system::error_code ignored;
+      c->socket.cancel(ignored);  // the operation in progress ends; the next phase sets a deadline
+      c->deadline = connection::clock::time_point::max();
+      return;
+    }
+    watch(*c);
+  });
+}
+
+/// Sets the deadline of the phase that begins: a plain store unless it is earlier than the
+/// time the watchdog waits for (or it waits for nothing).
+inline void set_deadline(connection& c, connection::clock::time_point when) {
+  c.deadline = when;
+  if (!c.waiting || when < c.armed) watch(c);
+}
 
 /// Why a request is answered with an error and a closed connection before its body is read.
 struct refusal {

@@ -72,9 +72,12 @@ router::match router::find(verb method, std::string_view path) const {
 
 using framing::connection;
 using framing::refusal;
-using framing::wait_token;
 
 namespace detail {
+
+namespace {
+constexpr std::size_t read_chunk = 4096;  // what a wait for the next request reads at most
+}  // namespace
 
 class server_core {
  public:
@@ -93,13 +96,13 @@ class server_core {
  private:
   void take(tcp::socket socket);
   asio::awaitable<void> serve(std::shared_ptr<connection> owned);
-  asio::awaitable<bool> wait_for_request(connection& c);
+  asio::awaitable<bool> wait_for_request(connection& c, beast::flat_buffer& buffer);
   asio::awaitable<response> handle(const request& req);
   std::optional<response> read_error_response(boost::system::error_code ec, const request& req);
   response health(const request& req);
   response finish_response(response res);
   void count(const request& req, const response& res, clock_type::duration took);
-  asio::awaitable<void> close_gracefully(connection& c);
+  asio::awaitable<void> close(connection& c, bool linger);
   bool no_connections() {
     std::lock_guard lock(connections_mutex_);
     return connections_.empty();
@@ -151,6 +154,7 @@ asio::awaitable<void> server_core::start(context& ctx, const server_settings& s,
 void server_core::take(tcp::socket socket) {
   const auto strand = socket.get_executor();
   auto owned = std::make_shared<connection>(std::move(socket));
+  owned->self = owned;
   {
     std::lock_guard lock(connections_mutex_);
     connections_.insert(owned);
@@ -166,12 +170,11 @@ void server_core::stop_accepting() {
   for (auto& a : acceptors_) a.close([this](tcp::socket socket) { take(std::move(socket)); });
   // Idle connections re-read their deadline, now bounded by drain-grace: each is told on
   // its own strand, where its state lives.
+  const auto grace_ends = drain_started_ + settings_.drain_grace;
   std::lock_guard lock(connections_mutex_);
   for (const auto& c : connections_)
-    asio::post(c->stream.get_executor(), [c] {
-      if (!c->idle) return;
-      boost::system::error_code ignored;
-      c->stream.socket().cancel(ignored);
+    asio::post(c->socket.get_executor(), [c, grace_ends] {
+      if (c->idle && grace_ends < c->deadline) framing::set_deadline(*c, grace_ends);
     });
 }
 
@@ -183,40 +186,18 @@ asio::awaitable<void> server_core::finish() {
   acceptors_.clear();
 }
 
-// Waits until the next request's first bytes arrive. Returns false when the connection
-// should close instead: idle past keepalive-timeout, or past drain-grace of a drain.
-asio::awaitable<bool> server_core::wait_for_request(connection& c) {
-  const auto idle_deadline = clock_type::now() + settings_.keepalive_timeout;
-  bool readable = false;
-  for (;;) {
-    auto deadline = idle_deadline;
-    if (draining_.load()) deadline = std::min(deadline, drain_started_ + settings_.drain_grace);
-    if (clock_type::now() >= deadline) break;
-    // One socket wait, and a timer whose plain callback cancels it: this runs before every
-    // keep-alive request, and racing two coroutines with || costs far more. The token
-    // guards the callback: a stale one (this wait already ended, or the connection is
-    // gone) must not cancel anything.
-    const auto epoch = ++c.token->epoch;
-    c.idle = true;
-    c.wake.expires_at(deadline);
-    c.wake.async_wait([token = std::weak_ptr<wait_token>(c.token), epoch](boost::system::error_code ec) {
-      auto t = token.lock();
-      if (ec || !t || t->epoch != epoch) return;
-      boost::system::error_code ignored;
-      t->socket->cancel(ignored);
-    });
-    auto [ec] = co_await c.stream.socket().async_wait(tcp::socket::wait_read, use_tuple);
-    c.idle = false;
-    ++c.token->epoch;
-    c.wake.cancel();
-    if (!ec) {
-      readable = true;
-      break;
-    }
-    if (ec != asio::error::operation_aborted) break;  // the connection failed
-    // Cancelled: the deadline passed, or a drain began and shortened it. Look again.
-  }
-  co_return readable;
+// Reads the next request's first bytes into `buffer`. Returns false when the connection
+// should close instead: the client left, or it stayed idle past keepalive-timeout (or past
+// drain-grace of a drain). The read is the wait: no separate readiness wait per request.
+asio::awaitable<bool> server_core::wait_for_request(connection& c, beast::flat_buffer& buffer) {
+  auto deadline = clock_type::now() + settings_.keepalive_timeout;
+  if (draining_.load()) deadline = std::min(deadline, drain_started_ + settings_.drain_grace);
+  framing::set_deadline(c, deadline);
+  c.idle = true;
+  auto [ec, n] = co_await c.socket.async_read_some(buffer.prepare(read_chunk), use_tuple);
+  c.idle = false;
+  buffer.commit(n);
+  co_return !ec && n > 0;
 }
 
 asio::awaitable<void> server_core::serve(std::shared_ptr<connection> owned) {
@@ -234,32 +215,34 @@ asio::awaitable<void> server_core::serve(std::shared_ptr<connection> owned) {
   } guard{*this, owned};
 
   beast::flat_buffer buffer;
+  bool linger = false;
   for (;;) {
-    if (buffer.size() == 0 && !co_await wait_for_request(c)) break;
+    if (buffer.size() == 0 && !co_await wait_for_request(c, buffer)) break;
 
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(settings_.header_limit));
     parser.body_limit(static_cast<std::uint64_t>(settings_.body_limit));
-    c.stream.expires_after(settings_.request_timeout);
+    framing::set_deadline(c, clock_type::now() + settings_.request_timeout);
     // The header alone first: the body of a request refused for its framing must never be
     // read, or it would be taken for the next request.
     boost::system::error_code ec;
-    std::tie(ec, std::ignore) = co_await bhttp::async_read_header(c.stream, buffer, parser, use_tuple);
+    std::tie(ec, std::ignore) = co_await bhttp::async_read_header(c.socket, buffer, parser, use_tuple);
     std::optional<refusal> why;
     if (!ec) why = framing::transfer_encoding_refusal(parser.get());
     if (!ec && !why) why = framing::host_refusal(parser.get());
     std::optional<response> refused;
     if (why) refused = reply(parser.get(), why->status, std::string(why->body));
     if (!ec && !refused && !parser.is_done())
-      std::tie(ec, std::ignore) = co_await bhttp::async_read(c.stream, buffer, parser, use_tuple);
+      std::tie(ec, std::ignore) = co_await bhttp::async_read(c.socket, buffer, parser, use_tuple);
     if (ec == bhttp::error::end_of_stream) break;
     if (ec) refused = read_error_response(ec, parser.get());
     if (refused) {
       refused = finish_response(std::move(*refused));
       refused->keep_alive(false);
-      c.stream.expires_after(settings_.request_timeout);
-      co_await bhttp::async_write(c.stream, *refused, use_tuple);
+      framing::set_deadline(c, clock_type::now() + settings_.request_timeout);
+      co_await bhttp::async_write(c.socket, *refused, use_tuple);
     }
+    if (refused) linger = true;  // the client may still be sending what we did not read
     if (ec || refused) break;
 
     const request& req = parser.get();
@@ -270,28 +253,33 @@ asio::awaitable<void> server_core::serve(std::shared_ptr<connection> owned) {
     const bool keep = req.keep_alive() && !draining_.load();
     res.keep_alive(keep);
     if (req.method() == verb::head) res.body().clear();  // Content-Length stays
-    c.stream.expires_after(settings_.request_timeout);
-    auto [wec, written] = co_await bhttp::async_write(c.stream, res, use_tuple);
+    framing::set_deadline(c, clock_type::now() + settings_.request_timeout);
+    auto [wec, written] = co_await bhttp::async_write(c.socket, res, use_tuple);
     count(req, res, clock_type::now() - began);
     if (wec || !keep) break;
   }
-  co_await close_gracefully(c);
+  boost::system::error_code ignored;
+  co_await close(c, linger || buffer.size() > 0 || (c.socket.is_open() && c.socket.available(ignored) > 0));
 }
 
-// Half-close, then read what the client still sends until it closes too, so the kernel
-// does not answer unread bytes with a reset that could destroy our last response.
-asio::awaitable<void> server_core::close_gracefully(connection& c) {
+// When nothing is left unread, a plain close: the FIN follows the last response at once,
+// as nginx does. When the client may have sent more than we read (`linger`: a refused
+// request's body, bytes after the last request), closing now would make the kernel answer
+// them with a reset that can destroy our last response in flight: half-close, then read
+// until the client closes too (at most 2 s).
+asio::awaitable<void> server_core::close(connection& c, bool linger) {
   boost::system::error_code ignored;
-  auto& sock = c.stream.socket();
-  if (!sock.is_open()) co_return;
-  sock.shutdown(tcp::socket::shutdown_send, ignored);
-  c.stream.expires_after(std::chrono::seconds(2));
-  std::array<char, 4096> sink;
-  for (;;) {
-    auto [ec, n] = co_await c.stream.async_read_some(asio::buffer(sink), use_tuple);
-    if (ec) break;
+  if (!c.socket.is_open()) co_return;
+  if (linger) {
+    c.socket.shutdown(tcp::socket::shutdown_send, ignored);
+    framing::set_deadline(c, clock_type::now() + std::chrono::seconds(2));
+    std::array<char, 4096> sink;
+    for (;;) {
+      auto [ec, n] = co_await c.socket.async_read_some(asio::buffer(sink), use_tuple);
+      if (ec) break;
+    }
   }
-  sock.close(ignored);
+  c.socket.close(ignored);
 }
 
 // The answer to a request Beast could not read, or nullopt when the client is gone or stalled.
