@@ -55,7 +55,8 @@ inline boost::asio::ip::tcp::acceptor make_acceptor(boost::asio::io_context& io,
 
 /// Accepts the connections of one listener as the pool's --accept says (options.hpp,
 /// docs/ARCHITECTURE.md "Accepting connections"), for accept_loop (helpers.hpp) and the
-/// HTTP server unit. Each socket it returns is bound to a strand of its own. Made and used
+/// HTTP server unit. Each socket it returns is bound to a strand of its own with
+/// --threads N > 1, to the loop's executor with one thread (which serialises it already). Made and used
 /// on the runtime's strand (ctx.executor()), typically made in on_startup and closed in
 /// pre_shutdown; it accepts on a duplicate of the listener's fd, so closing it leaves the
 /// listener open for the other workers.
@@ -70,6 +71,8 @@ class connection_acceptor {
   connection_acceptor(context& ctx, const listener& l)
       : strategy_(ctx.opts().accept),
         family_(l.family),
+        threads_(ctx.opts().threads),
+        io_(ctx.io()),
         acceptor_(ctx.io()),
         signal_(std::make_shared<readiness>(ctx.executor())) {
     if (strategy_ != accept_strategy::exclusive) {
@@ -99,7 +102,7 @@ class connection_acceptor {
   /// The next connection; operation_aborted once closed.
   boost::asio::awaitable<std::tuple<boost::system::error_code, tcp::socket>> accept() {
     namespace asio = boost::asio;
-    const asio::any_io_executor strand(asio::make_strand(acceptor_.get_executor()));
+    const asio::any_io_executor strand = connection_executor();
     for (;;) {
       if (!is_open()) co_return std::tuple{boost::system::error_code(asio::error::operation_aborted), tcp::socket(strand)};
       if (strategy_ != accept_strategy::exclusive) {
@@ -136,7 +139,7 @@ class connection_acceptor {
       boost::system::error_code ec;
       acceptor_.non_blocking(true, ec);
       while (!ec) {
-        tcp::socket s(boost::asio::make_strand(acceptor_.get_executor()));
+        tcp::socket s(connection_executor());
         acceptor_.accept(s, ec);
         if (!ec) take(std::move(s));
       }
@@ -154,6 +157,13 @@ class connection_acceptor {
   }
 
  private:
+  // A connection's own strand when the loop has several threads; with one, the loop itself
+  // serialises everything and a strand would only add a dispatch to every operation.
+  boost::asio::any_io_executor connection_executor() {
+    if (threads_ > 1) return boost::asio::make_strand(io_);
+    return io_.get_executor();
+  }
+
   struct readiness {
     explicit readiness(const boost::asio::any_io_executor& ex) : wake(ex) {}
     boost::asio::steady_timer wake;
@@ -162,6 +172,8 @@ class connection_acceptor {
 
   accept_strategy strategy_;
   int family_;
+  int threads_;
+  boost::asio::io_context& io_;
   tcp::acceptor acceptor_;     ///< shared, reuseport
   unique_fd exclusive_fd_;     ///< exclusive: accepted from without Asio's reactor
   std::shared_ptr<readiness> signal_;  ///< the waiter's posts hold it weakly
