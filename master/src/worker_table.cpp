@@ -5,8 +5,10 @@
 
 #include "systempp/master/app_metrics.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@
 
 #include <optional>
 #include <string>
+#include <system_error>
 #include <utility>
 
 #include "systempp/stage.hpp"
@@ -26,8 +29,19 @@ namespace systempp::master {
 
 namespace asio = boost::asio;
 
+// A worker's channel is not an Asio object: the master's loop watches one epoll instance
+// that holds every channel (worker_table::channels_), so the loop has a handful of
+// descriptors whatever the pool's size, and a forked child, whose Asio reactor re-registers
+// all of them (notify_fork), pays for a handful instead of one per worker.
 struct worker_channel {
-  asio::posix::stream_descriptor descriptor;
+  worker_channel(unique_fd f, int epoll) : fd(std::move(f)), epoll(epoll) {}
+  ~worker_channel() {
+    if (fd) ::epoll_ctl(epoll, EPOLL_CTL_DEL, fd.get(), nullptr);  // children may hold copies
+  }
+  worker_channel(const worker_channel&) = delete;
+  worker_channel& operator=(const worker_channel&) = delete;
+  unique_fd fd;
+  int epoll;
   char request = 0;  ///< a request byte whose text is being read, or 0
   std::string text{};  ///< that text so far
 
@@ -55,10 +69,16 @@ worker_handle::worker_handle(pid_t p, int s, int l, std::uint32_t g, std::unique
 worker_handle::worker_handle(worker_handle&&) noexcept = default;
 worker_handle& worker_handle::operator=(worker_handle&&) noexcept = default;
 worker_handle::~worker_handle() = default;
-int worker_handle::channel_fd() const noexcept { return channel ? channel->descriptor.native_handle() : -1; }
+int worker_handle::channel_fd() const noexcept { return channel ? channel->fd.get() : -1; }
 
-std::unique_ptr<worker_channel> worker_table::open_channel(int fd) {
-  return std::make_unique<worker_channel>(worker_channel{asio::posix::stream_descriptor(io_, fd)});
+std::unique_ptr<worker_channel> worker_table::open_channel(pid_t pid, int fd) {
+  auto c = std::make_unique<worker_channel>(unique_fd(fd), channels_.native_handle());
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = static_cast<std::uint64_t>(pid);
+  if (::epoll_ctl(channels_.native_handle(), EPOLL_CTL_ADD, fd, &ev) != 0)
+    throw std::system_error(errno, std::generic_category(), "epoll_ctl (a worker's channel)");
+  return c;
 }
 
 bool reaped_worker::clean() const noexcept { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
@@ -77,7 +97,19 @@ std::string reaped_worker::describe() const {
 
 worker_table::worker_table(asio::io_context& io, control_segment& segment, system_calls& sys,
                            std::vector<std::string> unit_names, message_handler on_message)
-    : io_(io), segment_(segment), sys_(sys), unit_names_(std::move(unit_names)), on_message_(std::move(on_message)) {}
+    : io_(io),
+      segment_(segment),
+      sys_(sys),
+      unit_names_(std::move(unit_names)),
+      on_message_(std::move(on_message)),
+      channels_(io) {
+  const int epoll = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1 (workers' channels)");
+  channels_.assign(epoll);
+  watch_channels();
+}
+
+worker_table::~worker_table() = default;
 
 const worker_handle* worker_table::find(pid_t pid) const {
   auto it = workers_.find(pid);
@@ -126,6 +158,7 @@ pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& dr
         drop_parent_state();
         for (auto& [p, w] : workers_)
           if (w.channel) ::close(w.channel_fd());
+        ::close(channels_.native_handle());
         master_end.reset();
       },
       [&](const sigset_t& mask) {
@@ -135,32 +168,48 @@ pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& dr
   if (pid < 0) return -errno;
   r.pid.store(pid);
   worker_end.reset();
-  worker_handle h(pid, a.slot, a.lane, a.generation, open_channel(master_end.release()));
-  auto& channel = *h.channel;
-  workers_.emplace(pid, std::move(h));
-  watch(pid, channel);
+  workers_.emplace(pid, worker_handle(pid, a.slot, a.lane, a.generation, open_channel(pid, master_end.release())));
   return pid;
 }
 
 void worker_table::adopt(pid_t pid, int slot, int lane, std::uint32_t generation, int channel_fd) {
-  worker_handle h(pid, slot, lane, generation, open_channel(channel_fd));
-  auto& channel = *h.channel;
-  workers_.emplace(pid, std::move(h));
-  watch(pid, channel);
+  workers_.emplace(pid, worker_handle(pid, slot, lane, generation, open_channel(pid, channel_fd)));
 }
 
-// One byte at a time until EOF: the worker is gone then, and SIGCHLD reaps it. The buffer is
-// shared with the handler, so a channel destroyed by the reap leaves nothing dangling.
-void worker_table::watch(pid_t pid, worker_channel& channel) {
-  auto byte = std::make_shared<char>(0);
-  channel.descriptor.async_read_some(asio::buffer(byte.get(), 1),
-                          [this, pid, &channel, byte](boost::system::error_code ec, std::size_t n) {
-                            if (ec || n == 0) return;
-                            auto message = channel.take(*byte);
-                            // Read on first: the handler may reap (and destroy) this channel.
-                            watch(pid, channel);
-                            if (message) on_message_(pid, message->first, message->second);
-                          });
+// Whatever the channels have, as their bytes come: a channel at EOF leaves the epoll (the
+// worker is gone; SIGCHLD reaps it). A message's handler may reap, and so destroy, any
+// channel: each read looks its worker up again. Drained completely before the wait is
+// re-armed: the loop's registration is edge-triggered, and a byte that comes later makes a
+// new edge.
+void worker_table::watch_channels() {
+  channels_.async_wait(asio::posix::descriptor_base::wait_read, [this](boost::system::error_code ec) {
+    if (ec) return;  // the table is going away
+    epoll_event events[64];
+    for (int n = 64; n == 64;) {
+      n = ::epoll_wait(channels_.native_handle(), events, 64, 0);
+      for (int i = 0; i < n; ++i) read_channel(static_cast<pid_t>(events[i].data.u64));
+    }
+    watch_channels();
+  });
+}
+
+void worker_table::read_channel(pid_t pid) {
+  for (;;) {
+    auto it = workers_.find(pid);
+    if (it == workers_.end() || !it->second.channel) return;
+    worker_channel& c = *it->second.channel;
+    char bytes[64];
+    const auto got = ::recv(c.fd.get(), bytes, sizeof bytes, MSG_DONTWAIT);
+    if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (got <= 0) {
+      ::epoll_ctl(channels_.native_handle(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+      return;
+    }
+    std::vector<std::pair<char, std::string>> messages;
+    for (ssize_t k = 0; k < got; ++k)
+      if (auto m = c.take(bytes[k])) messages.push_back(std::move(*m));
+    for (auto& m : messages) on_message_(pid, m.first, m.second);
+  }
 }
 
 void worker_table::command(pid_t pid, worker_command c, char byte, std::uint64_t drain_deadline_ms) {

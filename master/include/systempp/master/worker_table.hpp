@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include <boost/asio/posix/stream_descriptor.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -68,6 +70,7 @@ class worker_table {
   /// `unit_names` in declaration order, whole (the block keeps only a prefix of each).
   worker_table(boost::asio::io_context& io, control_segment& segment, system_calls& sys,
                std::vector<std::string> unit_names, message_handler on_message);
+  ~worker_table();
 
   /// Resets the record of a.slot/a.lane and starts a process in it. In the child,
   /// `drop_parent_state` runs first (the table then closes the other workers' channels),
@@ -96,8 +99,9 @@ class worker_table {
   void set_metrics(const detail::metric_registry* m) noexcept { metrics_ = m; }
 
  private:
-  void watch(pid_t pid, worker_channel& channel);
-  std::unique_ptr<worker_channel> open_channel(int fd);
+  void watch_channels();
+  void read_channel(pid_t pid);
+  std::unique_ptr<worker_channel> open_channel(pid_t pid, int fd);
 
   boost::asio::io_context& io_;
   control_segment& segment_;
@@ -106,6 +110,8 @@ class worker_table {
   message_handler on_message_;
   std::map<pid_t, worker_handle> workers_;
   const detail::metric_registry* metrics_ = nullptr;
+  /// An epoll instance with every worker's channel, itself watched by the loop.
+  boost::asio::posix::stream_descriptor channels_;
 };
 
 }  // namespace systempp::master
