@@ -848,39 +848,45 @@ def analysis(f3, f4, f5, f7):
                  "queued on a draining worker's socket being reset." %
                  ("kernel check above: %s wake-ups per connection nested, %s direct" %
                   (num(pr["nested"]["wakeups_per_conn"]), num(pr["direct"]["wakeups_per_conn"])) if pr else "see the kernel check")))
-        if sp_close and ng_close and sp_close / ng_close < 0.9:
+        if sp_close and ng_close and sp_close / ng_close < 0.95:
             out.append(
-                "**Connection-close throughput: %.2fx nginx, target 0.9x.** Per request the 8-worker pool "
-                "spends %s µs of CPU, the same app in one process %s µs, nginx %s µs. Most of the gap to "
-                "nginx is the herd above; the rest is per-connection work in the demo's HTTP server: a "
-                "coroutine and a Beast parser per connection, a `wait_read` before each request, and a "
-                "graceful close (shutdown(SHUT_WR), then reading until the client's FIN) that costs one more "
-                "wake-up per connection, where nginx closes at once unless unread data remains. With two "
-                "cores shared with wrk, CPU per request is throughput." %
-                (sp_close / ng_close, num(sp_cpu), num(in_cpu), num(ng_cpu)))
+                "**Connection-close throughput: %.2fx nginx, target 0.95x.** Per request the 8-worker pool "
+                "spends %s µs of CPU, the same app in one process %s µs, nginx %s µs: the one process beats "
+                "nginx, so the HTTP path is not what is missing; the pool's cost is 8 processes on 2 cores "
+                "(switches between them, colder caches) and the wake-ups per connection (%s; the herd is gone "
+                "with `--accept reuseport`, see the table above). `--accept exclusive` pays a thread hop per "
+                "wake-up on top (%s requests/s) and `shared` the herd (%s). With two cores shared with wrk, "
+                "CPU per request is throughput." %
+                (sp_close / ng_close, num(sp_cpu), num(in_cpu), num(ng_cpu),
+                 num(m("systempp-8/close", "server_wakeups_per_req")),
+                 "{:,.0f}".format(m("systempp-8-exclusive/close", "rps") or 0),
+                 "{:,.0f}".format(m("systempp-8-shared/close", "rps") or 0)))
         if sp_close and gu_close and ng_close and sp_close / gu_close < 5:
             out.append(
                 "**Against gunicorn, connection-close: %.2fx, target 5x.** A new TCP connection per request "
                 "is expensive on both sides of loopback (handshake, teardown, TIME_WAIT, wrk's own work on "
                 "the same two cores), and that cost is the same whatever the server: even nginx manages only "
                 "%.2fx gunicorn in this mode here (keep-alive: %s). 5x gunicorn with connection-close is out "
-                "of reach on this machine for any server; systempp's own shortfall below nginx's ratio is the "
-                "herd and the close path above." %
+                "of reach on this machine for any server; systempp's own shortfall below nginx's ratio is "
+                "the pool's cost above." %
                 (sp_close / gu_close, ng_close / gu_close,
                  xr(ratio(m("nginx-8/keepalive", "rps"), m("gunicorn-8/keepalive", "rps")))))
         sp_ka, ng_ka = m("systempp-8/keepalive", "rps"), m("nginx-8/keepalive", "rps")
         if sp_ka and ng_ka and sp_ka < ng_ka:
             out.append(
                 "**Keep-alive throughput: %.2fx nginx, target 1x.** Again CPU per request: %s µs for "
-                "systempp's pool, %s µs for nginx, %s µs for the same app in one process. The pool costs no "
-                "more than one process here (a keep-alive request wakes a worker %s times: nothing of the "
-                "runtime is on the request path), so the gap is the demo's HTTP stack (Beast's parser and "
-                "serializer, a coroutine resumption and an expiry timer per read, header maps) against "
-                "nginx's hand-written C for `return 200`." %
+                "systempp's pool, %s µs for nginx, %s µs for the same app in one process. With "
+                "`--accept reuseport` the 32 connections are spread over the 8 workers at random when they "
+                "connect and stay there, so some workers hold several and some none, and a worker that is "
+                "not running holds its connections still; `--accept exclusive` reaches %s requests/s and "
+                "`shared` %s, where the connections go to whichever worker is awake. What is left against "
+                "nginx is the HTTP stack (Beast's parser and serializer and header maps, a coroutine "
+                "resumption per operation) against nginx's hand-written C for `return 200`." %
                 (sp_ka / ng_ka, num(m("systempp-8/keepalive", "server_cpu_us_per_req")),
                  num(m("nginx-8/keepalive", "server_cpu_us_per_req")),
                  num(m("systempp-inline/keepalive", "server_cpu_us_per_req")),
-                 num(m("systempp-8/keepalive", "server_wakeups_per_req"))))
+                 "{:,.0f}".format(m("systempp-8-exclusive/keepalive", "rps") or 0),
+                 "{:,.0f}".format(m("systempp-8-shared/keepalive", "rps") or 0)))
         pin = f4.get("pinned") or {}
         if pin.get("systempp-8/close") and pin.get("systempp-inline/close"):
             def ovn(key, mode):

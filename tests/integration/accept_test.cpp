@@ -25,7 +25,7 @@ TEST_CASE("accept: reloads, a scale down and up and a killed worker under load l
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 4).size() == 4);
 
-  auto load = close_each ? connection_close_load(s.port, 8) : keepalive_load(s.port, 8);
+  auto load = client_load(s.port, 8, close_each);
   wait_for_traffic(load);
   for (std::uint32_t i = 1; i <= 5; ++i) {
     s.proc.signal(SIGHUP);

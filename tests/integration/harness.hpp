@@ -171,15 +171,23 @@ inline systempp::reload_outcome wait_reload(const systempp::control_segment& seg
   return h.reload_outcome.load();
 }
 
-/// Keep-alive load on 127.0.0.1:port, bounded by `max_duration` whatever the test does.
-inline support::load_generator keepalive_load(std::uint16_t port, std::size_t threads,
-                                              std::chrono::milliseconds max_duration = 90s) {
+/// Load on 127.0.0.1:port from `threads` clients, bounded by `max_duration` whatever the
+/// test does: keep-alive, or (`close_each`) every request on a new connection.
+inline support::load_generator client_load(std::uint16_t port, std::size_t threads, bool close_each,
+                                           std::chrono::milliseconds max_duration = 90s) {
   support::load_options o;
   o.port = port;
   o.threads = threads;
   o.max_duration = max_duration;
   o.request_timeout = 5s;
+  o.close_each = close_each;
   return support::load_generator(o);
+}
+
+/// Keep-alive load (client_load).
+inline support::load_generator keepalive_load(std::uint16_t port, std::size_t threads,
+                                              std::chrono::milliseconds max_duration = 90s) {
+  return client_load(port, threads, false, max_duration);
 }
 
 /// Runs `app <args>` (a control command) to completion; returns (exit status, output).
@@ -189,18 +197,6 @@ inline std::pair<int, std::string> run_to_exit(std::vector<std::string> args) {
   auto status = p.wait_exit(60s);
   REQUIRE(status);
   return {*status, p.output()};
-}
-
-/// Like keepalive_load, but every request on a new connection ("Connection: close").
-inline support::load_generator connection_close_load(std::uint16_t port, std::size_t threads,
-                                                     std::chrono::milliseconds max_duration = 90s) {
-  support::load_options o;
-  o.port = port;
-  o.threads = threads;
-  o.max_duration = max_duration;
-  o.request_timeout = 5s;
-  o.close_each = true;
-  return support::load_generator(o);
 }
 
 /// Waits until the load has had `ok` successful requests (traffic is flowing).

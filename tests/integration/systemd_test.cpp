@@ -10,6 +10,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "harness.hpp"
 
@@ -98,12 +99,18 @@ TEST_CASE("systemd: READY=1 only once every worker is READY, RELOADING/READY aro
 
 TEST_CASE("systemd: with socket activation the pool serves on the listener it was given",
           "[systemd]") {
+  // ReusePort=yes lets --accept reuseport (the default) add the slots' sockets; without
+  // it the pool says so once and every worker accepts on systemd's socket.
+  const bool reuse_port = GENERATE(true, false);
+  INFO("ReusePort=" << (reuse_port ? "yes" : "no"));
   pool_name name;
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int one = 1;
+  if (reuse_port) REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
   REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   REQUIRE(::listen(fd, 128) == 0);
   socklen_t len = sizeof addr;
@@ -121,9 +128,15 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   REQUIRE(proc.wait_for(std::regex("listening on 127.0.0.1:" + std::to_string(port) + " \\(http\\)"), 10s));
   auto seg = attach(name, proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
-  auto r = support::http_get("127.0.0.1", port, "/");
-  REQUIRE(r);
-  CHECK(r->status == 200);
+  std::set<std::string> served_by;
+  for (int i = 0; i < 40; ++i) {
+    auto r = support::http_get("127.0.0.1", port, "/");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    served_by.insert(r->header("x-worker-pid"));
+  }
+  CHECK(served_by.size() == 2);  // both workers take connections, from their own sockets or the one
+  CHECK(proc.count_lines(std::regex("was not bound with SO_REUSEPORT")) == (reuse_port ? 0U : 1U));
   proc.signal(SIGTERM);
   auto status = proc.wait_exit(20s);
   REQUIRE(status);

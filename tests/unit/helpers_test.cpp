@@ -136,6 +136,17 @@ systempp::listener listen_on_loopback(bool reuse_port) {
   return std::move(bound.front());
 }
 
+// An engine whose options say `strategy`, and a listener on 127.0.0.1 fit for it.
+struct accept_fixture : engine_fixture<systempp::app<>> {
+  explicit accept_fixture(systempp::accept_strategy strategy)
+      : l(listen_on_loopback(strategy == systempp::accept_strategy::reuseport)),
+        at(asio::ip::make_address("127.0.0.1"), l.port) {
+    opts.accept = strategy;
+  }
+  systempp::listener l;
+  asio::ip::tcp::endpoint at;
+};
+
 }  // namespace
 
 TEST_CASE("accept_loop: hands each connection over and ends when the acceptor is closed, with every --accept strategy",
@@ -143,10 +154,8 @@ TEST_CASE("accept_loop: hands each connection over and ends when the acceptor is
   const auto strategy = GENERATE(systempp::accept_strategy::shared, systempp::accept_strategy::exclusive,
                                  systempp::accept_strategy::reuseport);
   INFO(systempp::to_string(strategy));
-  engine_fixture<systempp::app<>> f;
-  f.opts.accept = strategy;
-  const auto l = listen_on_loopback(strategy == systempp::accept_strategy::reuseport);
-  systempp::connection_acceptor acceptor(f.ctx, l);
+  accept_fixture f(strategy);
+  systempp::connection_acceptor acceptor(f.ctx, f.l);
   int accepted = 0;
   bool ended = false;
   asio::co_spawn(f.ctx.executor(), [&]() -> asio::awaitable<void> {
@@ -156,10 +165,9 @@ TEST_CASE("accept_loop: hands each connection over and ends when the acceptor is
     }, f.ctx.log());
     ended = true;
   }, asio::detached);
-  const asio::ip::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), l.port);
   asio::ip::tcp::socket one(f.io), two(f.io);
-  one.connect(at);
-  two.connect(at);
+  one.connect(f.at);
+  two.connect(f.at);
   f.io.run();
   CHECK(accepted == 2);
   CHECK(ended);
@@ -170,14 +178,11 @@ TEST_CASE("connection_acceptor: close(take) of a reuseport acceptor hands over i
   const auto strategy = GENERATE(systempp::accept_strategy::shared, systempp::accept_strategy::exclusive,
                                  systempp::accept_strategy::reuseport);
   INFO(systempp::to_string(strategy));
-  engine_fixture<systempp::app<>> f;
-  f.opts.accept = strategy;
-  const auto l = listen_on_loopback(strategy == systempp::accept_strategy::reuseport);
-  const asio::ip::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), l.port);
+  accept_fixture f(strategy);
   std::vector<asio::ip::tcp::socket> clients;
-  for (int i = 0; i < 3; ++i) clients.emplace_back(f.io).connect(at);  // queued: nothing accepts yet
+  for (int i = 0; i < 3; ++i) clients.emplace_back(f.io).connect(f.at);  // queued: nothing accepts yet
 
-  systempp::connection_acceptor acceptor(f.ctx, l);
+  systempp::connection_acceptor acceptor(f.ctx, f.l);
   int handed = 0;
   acceptor.close([&](asio::ip::tcp::socket s) {
     CHECK(s.is_open());
@@ -189,7 +194,7 @@ TEST_CASE("connection_acceptor: close(take) of a reuseport acceptor hands over i
   // What was not handed out is still in the listener's queue, for another worker.
   int left = 0;
   while (true) {
-    systempp::unique_fd fd(::accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    systempp::unique_fd fd(::accept4(f.l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!fd) break;
     ++left;
   }
