@@ -51,11 +51,16 @@ accept_waiter::accept_waiter(int listen_fd, std::function<void()> ready)
   add(epoll_.get(), listen_fd_, EPOLLIN | EPOLLEXCLUSIVE);
   add(epoll_.get(), stop_.get(), EPOLLIN);
   // Signals stay with the loop's threads: the new thread starts with all of them blocked.
-  sigset_t all, previous;
-  ::sigfillset(&all);
-  ::pthread_sigmask(SIG_BLOCK, &all, &previous);
+  struct blocked_signals {
+    sigset_t previous;
+    blocked_signals() {
+      sigset_t all;
+      ::sigfillset(&all);
+      ::pthread_sigmask(SIG_BLOCK, &all, &previous);
+    }
+    ~blocked_signals() { ::pthread_sigmask(SIG_SETMASK, &previous, nullptr); }
+  } during_start;
   thread_ = std::thread([this] { run(); });
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
 accept_waiter::~accept_waiter() { stop(); }

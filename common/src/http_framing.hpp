@@ -50,8 +50,12 @@ inline void watch(connection& c) {
     if (ec == asio::error::operation_aborted || !c) return;  // re-armed, or gone
     c->waiting = false;
     if (connection::clock::now() >= c->deadline) {
+      // cancel() ends an operation that waits; a read that completed at once (its result
+      // queued, the client still sending) would go on: shutting the socket down ends every
+      // later one too.
       boost::system::error_code ignored;
-      c->socket.cancel(ignored);  // the operation in progress ends; the next phase sets a deadline
+      c->socket.cancel(ignored);
+      c->socket.shutdown(tcp::socket::shutdown_both, ignored);
       c->deadline = connection::clock::time_point::max();
       return;
     }

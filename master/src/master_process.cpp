@@ -100,8 +100,13 @@ int master_process::open() {
     take_app_metrics(pool_.segment->header(), units_.metrics);
     // --accept reuseport: every serving slot's socket before the first fork, and new
     // connections spread over them (an upgrade takes over the previous image's steering).
-    pool_.slots.steer(pool_.listeners, slot_sockets::all_of(upgrade_ ? static_cast<int>(pool_.segment->header().target_workers.load())
-                                                                      : opts_.workers));
+    try {
+      pool_.slots.steer(pool_.listeners, slot_sockets::all_of(upgrade_ ? static_cast<int>(pool_.segment->header().target_workers.load())
+                                                                        : opts_.workers));
+    } catch (const std::exception& e) {
+      log_->warn("--accept reuseport: {}; every worker accepts on the listener as with --accept shared", e.what());
+      pool_.slots.disable();
+    }
   } catch (const std::exception& e) {
     if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";

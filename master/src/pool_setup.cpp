@@ -207,7 +207,7 @@ void stop_listening(pool_setup& pool, spdlog::logger& log) {
   } else {
     log.info("stop: closed the master's copies of the systemd listeners; new connections wait in their backlog");
   }
-  pool.slots.retire(pool.origin == listener_origin::bound);
+  pool.slots.retire(pool.listeners, pool.origin == listener_origin::bound);
   pool.listeners.clear();  // no worker is spawned during a stop, and no upgrade starts
 }
 

@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -34,7 +37,15 @@ unique_fd join_group(const listener& l) {
   int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) fail("SO_REUSEPORT");
-  if (addr.ss_family == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  // As the listener has them: a dual-stack socket (systemd's `[::]:8080`) only shares its
+  // group with dual-stack ones, and accepted sockets inherit TCP_NODELAY (NoDelay=yes).
+  auto copy = [&](int level, int name) {
+    int value = 0;
+    socklen_t size = sizeof value;
+    if (::getsockopt(l.fd.get(), level, name, &value, &size) == 0) ::setsockopt(fd.get(), level, name, &value, size);
+  };
+  if (addr.ss_family == AF_INET6) copy(IPPROTO_IPV6, IPV6_V6ONLY);
+  copy(IPPROTO_TCP, TCP_NODELAY);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) fail("bind a slot's socket");
   if (::listen(fd.get(), SOMAXCONN) != 0) fail("listen");
   return fd;
@@ -43,12 +54,22 @@ unique_fd join_group(const listener& l) {
 }  // namespace
 
 void slot_sockets::enable(const std::vector<listener>& listeners, spdlog::logger& log) {
-  for (const auto& l : listeners)
+  for (const auto& l : listeners) {
     if (!shares_port(l.fd.get())) {
       log.warn("--accept reuseport: listener {} ({}) was not bound with SO_REUSEPORT (systemd: ReusePort=yes); "
                "every worker accepts on it as with --accept shared", l.name, l.endpoint());
       return;
     }
+    // The kernel lets a socket join a group only if its owner made the group's first one
+    // (systemd's sockets are root's; a service runs as its User=).
+    struct stat st {};
+    if (::fstat(l.fd.get(), &st) == 0 && st.st_uid != ::geteuid()) {
+      log.warn("--accept reuseport: listener {} ({}) belongs to uid {}, not to this process's {}: its port "
+               "cannot take a socket per slot; every worker accepts on it as with --accept shared",
+               l.name, l.endpoint(), st.st_uid, ::geteuid());
+      return;
+    }
+  }
   enabled_ = true;
   extra_.resize(listeners.size());
 }
@@ -127,7 +148,25 @@ std::vector<listener> slot_sockets::for_slot(const std::vector<listener>& listen
   return out;
 }
 
-void slot_sockets::retire(bool shut_down) {
+void slot_sockets::disable() noexcept {
+  enabled_ = false;
+  extra_.clear();
+  steered_.clear();
+}
+
+void slot_sockets::close_copies() const noexcept {
+  for (const auto& sockets : extra_)
+    for (const auto& fd : sockets) ::close(fd.get());
+}
+
+void slot_sockets::retire(const std::vector<listener>& listeners, bool shut_down) {
+  // Every connection from now on to slot 0's socket, the listener: systemd's keeps them in
+  // its backlog for the next start; a bound one is shut down just after.
+  if (enabled()) try {
+      steer(listeners, {0});
+    } catch (const std::exception&) {
+      // the sockets close below all the same
+    }
   for (auto& sockets : extra_) {
     if (shut_down)
       for (const auto& fd : sockets) ::shutdown(fd.get(), SHUT_RD);

@@ -9,6 +9,7 @@ int run_worker_child(const worker_launch& w, const spawn_action& a, worker_slot&
                      const sigset_t& mask) {
   // --accept reuseport: the slot's own socket of each listener, under the listener's name.
   const std::vector<listener> own = w.slots ? w.slots->for_slot(*w.listeners, a.slot) : std::vector<listener>{};
+  if (w.slots) w.slots->close_copies();  // the other slots' sockets are not this worker's
   const std::vector<listener>& listeners = own.empty() ? *w.listeners : own;
   if (w.opts->mode == reload_mode::exec)
     return worker::exec_worker_image(w.exec_path, w.opts->argv, w.control_fd, channel.get(), listeners,

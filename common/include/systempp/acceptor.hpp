@@ -138,10 +138,11 @@ class connection_acceptor {
     if (strategy_ == accept_strategy::reuseport && acceptor_.is_open()) {
       boost::system::error_code ec;
       acceptor_.non_blocking(true, ec);
-      while (!ec) {
+      for (;;) {
         tcp::socket s(connection_executor());
         acceptor_.accept(s, ec);
         if (!ec) take(std::move(s));
+        else if (ec != boost::asio::error::connection_aborted) break;  // empty (would_block), or failing
       }
     }
     close();

@@ -49,9 +49,16 @@ class slot_sockets {
   std::vector<listener> for_slot(const std::vector<listener>& listeners, int slot) const;
   /// Slot k's socket of listener `index` (k >= 1), for the handover.
   const std::vector<unique_fd>& sockets_of(std::size_t index) const { return extra_[index]; }
-  /// At a stop: shuts the slots' sockets down (as retire_listeners does the listeners) and
+  /// At a stop: steers every new connection to slot 0's socket (the listener), then shuts
+  /// the slots' sockets down if `shut_down` (as retire_listeners does the listeners) and
   /// closes them.
-  void retire(bool shut_down);
+  void retire(const std::vector<listener>& listeners, bool shut_down);
+  /// Off, after a failure to set it up (logged by the caller): workers accept as with
+  /// --accept shared.
+  void disable() noexcept;
+  /// In a forked child: closes its copies of every slot's socket (the worker keeps the
+  /// duplicate for_slot made). The objects stay as they are; the child never destroys them.
+  void close_copies() const noexcept;
 
  private:
   bool enabled_ = false;
