@@ -196,10 +196,24 @@ def pool_delta(a, b):
     return cpu_ns, vol, invol
 
 
+def worker_requests(s):
+    """Requests served so far by each live systempp worker (pid -> count), or None."""
+    if getattr(s, "kind", "") != "systempp" or not s.workers:
+        return None
+    return {w["pid"]: w["requests"] for w in s.status()["workers"] if w.get("role", "serve") == "serve"}
+
+
 def measure(s, close, seconds, threads, conns, cpus=None):
+    before = worker_requests(s)
     a = pool_sample(s)
     r = B.run_wrk(s.port, conns, seconds, threads, close=close, cpus=cpus)
     b = pool_sample(s)
+    after = worker_requests(s)
+    if before is not None and after:
+        # fairness: requests per worker during the run, the busiest over the idlest
+        served = [after[pid] - before.get(pid, 0) for pid in after]
+        r["per_worker_requests"] = served
+        r["fairness"] = round(max(served) / min(served), 3) if min(served) > 0 else None
     cpu_ns, vol, invol = pool_delta(a, b)
     n = max(1, r["requests"])
     r["server_cpu_us_per_req"] = round(cpu_ns / 1000.0 / n, 3)

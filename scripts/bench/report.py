@@ -459,6 +459,39 @@ def render(results, meta_path, out_md):
             gu = med("gunicorn-8/%s" % mode, "rps")
             rr[mode] = (ratio(sp["median"], ng["median"]) if sp and ng else None,
                         ratio(sp["median"], gu["median"]) if sp and gu else None)
+        # fairness: requests per worker during each run, the busiest over the idlest
+        frows = []
+        worst_default = None
+        for key, label in (("systempp-8", "reuseport (default)"), ("systempp-8-exclusive", "exclusive"),
+                           ("systempp-8-shared", "shared")):
+            cells = [label]
+            for mode in ("keepalive", "close"):
+                runs = f4["runs"].get("%s/%s" % (key, mode), [])
+                vals = [r.get("fairness") for r in runs if "per_worker_requests" in r]
+                if not vals:
+                    cells.append("-")
+                    continue
+                if any(v is None for v in vals):
+                    cells.append("a worker served none")
+                    v = float("inf")
+                else:
+                    v = statistics.median(vals)
+                    cells.append("%.2f" % v)
+                if key == "systempp-8":
+                    worst_default = v if worst_default is None else max(worst_default, v)
+            frows.append(cells)
+        if any(c != "-" for row in frows for c in row[1:]):
+            w("**Fairness** (requests per worker during a run, the busiest worker over the idlest; median "
+              "of the runs; 8 workers, the 32 connections above):")
+            w("")
+            w(table(["`--accept`", "keep-alive", "connection: close"], frows))
+            w("")
+            if worst_default is not None:
+                targets.append(("fairness: requests per worker, max over min, at most 1.5 under both loads",
+                                "%s (worse of the two loads)" % ("a worker served none" if worst_default == float("inf")
+                                                                 else "%.2f" % worst_default),
+                                worst_default <= 1.5, "" if worst_default <= 1.5 else "over by %s" %
+                                ("-" if worst_default == float("inf") else "%.2f" % (worst_default - 1.5))))
         w(table(["ratio (medians)", "keep-alive", "connection: close"], [
             ["systempp-8 ÷ nginx-8", xr(rr["keepalive"][0]), xr(rr["close"][0])],
             ["systempp-8 ÷ gunicorn-8", xr(rr["keepalive"][1]), xr(rr["close"][1])]]))
