@@ -36,19 +36,17 @@ struct connection {
   asio::steady_timer watchdog;
   std::weak_ptr<connection> self;  ///< for the watchdog's handler, which may outlive it
   clock::time_point deadline = clock::time_point::max();
-  clock::time_point armed = clock::time_point::max();  ///< what the watchdog waits for
-  bool waiting = false;  ///< the watchdog has a wait pending
-  bool idle = false;     ///< waiting for the first byte of the next request
+  clock::time_point armed = clock::time_point::max();  ///< what the watchdog waits for (max: nothing)
+  bool idle = false;  ///< waiting for the first byte of the next request
 };
 
 inline void watch(connection& c) {
   c.armed = c.deadline;
-  c.waiting = true;
   c.watchdog.expires_at(c.armed);  // cancels a pending wait: its handler sees the error
   c.watchdog.async_wait([weak = c.self](boost::system::error_code ec) {
     auto c = weak.lock();
     if (ec == asio::error::operation_aborted || !c) return;  // re-armed, or gone
-    c->waiting = false;
+    c->armed = connection::clock::time_point::max();
     if (connection::clock::now() >= c->deadline) {
       // cancel() ends an operation that waits; a read that completed at once (its result
       // queued, the client still sending) would go on: shutting the socket down ends every
@@ -64,10 +62,10 @@ inline void watch(connection& c) {
 }
 
 /// Sets the deadline of the phase that begins: a plain store unless it is earlier than the
-/// time the watchdog waits for (or it waits for nothing).
+/// time the watchdog waits for (max when it waits for nothing).
 inline void set_deadline(connection& c, connection::clock::time_point when) {
   c.deadline = when;
-  if (!c.waiting || when < c.armed) watch(c);
+  if (when < c.armed) watch(c);
 }
 
 /// Why a request is answered with an error and a closed connection before its body is read.

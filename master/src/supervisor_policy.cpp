@@ -41,10 +41,6 @@ bool supervisor_policy::exclusive(int slot) const noexcept {
   return d && !d->may_overlap;
 }
 
-bool supervisor_policy::occupied(int slot) const {
-  return std::any_of(procs_.begin(), procs_.end(), [&](const proc& p) { return p.slot == slot; });
-}
-
 proc* supervisor_policy::find(pid_t pid) {
   auto it = std::find_if(procs_.begin(), procs_.end(), [&](const proc& p) { return p.pid == pid; });
   return it == procs_.end() ? nullptr : &*it;

@@ -56,10 +56,10 @@ inline boost::asio::ip::tcp::acceptor make_acceptor(boost::asio::io_context& io,
 /// Accepts the connections of one listener as the pool's --accept says (options.hpp,
 /// docs/ARCHITECTURE.md "Accepting connections"), for accept_loop (helpers.hpp) and the
 /// HTTP server unit. Each socket it returns is bound to a strand of its own with
-/// --threads N > 1, to the loop's executor with one thread (which serialises it already). Made and used
-/// on the runtime's strand (ctx.executor()), typically made in on_startup and closed in
-/// pre_shutdown; it accepts on a duplicate of the listener's fd, so closing it leaves the
-/// listener open for the other workers.
+/// --threads N > 1, to the loop's executor with one thread (which serialises it already).
+/// Made and used on the runtime's strand (ctx.executor()), typically made in on_startup and
+/// closed in pre_shutdown; it accepts on a duplicate of the listener's fd, so closing it
+/// leaves the listener open for the other workers.
 /// - shared, reuseport: Asio's async_accept on the worker's loop. With reuseport the
 ///   listener is this worker's slot's own socket (the master hands each slot its own).
 /// - exclusive: a thread of its own waits, woken alone among the pool (accept_waiter.hpp);
@@ -96,7 +96,6 @@ class connection_acceptor {
   connection_acceptor(const connection_acceptor&) = delete;
   connection_acceptor& operator=(const connection_acceptor&) = delete;
 
-  accept_strategy strategy() const noexcept { return strategy_; }
   bool is_open() const noexcept { return acceptor_.is_open() || exclusive_fd_; }
 
   /// The next connection; operation_aborted once closed.

@@ -240,7 +240,6 @@ class supervisor_policy {
   proc* find(pid_t pid);
   std::vector<int> active_slots() const;  ///< the serving slots in use, then the dedicated ones
   bool exclusive(int slot) const noexcept;  ///< a dedicated slot whose process may not overlap
-  bool occupied(int slot) const;            ///< any process in it, draining ones too
   static constexpr std::uint8_t slot_occupied = 1, slot_served = 2;  ///< slot_flags() bits
   std::vector<std::uint8_t> slot_flags() const;  ///< per slot: occupied, served (not draining)
   bool needs_process(int slot, std::uint8_t flags) const noexcept;
