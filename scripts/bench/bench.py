@@ -137,40 +137,100 @@ def f2_reload():
 # 3. failed requests across reloads under load
 
 
+# The servers of figure 3: systempp with each --accept strategy, nginx, gunicorn.
+F3_SERVERS = [("systempp", "systempp", []), ("systempp-exclusive", "systempp", ["--accept", "exclusive"]),
+              ("systempp-shared", "systempp", ["--accept", "shared"]), ("nginx", "nginx", None),
+              ("gunicorn", "gunicorn", None)]
+
+
+def across_load(s, close, conns, event):
+    """wrk on `s` for the whole of `event(s)` (1 s before it, 0.5 s after): wrk's result, with
+    what the event returned under "event"."""
+    wrk = subprocess.Popen(B.wrk_command(s.port, conns, 120, 2, close=close), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(1.0)
+        info = event(s)
+        time.sleep(0.5)
+        wrk.send_signal(signal.SIGINT)
+        so, _ = wrk.communicate(timeout=30)
+        r = B.parse_wrk(so)
+        wrk = None
+        r["event"] = info
+        return r
+    finally:
+        if wrk is not None:
+            wrk.kill()
+            wrk.wait()
+
+
+def reloads(n, gap):
+    def run(s):
+        done = []
+        for _ in range(n):
+            done.append(s.reload())
+            time.sleep(gap)
+        return {"reload_ms": B.summary([x["total_ms"] for x in done]), "reloads": len(done)}
+    return run
+
+
+def scale_down_up(s):
+    """8 -> 4 -> 8 with `app scale`, each step until the pool is exactly that many ready workers."""
+    took = {}
+    for n in (s.workers // 2, s.workers):
+        t0 = B.now()
+        s.scale(n)
+        took["to_%d_ms" % n] = B.ms(B.now() - t0)
+        time.sleep(0.5)
+    return took
+
+
+def kill_one(s):
+    """SIGKILL the busiest worker: what it held is lost with it, whatever the server."""
+    victim = B.busiest(s.live_pids())
+    held = B.connections_held(victim, s.port)
+    r = s.respawn(victim=victim)
+    r["victim_connections"] = held
+    return r
+
+
+def stop_one(s):
+    """SIGSTOP the busiest worker for 1 s: what its queued and open connections wait."""
+    victim = B.busiest(s.live_pids())
+    held = B.connections_held(victim, s.port)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    return {"stopped_s": 1.0, "victim_connections": held}
+
+
 def f3_failures():
     p = params()
-    kinds = ["systempp", "nginx", "gunicorn"]
-    out = {"workers": p["workers"], "conns": p["conns"], "reloads": p["reloads_under_load"], "runs": {}}
-    for close in (False, True):
-        mode = "close" if close else "keepalive"
-        for kind in kinds:
-            s, _ = started(kind, p["workers"])
-            wrk = None
-            try:
-                time.sleep(0.3)
-                cmd = B.wrk_command(s.port, p["conns"], 120, 2, close=close)
-                wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       start_new_session=True)
-                time.sleep(1.0)
-                reloads = []
-                for _ in range(p["reloads_under_load"]):
-                    reloads.append(s.reload())
-                    time.sleep(p["reload_gap_s"])
-                time.sleep(0.5)
-                wrk.send_signal(signal.SIGINT)
-                so, se = wrk.communicate(timeout=30)
-                r = B.parse_wrk(so)
-                wrk = None
-                r["reload_ms"] = B.summary([x["total_ms"] for x in reloads])
-                r["reloads"] = len(reloads)
-                out["runs"]["%s/%s" % (kind, mode)] = r
-                B.log("failures", kind, mode, {k: r[k] for k in ("requests", "failed", "connect", "read", "write",
-                                                                  "timeout", "status")})
-            finally:
-                if wrk is not None:
-                    wrk.kill()
-                    wrk.wait()
-                s.kill()
+    out = {"workers": p["workers"], "conns": p["conns"], "reloads": p["reloads_under_load"], "runs": {},
+           "events": {}, "servers": [label for label, _, _ in F3_SERVERS]}
+    for label, kind, extra in F3_SERVERS:
+        s, _ = started(kind, p["workers"], label=label, **({"extra": extra} if extra else {}))
+        try:
+            time.sleep(0.3)
+            for close in (False, True):
+                mode = "close" if close else "keepalive"
+                r = across_load(s, close, p["conns"], reloads(p["reloads_under_load"], p["reload_gap_s"]))
+                r.update(r.pop("event"))
+                out["runs"]["%s/%s" % (label, mode)] = r
+                B.log("failures", label, mode, "reloads", {k: r[k] for k in ("requests", "failed", "connect", "read",
+                                                                             "write", "timeout", "status")})
+                events = [("kill", kill_one)] + ([("scale", scale_down_up)] if kind == "systempp" else [])
+                if close:
+                    events.append(("stop", stop_one))
+                for name, event in events:
+                    r = across_load(s, close, p["conns"], event)
+                    out["events"]["%s/%s/%s" % (label, mode, name)] = r
+                    B.log("failures", label, mode, name, {k: r[k] for k in ("requests", "failed", "read", "timeout",
+                                                                           "lat_p99_us", "lat_max_us")})
+        finally:
+            s.kill()
     CTX.save("f3_failures", out)
 
 

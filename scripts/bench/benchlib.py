@@ -188,6 +188,38 @@ def listener_inode(port):
     return None
 
 
+def connections_held(pid, port):
+    """How many established TCP connections to local `port` the process `pid` has open."""
+    inodes = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            for line in read(path).splitlines()[1:]:
+                f = line.split()
+                if f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add("socket:[%s]" % f[9])
+        except OSError:
+            pass
+    held = 0
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                held += os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes
+            except OSError:
+                pass
+    except OSError:
+        return None
+    return held
+
+
+def busiest(pids, seconds=0.3):
+    """The pid that used the most CPU over the next `seconds`."""
+    a = {pid: cpu_sample(pid) for pid in pids}
+    time.sleep(seconds)
+    b = {pid: cpu_sample(pid) for pid in pids}
+    used = {pid: b[pid]["cpu_ns"] - a[pid]["cpu_ns"] for pid in pids if a.get(pid) and b.get(pid)}
+    return max(used, key=used.get) if used else pids[len(pids) // 2]
+
+
 def epoll_registrations(pid, port):
     """Where a process has the listening socket of `port` in its epoll instances, from
     /proc/PID/fdinfo: [{epoll_fd, events (hex), exclusive, nested}], nested meaning the
@@ -518,12 +550,12 @@ class Server:
         return {"total_ms": ms(t1 - t0), "new_up_ms": ms(new[-1] - t0) if new else None,
                 "old_gone_ms": ms(watch.last_gone() - t0)}
 
-    def respawn(self, timeout=60):
-        """SIGKILL one worker; time until a new one is up."""
+    def respawn(self, timeout=60, victim=None):
+        """SIGKILL one worker (the middle one unless given); time until a new one is up."""
         self.pump()
         before = set(self.up)
         victims = self.live_pids()
-        victim = victims[len(victims) // 2]
+        victim = victim or victims[len(victims) // 2]
         t0 = now()
         os.kill(victim, signal.SIGKILL)
         t1 = self.wait(lambda: any(p not in before and alive(p) for p in self.up), timeout,
@@ -645,6 +677,19 @@ class Systempp(Server):
         if out.returncode != 0:
             raise BenchError("status --json failed: %s" % out.stderr.strip())
         return json.loads(out.stdout)
+
+    def scale(self, n, timeout=120):
+        """`app scale N` (it waits for the pool to reach N), then until status shows exactly N
+        serving workers, all ready."""
+        out = subprocess.run([self.ctx.app, "scale", str(n), "--name", self.name, "--timeout", str(timeout)],
+                             capture_output=True, text=True, timeout=timeout + 10)
+        if out.returncode != 0:
+            raise BenchError("%s: scale %d failed: %s" % (self.label, n, out.stderr.strip()))
+
+        def exactly():
+            serving = [w for w in self.status()["workers"] if w.get("role", "serve") == "serve"]
+            return len(serving) == n and all(w["state"] == "ready" for w in serving)
+        self.wait(exactly, timeout, what="%d ready workers" % n)
 
     def after_kill(self, pid):
         # a master that was SIGKILLed leaves its control block behind

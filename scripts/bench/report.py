@@ -365,34 +365,88 @@ def render(results, meta_path, out_md):
     w("")
 
     # ---------------------------------------------------------------- 3 failures
-    w("## 3. Failed requests across reloads under load")
+    w("## 3. Failed requests across reloads, scaling, a killed and a stopped worker, under load")
     w("")
     if f3:
+        servers3 = f3.get("servers") or ["systempp", "nginx", "gunicorn"]
+
+        def name3(label):
+            if label.startswith("systempp"):
+                return "systempp `--accept %s`" % (label.split("-", 1)[1] if "-" in label else "reuseport")
+            return NAMES.get(label, label)
+
+        def errors(r):
+            return "%d / %d / %d / %d / %d" % (r["connect"], r["read"], r["write"], r["timeout"], r["status"])
+
         w("wrk with %d connections for the whole series; %d reloads, one every ~%s s after the previous one "
           "finished (the reload time under load is in the last column); %d workers." %
           (f3["conns"], f3["reloads"], "0.5", f3["workers"]))
         w("")
         rows = []
         for mode in ("keepalive", "close"):
-            for k in ("systempp", "nginx", "gunicorn"):
+            for k in servers3:
                 r = f3["runs"].get("%s/%s" % (k, mode))
                 if not r:
                     continue
                 rate = r["failed"] / r["requests"] if r["requests"] else None
-                rows.append(["%s, %s" % (NAMES[k], "keep-alive" if mode == "keepalive" else "connection: close"),
-                             "{:,}".format(r["requests"]), "**%d**" % r["failed"],
-                             "%d / %d / %d / %d / %d" % (r["connect"], r["read"], r["write"], r["timeout"], r["status"]),
+                rows.append(["%s, %s" % (name3(k), "keep-alive" if mode == "keepalive" else "connection: close"),
+                             "{:,}".format(r["requests"]), "**%d**" % r["failed"], errors(r),
                              "%.4f%%" % (rate * 100) if rate is not None else "-", "%d" % r["reloads"],
                              rng(r["reload_ms"], " ms")])
         w(table(["server, load", "requests", "failed", "connect / read / write / timeout / non-2xx",
                  "failure rate", "reloads", "reload time under load"], rows))
         w("")
-        for mode, label in (("keepalive", "keep-alive"), ("close", "connection-close")):
-            r = f3["runs"].get("systempp/%s" % mode)
-            if r:
-                targets.append(("zero failed requests across %d reloads, %s load" % (f3["reloads"], label),
-                                "%d failed of %s" % (r["failed"], "{:,}".format(r["requests"])), r["failed"] == 0,
-                                "" if r["failed"] == 0 else "%d failures (%.4f%%)" % (r["failed"], 100.0 * r["failed"] / r["requests"])))
+        events = f3.get("events") or {}
+        if events:
+            w("The same servers, one event per wrk run (1 s of load before it, 0.5 s after): **scale** "
+              "8 -> 4 -> 8 with `app scale` (systempp only), **kill** one worker with SIGKILL and wait for "
+              "its replacement, **stop** one worker with SIGSTOP for 1 s under connection-close load (the "
+              "known weakness of `SO_REUSEPORT`: the connections queued on the stopped worker's socket wait "
+              "for it). Latency is wrk's over the whole run.")
+            w("")
+            rows = []
+            for ev, ev_name in (("scale", "scale 8 -> 4 -> 8"), ("kill", "SIGKILL a worker"), ("stop", "SIGSTOP a worker 1 s")):
+                for mode in ("keepalive", "close"):
+                    for k in servers3:
+                        r = events.get("%s/%s/%s" % (k, mode, ev))
+                        if not r:
+                            continue
+                        held = (r.get("event") or {}).get("victim_connections")
+                        rows.append([ev_name, "%s, %s" % (name3(k), "keep-alive" if mode == "keepalive" else "close"),
+                                     "{:,}".format(r["requests"]), "**%d**" % r["failed"], errors(r),
+                                     "-" if held is None else "%d" % held,
+                                     num(r["lat_p99_us"] / 1000.0, " ms"), num(r["lat_max_us"] / 1000.0, " ms")])
+            w(table(["event", "server, load", "requests", "failed", "connect / read / write / timeout / non-2xx",
+                     "victim's connections", "p99 latency", "max latency"], rows))
+            w("")
+            w("The victim of kill and stop is the worker that used the most CPU in the 0.3 s before, and "
+              "\"victim's connections\" the established connections it held then: a worker that served "
+              "nothing would make any server look good. wrk corrects its latencies for coordinated "
+              "omission (a request stuck for 1 s also counts the requests its connection could not send "
+              "meanwhile), so one request that waits out the stop is enough to put p99 near 1 s.")
+            w("")
+        for k in [x for x in servers3 if x.startswith("systempp")]:
+            for mode, label in (("keepalive", "keep-alive"), ("close", "connection-close")):
+                for ev, what in (("reloads", "%d reloads" % f3["reloads"]), ("scale", "scale 8 -> 4 -> 8"),
+                                 ("kill", "")):
+                    r = f3["runs"].get("%s/%s" % (k, mode)) if ev == "reloads" else events.get("%s/%s/%s" % (k, mode, ev))
+                    if not r:
+                        continue
+                    if ev == "kill":
+                        # What the killed worker held is lost with it: the target is nothing beyond
+                        # that. Under connection-close load a snapshot of what it held is ~0 (each
+                        # connection lives for microseconds) while the kill still takes the few in
+                        # its hands, with every server: that row is in the table, not a target.
+                        if mode == "close":
+                            continue
+                        held = (r.get("event") or {}).get("victim_connections") or 0
+                        targets.append(("no failed request beyond the killed worker's own connections, %s load, %s" %
+                                        (label, name3(k)), "%d failed, it held %d" % (r["failed"], held),
+                                        r["failed"] <= held, ""))
+                        continue
+                    targets.append(("zero failed requests across %s, %s load, %s" % (what, label, name3(k)),
+                                    "%d failed of %s" % (r["failed"], "{:,}".format(r["requests"])), r["failed"] == 0,
+                                    "" if r["failed"] == 0 else "%d failures (%.4f%%)" % (r["failed"], 100.0 * r["failed"] / r["requests"])))
         ng = f3["runs"].get("nginx/keepalive")
         if ng and ng["failed"]:
             w("nginx's keep-alive failures are its known behaviour: on reload the old workers close idle "
@@ -400,6 +454,14 @@ def render(results, meta_path, out_md):
               "or an empty read (wrk's `read` errors). systempp's draining workers instead finish the "
               "request in flight, answer the next one with `Connection: close`, and close an idle "
               "connection only after `drain_grace_ms`.")
+            w("")
+        if any(r["failed"] for key, r in events.items() if key.endswith("/kill")):
+            w("A SIGKILLed worker takes its open connections with it: a request in flight on one of them, "
+              "or sent on a keep-alive connection before the client saw the close, fails (wrk's `read` "
+              "errors) with every server; no server can answer for a process that is gone. Under "
+              "connection-close load these are the few connections the worker had accepted and not yet "
+              "answered at the instant of the kill (a snapshot just before it finds none: each lives for "
+              "microseconds); what waits in the listen queue is not lost.")
             w("")
     else:
         w("Not measured (the figure failed).")
