@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,6 +17,19 @@ namespace systempp {
 void unique_fd::reset(int fd) noexcept {
   if (fd_ >= 0 && fd_ != fd) ::close(fd_);
   fd_ = fd;
+}
+
+void close_all(std::vector<int>& fds) noexcept {
+  std::erase_if(fds, [](int fd) { return fd < 0; });
+  std::sort(fds.begin(), fds.end());
+  fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
+  for (std::size_t i = 0; i < fds.size();) {
+    std::size_t j = i;
+    while (j + 1 < fds.size() && fds[j + 1] == fds[j] + 1) ++j;
+    if (::close_range(static_cast<unsigned>(fds[i]), static_cast<unsigned>(fds[j]), 0) != 0)
+      for (std::size_t k = i; k <= j; ++k) ::close(fds[k]);  // a kernel without close_range
+    i = j + 1;
+  }
 }
 
 void require_free_descriptors(int n) {

@@ -145,7 +145,12 @@ void metrics_server::start() {
 }
 
 void metrics_server::close_in_child() noexcept {
-  if (impl_->acceptor.is_open()) ::close(impl_->acceptor.native_handle());
+  // Released, not just closed: after notify_fork the child's copy of the loop has the
+  // listener in an epoll instance of its own, and a close would leave it registered there
+  // (the master still holds the socket), one more registration per worker for the kernel to
+  // walk at each fork.
+  boost::system::error_code ignored;
+  if (impl_->acceptor.is_open()) ::close(impl_->acceptor.release(ignored));
   impl_->where.fd.reset();
 }
 

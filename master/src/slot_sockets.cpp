@@ -155,8 +155,10 @@ void slot_sockets::disable() noexcept {
 }
 
 void slot_sockets::close_copies() const noexcept {
+  std::vector<int> fds;
   for (const auto& sockets : extra_)
-    for (const auto& fd : sockets) ::close(fd.get());
+    for (const auto& fd : sockets) fds.push_back(fd.get());
+  close_all(fds);
 }
 
 void slot_sockets::retire(const std::vector<listener>& listeners, bool shut_down) {

@@ -152,19 +152,30 @@ pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& dr
   unique_fd master_end, worker_end;
   if (const int err = sys_.channel_pair(master_end, worker_end); err != 0) return -err;
 
+  // The channels' epoll leaves the loop's reactor across the fork. A child's Asio re-registers
+  // all the reactor's descriptors in a reactor of its own (notify_fork), which it keeps: with
+  // this one among them, each new child's registration walked every channel through every
+  // earlier child's copy (the kernel's epoll path checks), O(workers^2) per fork.
+  const bool rearm = waiting_;
+  const int channels = channels_.release();  // a pending wait ends with operation_aborted
+  waiting_ = false;
   const pid_t pid = sys_.fork(
       [&] {
         // The child keeps only its own channel and its own record.
         drop_parent_state();
-        for (auto& [p, w] : workers_)
-          if (w.channel) ::close(w.channel_fd());
-        ::close(channels_.native_handle());
-        master_end.reset();
+        std::vector<int> theirs{channels, master_end.release()};
+        theirs.reserve(workers_.size() + 2);
+        for (auto& [p, w] : workers_) theirs.push_back(w.channel_fd());
+        close_all(theirs);
       },
       [&](const sigset_t& mask) {
         r.pid.store(::getpid());
         return body(a, r, std::move(worker_end), mask);
       });
+  const int saved = errno;
+  channels_.assign(channels);
+  if (rearm) watch_channels();
+  errno = saved;
   if (pid < 0) return -errno;
   r.pid.store(pid);
   worker_end.reset();
@@ -182,8 +193,10 @@ void worker_table::adopt(pid_t pid, int slot, int lane, std::uint32_t generation
 // re-armed: the loop's registration is edge-triggered, and a byte that comes later makes a
 // new edge.
 void worker_table::watch_channels() {
+  waiting_ = true;
   channels_.async_wait(asio::posix::descriptor_base::wait_read, [this](boost::system::error_code ec) {
-    if (ec) return;  // the table is going away
+    if (ec) return;  // released for a fork (spawn waits again), or the table is going away
+    waiting_ = false;
     epoll_event events[64];
     for (int n = 64; n == 64;) {
       n = ::epoll_wait(channels_.native_handle(), events, 64, 0);

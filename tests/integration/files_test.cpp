@@ -2,6 +2,9 @@
 // planted can redirect, a failed write leaves nothing behind, and what the runtime opens
 // does not leak into an exec'd image.
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
@@ -36,6 +39,36 @@ std::size_t lines_containing(const std::string& text, const std::string& word) {
   for (std::string line; std::getline(lines, line);)
     if (line.find(word) != std::string::npos) ++n;
   return n;
+}
+
+// The registrations in process `pid`'s epoll instances (/proc/PID/fdinfo) whose descriptor
+// it no longer holds: an fd number that is closed, or open on another file (inode and device
+// differ). Each reads "fd N: tfd T (inode X)".
+std::vector<std::string> stale_epoll_registrations(pid_t pid) {
+  std::vector<std::string> stale;
+  const auto proc = "/proc/" + std::to_string(pid);
+  for (const auto& [fd, target] : support::fd_targets(pid)) {
+    if (target != "anon_inode:[eventpoll]") continue;
+    std::ifstream info(proc + "/fdinfo/" + std::to_string(fd));
+    for (std::string line; std::getline(info, line);) {
+      std::istringstream in(line);
+      std::string key, word;
+      int tfd = -1;
+      unsigned long ino = 0, dev = 0;
+      if (!(in >> key >> tfd) || key != "tfd:") continue;
+      while (in >> word) {
+        if (word.starts_with("ino:")) ino = std::stoul(word.substr(4), nullptr, 16);
+        if (word.starts_with("sdev:")) dev = std::stoul(word.substr(5), nullptr, 16);
+      }
+      struct stat st {};
+      // fdinfo's sdev is the kernel's encoding: major << 20 | minor.
+      const bool held = ::stat((proc + "/fd/" + std::to_string(tfd)).c_str(), &st) == 0 && st.st_ino == ino &&
+                        ::major(st.st_dev) == (dev >> 20) && ::minor(st.st_dev) == (dev & 0xfffff);
+      if (!held) stale.push_back("fd " + std::to_string(fd) + ": tfd " + std::to_string(tfd) + " (inode " +
+                                 std::to_string(ino) + ")");
+    }
+  }
+  return stale;
 }
 
 void stop_cleanly(support::child& p) {
@@ -108,6 +141,23 @@ TEST_CASE("files: a master upgrade does not carry the log file's descriptor into
   CHECK(std::count_if(fds.begin(), fds.end(), [&](const auto& kv) { return kv.second == log.string(); }) == 1);
 
   stop_cleanly(p);
+}
+
+// A forked worker's copy of the master's loop (Asio's notify_fork) registers the loop's
+// descriptors in an epoll instance of the child's own; one the child then closes while the
+// master keeps it open (the channels' epoll, the metrics listener) stayed registered there
+// for the worker's life, and each later fork made the kernel walk all those copies.
+TEST_CASE("files: a worker's epoll instances hold no registration of a descriptor it closed", "[files][workers]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "3", "--name", name.value, "--metrics", "127.0.0.1:0"});
+  auto seg = attach(name, s.proc.pid());
+  const auto ready = wait_ready(seg, 3);
+  REQUIRE(ready.size() == 3);
+  for (const auto& [slot, pid] : ready) {
+    INFO("worker " << pid << " in slot " << slot);
+    CHECK(stale_epoll_registrations(pid) == std::vector<std::string>{});
+  }
+  stop_cleanly(s.proc);
 }
 
 // Not in the ASan+UBSan build: UBSan probes memory through a pipe before each vptr check,

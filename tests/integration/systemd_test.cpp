@@ -128,14 +128,19 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   REQUIRE(proc.wait_for(std::regex("listening on 127.0.0.1:" + std::to_string(port) + " \\(http\\)"), 10s));
   auto seg = attach(name, proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
+  // Both workers take connections, from their own sockets or the one. Asked until both
+  // answered (bounded): READY in the control block comes before the master has steered
+  // connections to the new slot's socket, and with one shared socket which worker wins an
+  // accept is up to the scheduler.
   std::set<std::string> served_by;
-  for (int i = 0; i < 40; ++i) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (int i = 0; i < 2000 && served_by.size() < 2 && std::chrono::steady_clock::now() < deadline; ++i) {
     auto r = support::http_get("127.0.0.1", port, "/");
     REQUIRE(r);
-    CHECK(r->status == 200);
+    REQUIRE(r->status == 200);
     served_by.insert(r->header("x-worker-pid"));
   }
-  CHECK(served_by.size() == 2);  // both workers take connections, from their own sockets or the one
+  CHECK(served_by.size() == 2);
   CHECK(proc.count_lines(std::regex("was not bound with SO_REUSEPORT")) == (reuse_port ? 0U : 1U));
   proc.signal(SIGTERM);
   auto status = proc.wait_exit(20s);

@@ -112,6 +112,7 @@ class worker_table {
   const detail::metric_registry* metrics_ = nullptr;
   /// An epoll instance with every worker's channel, itself watched by the loop.
   boost::asio::posix::stream_descriptor channels_;
+  bool waiting_ = false;  ///< a wait on channels_ is pending
 };
 
 }  // namespace systempp::master
