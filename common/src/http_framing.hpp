@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -31,13 +32,17 @@ using tcp = asio::ip::tcp;
 /// at once when a deadline comes earlier than the one it waits for (a drain).
 struct connection {
   using clock = asio::steady_timer::clock_type;
-  explicit connection(tcp::socket s) : socket(std::move(s)), watchdog(socket.get_executor()) {}
+  explicit connection(tcp::socket s) : socket(std::move(s)), watchdog(socket.get_executor()) {
+    boost::system::error_code ignored;
+    socket.non_blocking(true, ignored);  // send_response's first send must not block
+  }
   tcp::socket socket;
   asio::steady_timer watchdog;
   std::weak_ptr<connection> self;  ///< for the watchdog's handler, which may outlive it
   clock::time_point deadline = clock::time_point::max();
   clock::time_point armed = clock::time_point::max();  ///< what the watchdog waits for (max: nothing)
   bool idle = false;  ///< waiting for the first byte of the next request
+  std::string out;  ///< the response being written (send_response), its capacity kept
 };
 
 inline void watch(connection& c) {
