@@ -32,10 +32,7 @@ using tcp = asio::ip::tcp;
 /// at once when a deadline comes earlier than the one it waits for (a drain).
 struct connection {
   using clock = asio::steady_timer::clock_type;
-  explicit connection(tcp::socket s) : socket(std::move(s)), watchdog(socket.get_executor()) {
-    boost::system::error_code ignored;
-    socket.non_blocking(true, ignored);  // send_response's first send must not block
-  }
+  explicit connection(tcp::socket s) : socket(std::move(s)), watchdog(socket.get_executor()) {}
   tcp::socket socket;
   asio::steady_timer watchdog;
   std::weak_ptr<connection> self;  ///< for the watchdog's handler, which may outlive it

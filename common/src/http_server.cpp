@@ -3,6 +3,8 @@
 
 #include "systempp/http.hpp"
 
+#include <sys/socket.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -18,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -73,10 +76,13 @@ asio::awaitable<boost::system::error_code> send_response(framing::connection& c,
   out.append("\r\n");
   out.append(res.body());
   boost::system::error_code ec;
-  std::size_t sent = c.socket.write_some(asio::buffer(out), ec);  // the socket is non-blocking
-  if (ec == asio::error::would_block) {
-    ec = {};
-    sent = 0;
+  std::size_t sent = 0;
+  for (;;) {
+    const auto n = ::send(c.socket.native_handle(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) sent = static_cast<std::size_t>(n);
+    else if (errno == EINTR) continue;
+    else if (errno != EAGAIN && errno != EWOULDBLOCK) ec.assign(errno, boost::system::system_category());
+    break;
   }
   if (!ec && sent < out.size())
     std::tie(ec, std::ignore) = co_await asio::async_write(c.socket, asio::buffer(out.data() + sent, out.size() - sent), use_tuple);
