@@ -110,7 +110,10 @@ class echo_server {
     ctx_->dependency<connection_stats>(*this).opened++;
     const auto& cfg = ctx_->dependency<settings>(*this);
     std::string buffer;
-    while (!ctx_->draining()) {
+    // A connection taken once the drain began (--accept reuseport: it waited in this
+    // worker's own queue) gets the lines its client already sent answered, then closes.
+    const bool swept = ctx_->draining();
+    while (!ctx_->draining() || (swept && line_waiting(socket, buffer))) {
       auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n', use_tuple);
       if (ec) break;
       systempp::request_scope request(*ctx_);  // counted in the worker's record
@@ -126,6 +129,11 @@ class echo_server {
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     std::lock_guard lock(sockets_mutex_);
     sockets_.remove(owned);
+  }
+
+  static bool line_waiting(const tcp::socket& socket, const std::string& buffer) {
+    boost::system::error_code ignored;
+    return buffer.find('\n') != std::string::npos || socket.available(ignored) > 0;
   }
 
   systempp::context* ctx_ = nullptr;

@@ -66,6 +66,27 @@ kill -HUP "$pid"
 wait_log 'reload done' 10
 [ "$(echo_once again)" = "two: again" ] || { echo "reload did not take the new prefix" >&2; exit 1; }
 
+# --accept reuseport: lines sent to a slot whose worker is stopped wait in that slot's queue;
+# when a scale-down removes the slot, its worker answers them in its drain.
+worker1=$(grep -oE 'worker\[1\] pid [0-9]+ g2 ready' "$tmp/log" | head -1 | awk '{print $3}')
+kill -STOP "$worker1"
+clients=()
+for i in $(seq 1 10); do
+  (echo_once "line $i" > "$tmp/answer.$i") &
+  clients+=($!)
+done
+answered() { [ "$(grep -l . "$tmp"/answer.* 2>/dev/null | wc -l)" -ge 3 ]; }
+wait_for 10 "slot 0's share of the lines answered" answered
+"$tmp/build/echo_service" scale 1 --name "echo_$$" --timeout 20 > /dev/null 2>&1 &
+scaler=$!
+wait_log 'scale: 1 worker' 10
+kill -CONT "$worker1"
+wait "$scaler"
+wait "${clients[@]}"
+for i in $(seq 1 10); do
+  [ "$(cat "$tmp/answer.$i")" = "two: line $i" ] || { echo "line $i: got [$(cat "$tmp/answer.$i")]" >&2; cat "$tmp/log" >&2; exit 1; }
+done
+
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?
