@@ -148,6 +148,65 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   CHECK(support::child::exited_with(*status, 0));
 }
 
+TEST_CASE("systemd: a ReusePort socket of root's given to a pool running as another user is served as shared",
+          "[systemd][accept]") {
+  // systemd makes its sockets as root and starts the service as its User=: the kernel does
+  // not let that user's sockets join root's SO_REUSEPORT group, so the slots cannot have
+  // sockets of their own. One warning, then every worker accepts on the one socket.
+  if (::geteuid() != 0 || !std::filesystem::exists("/usr/bin/setpriv")) {
+    WARN("needs root and setpriv: skipped");
+    return;
+  }
+  pool_name name;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  const int one = 1;
+  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 128) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const auto port = ntohs(addr.sin_port);
+
+  support::spawn_options o;
+  o.argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:1"};
+  o.keep_fds = {fd};
+  o.listen = support::listen_env::systemd;  // setpriv execs the app: LISTEN_PID still matches
+  o.listen_fd_names = {"http"};
+  auto proc = support::child::spawn(o);
+  ::close(fd);
+  REQUIRE(proc.wait_for(std::regex("listening on 127.0.0.1:" + std::to_string(port) + " \\(http\\)"), 10s));
+  // The control block is nobody's, and a reader refuses a block another uid owns (that is
+  // the point of the check): the log is what this test can read.
+  REQUIRE(proc.wait_for(std::regex(R"(worker\[0\] pid \d+ g1 ready)"), 10s));
+  REQUIRE(proc.wait_for(std::regex(R"(worker\[1\] pid \d+ g1 ready)"), 10s));
+  std::set<std::string> served_by;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (int i = 0; i < 2000 && served_by.size() < 2 && std::chrono::steady_clock::now() < deadline; ++i) {
+    auto r = support::http_get("127.0.0.1", port, "/");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    served_by.insert(r->header("x-worker-pid"));
+  }
+  INFO(proc.output());
+  CHECK(served_by.size() == 2);
+  CHECK(proc.count_lines(std::regex("belongs to uid 0, not to this process's 65534")) == 1U);
+  // A reload keeps serving on it.
+  proc.signal(SIGHUP);
+  REQUIRE(proc.wait_for(std::regex("reload done in"), 20s));
+  const auto after = support::http_get("127.0.0.1", port, "/");
+  REQUIRE(after);
+  CHECK(after->status == 200);
+  proc.signal(SIGTERM);
+  auto status = proc.wait_exit(20s);
+  REQUIRE(status);
+  CHECK(support::child::exited_with(*status, 0));
+}
+
 TEST_CASE("systemd: with WATCHDOG_USEC the master pings WATCHDOG=1 at half the interval",
           "[systemd]") {
   pool_name name;
