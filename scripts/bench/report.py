@@ -970,16 +970,21 @@ def analysis(f3, f4, f5, f7):
         if sp_ka and ng_ka and sp_ka < ng_ka:
             out.append(
                 "**Keep-alive throughput: %.2fx nginx, target 1x.** Again CPU per request: %s µs for "
-                "systempp's pool, %s µs for nginx, %s µs for the same app in one process. With "
-                "`--accept reuseport` the 32 connections are spread over the 8 workers at random when they "
-                "connect and stay there, so some workers hold several and some none, and a worker that is "
-                "not running holds its connections still; `--accept exclusive` reaches %s requests/s and "
-                "`shared` %s, where the connections go to whichever worker is awake. What is left against "
-                "nginx is the HTTP stack (Beast's parser and serializer and header maps, a coroutine "
-                "resumption per operation) against nginx's hand-written C for `return 200`." %
+                "systempp's pool, %s µs for nginx, %s µs for the same app in one process, so the HTTP path "
+                "itself is level with nginx's. What the pool adds is where the connections are: with "
+                "`--accept reuseport` the 32 connections are spread over all 8 workers when they connect "
+                "(fairness %s above) and stay there, so 8 processes take turns on the one core wrk leaves, "
+                "each finding one or two ready connections per wake-up (%s wake-ups per request); "
+                "`--accept exclusive` reaches %s requests/s and `shared` %s, where the connections gather on "
+                "the workers that happen to be awake, as nginx's do (its wake-ups wake the most recent "
+                "sleeper). On this oversubscribed machine keep-alive throughput and fairness pull in "
+                "opposite directions; with a worker per core the spread costs nothing." %
                 (sp_ka / ng_ka, num(m("systempp-8/keepalive", "server_cpu_us_per_req")),
                  num(m("nginx-8/keepalive", "server_cpu_us_per_req")),
                  num(m("systempp-inline/keepalive", "server_cpu_us_per_req")),
+                num(statistics.median([r["fairness"] for r in f4["runs"]["systempp-8/keepalive"]
+                                        if r.get("fairness") is not None] or [float("nan")])),
+                 num(m("systempp-8/keepalive", "server_wakeups_per_req")),
                  "{:,.0f}".format(m("systempp-8-exclusive/keepalive", "rps") or 0),
                  "{:,.0f}".format(m("systempp-8-shared/keepalive", "rps") or 0)))
         pin = f4.get("pinned") or {}
