@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <algorithm>
 #include <sstream>
@@ -191,14 +192,38 @@ class ascii_guard {
   }
   // After a backslash in a """string""", toml++ asks whether the next character is
   // whitespace and, if it is, whether each after it is, across line ends: the first one that
-  // is not must be ASCII. True if it skipped any (then nothing was escaped).
+  // is not must not be one its table cannot answer for. True if it skipped any (then
+  // nothing was escaped).
   bool after_backslash() {
     const auto from = i_;
     while (i_ < t_.size() && (blank(t_[i_]) || t_[i_] == '\n')) next();
-    if (i_ < t_.size() && static_cast<unsigned char>(t_[i_]) >= 0x80)
+    if (i_ < t_.size() && static_cast<unsigned char>(t_[i_]) >= 0x80 && unanswerable(code_point()))
       fail("a non-ASCII character right after a backslash (and blanks) in a \"\"\"string\"\"\" "
            "(toml++ 3.3 cannot read it; put something else first)");
     return i_ != from;
+  }
+  // The UTF-8 code point at i_ (0 when malformed: toml++ refuses those bytes itself).
+  char32_t code_point() const {
+    const auto b = [&](std::size_t k) { return i_ + k < t_.size() ? static_cast<unsigned char>(t_[i_ + k]) : 0u; };
+    const unsigned c = b(0);
+    const int n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+    char32_t cp = n == 3 ? c & 0x07 : n == 2 ? c & 0x0F : c & 0x1F;
+    for (int k = 1; k <= n; ++k) {
+      if ((b(k) & 0xC0) != 0x80) return 0;
+      cp = (cp << 6) | (b(k) & 0x3F);
+    }
+    return n ? cp : 0;
+  }
+  // Whether toml++ 3.3's is_non_ascii_horizontal_whitespace reaches its unreachable branch
+  // for `c` (its table, bucket by bucket: the buckets its mask does not settle fall through
+  // to a switch that knows buckets 5 and 7 only).
+  static bool unanswerable(char32_t c) {
+    if (c <= 0xA0 || c >= 0xFEFF || c == 0x3000) return false;
+    const auto bucket = (static_cast<std::uint64_t>(c) - 0xA0) / 0x3FA;
+    if ((std::uint64_t{1} << bucket) & 0x7FFFFFFFFFFFF75EULL) return false;
+    if (bucket == 5) return c != 0x1680 && c != 0x180E;
+    if (bucket == 7) return !((c >= 0x2000 && c <= 0x200B) || (c >= 0x205F && c <= 0x2060) || c == 0x202F);
+    return true;
   }
 
   std::string_view t_;

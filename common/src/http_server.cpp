@@ -51,6 +51,8 @@ response reply(const request& req, status s, std::string body, std::string_view 
 
 namespace {
 
+constexpr std::size_t kept_response_capacity = 64 * 1024;
+
 // Writes `res` with one send when the socket takes it all (nearly always: a small response
 // into an empty send buffer), the rest asynchronously. Beast's serializer walked a five-part
 // buffer sequence on every send and completed through the loop's queue, about a tenth of the
@@ -86,6 +88,7 @@ asio::awaitable<boost::system::error_code> send_response(framing::connection& c,
   }
   if (!ec && sent < out.size())
     std::tie(ec, std::ignore) = co_await asio::async_write(c.socket, asio::buffer(out.data() + sent, out.size() - sent), use_tuple);
+  if (out.capacity() > kept_response_capacity) std::string().swap(out);  // one large body is not kept per connection
   co_return ec;
 }
 

@@ -111,9 +111,9 @@ class echo_server {
     const auto& cfg = ctx_->dependency<settings>(*this);
     std::string buffer;
     // A connection taken once the drain began (--accept reuseport: it waited in this
-    // worker's own queue) gets the lines its client already sent answered, then closes.
+    // worker's own queue) gets the whole lines its client already sent answered, then closes.
     const bool swept = ctx_->draining();
-    while (!ctx_->draining() || (swept && line_waiting(socket, buffer))) {
+    while (!ctx_->draining() || (swept && take_sent_line(socket, buffer))) {
       auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n', use_tuple);
       if (ec) break;
       systempp::request_scope request(*ctx_);  // counted in the worker's record
@@ -131,9 +131,16 @@ class echo_server {
     sockets_.remove(owned);
   }
 
-  static bool line_waiting(const tcp::socket& socket, const std::string& buffer) {
-    boost::system::error_code ignored;
-    return buffer.find('\n') != std::string::npos || socket.available(ignored) > 0;
+  /// Moves what the client already sent into `buffer` without waiting; true if a whole
+  /// line is there (then the read below completes at once).
+  static bool take_sent_line(tcp::socket& socket, std::string& buffer) {
+    boost::system::error_code ec;
+    if (const auto n = socket.available(ec); !ec && n > 0) {
+      const auto old = buffer.size();
+      buffer.resize(old + n);
+      buffer.resize(old + socket.read_some(asio::buffer(buffer.data() + old, n), ec));
+    }
+    return buffer.find('\n') != std::string::npos;
   }
 
   systempp::context* ctx_ = nullptr;

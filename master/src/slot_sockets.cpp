@@ -154,7 +154,7 @@ void slot_sockets::disable() noexcept {
   steered_.clear();
 }
 
-void slot_sockets::close_copies() const noexcept {
+void slot_sockets::close_copies() const {
   std::vector<int> fds;
   for (const auto& sockets : extra_)
     for (const auto& fd : sockets) fds.push_back(fd.get());

@@ -159,22 +159,36 @@ pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& dr
   const bool rearm = waiting_;
   const int channels = channels_.release();  // a pending wait ends with operation_aborted
   waiting_ = false;
-  const pid_t pid = sys_.fork(
-      [&] {
-        // The child keeps only its own channel and its own record.
-        drop_parent_state();
-        std::vector<int> theirs{channels, master_end.release()};
-        theirs.reserve(workers_.size() + 2);
-        for (auto& [p, w] : workers_) theirs.push_back(w.channel_fd());
-        close_all(theirs);
-      },
-      [&](const sigset_t& mask) {
-        r.pid.store(::getpid());
-        return body(a, r, std::move(worker_end), mask);
-      });
+  const auto rejoin = [&] {
+    channels_.assign(channels);
+    if (rearm) watch_channels();
+  };
+  pid_t pid = -1;
+  try {
+    pid = sys_.fork(
+        [&] {
+          // The child keeps only its own channel and its own record.
+          drop_parent_state();
+          std::vector<int> theirs{channels, master_end.release()};
+          theirs.reserve(workers_.size() + 2);
+          for (auto& [p, w] : workers_) theirs.push_back(w.channel_fd());
+          close_all(theirs);
+        },
+        [&](const sigset_t& mask) {
+          r.pid.store(::getpid());
+          return body(a, r, std::move(worker_end), mask);
+        });
+  } catch (...) {
+    rejoin();
+    throw;
+  }
   const int saved = errno;
-  channels_.assign(channels);
-  if (rearm) watch_channels();
+  try {
+    rejoin();
+  } catch (...) {
+    if (pid > 0) sys_.kill(pid, SIGKILL);  // no worker the master cannot hear; reaped as unknown
+    throw;
+  }
   errno = saved;
   if (pid < 0) return -errno;
   r.pid.store(pid);

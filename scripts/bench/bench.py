@@ -187,6 +187,7 @@ def scale_down_up(s):
 
 def kill_one(s):
     """SIGKILL the busiest worker: what it held is lost with it, whatever the server."""
+    s.pump()  # the workers respawned by an earlier event are candidates too
     victim = B.busiest(s.live_pids())
     held = B.connections_held(victim, s.port)
     r = s.respawn(victim=victim)
@@ -196,6 +197,7 @@ def kill_one(s):
 
 def stop_one(s):
     """SIGSTOP the busiest worker for 1 s: what its queued and open connections wait."""
+    s.pump()
     victim = B.busiest(s.live_pids())
     held = B.connections_held(victim, s.port)
     os.kill(victim, signal.SIGSTOP)

@@ -213,6 +213,8 @@ def connections_held(pid, port):
 
 def busiest(pids, seconds=0.3):
     """The pid that used the most CPU over the next `seconds`."""
+    if not pids:
+        raise BenchError("no live worker to choose from")
     a = {pid: cpu_sample(pid) for pid in pids}
     time.sleep(seconds)
     b = {pid: cpu_sample(pid) for pid in pids}

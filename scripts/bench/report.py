@@ -398,14 +398,15 @@ def render(results, meta_path, out_md):
         w("")
         events = f3.get("events") or {}
         if events:
+            half = "%d -> %d -> %d" % (f3["workers"], f3["workers"] // 2, f3["workers"])
             w("The same servers, one event per wrk run (1 s of load before it, 0.5 s after): **scale** "
-              "8 -> 4 -> 8 with `app scale` (systempp only), **kill** one worker with SIGKILL and wait for "
+              + half + " with `app scale` (systempp only), **kill** one worker with SIGKILL and wait for "
               "its replacement, **stop** one worker with SIGSTOP for 1 s under connection-close load (the "
               "known weakness of `SO_REUSEPORT`: the connections queued on the stopped worker's socket wait "
               "for it). Latency is wrk's over the whole run.")
             w("")
             rows = []
-            for ev, ev_name in (("scale", "scale 8 -> 4 -> 8"), ("kill", "SIGKILL a worker"), ("stop", "SIGSTOP a worker 1 s")):
+            for ev, ev_name in (("scale", "scale " + half), ("kill", "SIGKILL a worker"), ("stop", "SIGSTOP a worker 1 s")):
                 for mode in ("keepalive", "close"):
                     for k in servers3:
                         r = events.get("%s/%s/%s" % (k, mode, ev))
@@ -427,7 +428,8 @@ def render(results, meta_path, out_md):
             w("")
         for k in [x for x in servers3 if x.startswith("systempp")]:
             for mode, label in (("keepalive", "keep-alive"), ("close", "connection-close")):
-                for ev, what in (("reloads", "%d reloads" % f3["reloads"]), ("scale", "scale 8 -> 4 -> 8"),
+                half = "%d -> %d -> %d" % (f3["workers"], f3["workers"] // 2, f3["workers"])
+                for ev, what in (("reloads", "%d reloads" % f3["reloads"]), ("scale", "scale " + half),
                                  ("kill", "")):
                     r = f3["runs"].get("%s/%s" % (k, mode)) if ev == "reloads" else events.get("%s/%s/%s" % (k, mode, ev))
                     if not r:

@@ -55,7 +55,7 @@ wait_log 'worker\[1\] pid [0-9]+ g1 ready' 10
 echo_once() {
   exec 3<>"/dev/tcp/127.0.0.1/$port"
   printf '%s\n' "$1" >&3
-  IFS= read -r -t 5 line <&3
+  IFS= read -r -t "${2:-5}" line <&3
   exec 3>&-
   printf '%s' "$line"
 }
@@ -72,11 +72,19 @@ worker1=$(grep -oE 'worker\[1\] pid [0-9]+ g2 ready' "$tmp/log" | head -1 | awk 
 kill -STOP "$worker1"
 clients=()
 for i in $(seq 1 10); do
-  (echo_once "line $i" > "$tmp/answer.$i") &
+  (echo_once "line $i" 30 > "$tmp/answer.$i") &
   clients+=($!)
 done
-answered() { [ "$(grep -l . "$tmp"/answer.* 2>/dev/null | wc -l)" -ge 3 ]; }
-wait_for 10 "slot 0's share of the lines answered" answered
+# Every client answered (slot 0) or connected and waiting (queued on slot 1): /proc/net/tcp,
+# client side, established to the port.
+port_hex=$(printf ':%04X' "$port")
+settled() {
+  local answered connected
+  answered=$(grep -l . "$tmp"/answer.* 2>/dev/null | wc -l)
+  connected=$(awk -v p="$port_hex" '$4 == "01" && substr($3, length($3) - 4) == p' /proc/net/tcp | wc -l)
+  [ $((answered + connected)) -ge 10 ]
+}
+wait_for 10 "every line answered or queued" settled
 "$tmp/build/echo_service" scale 1 --name "echo_$$" --timeout 20 > /dev/null 2>&1 &
 scaler=$!
 wait_log 'scale: 1 worker' 10

@@ -275,6 +275,10 @@ TEST_CASE("non-ASCII outside strings and comments is refused before toml++ 3.3 r
     CHECK_THROWS_WITH(systempp::parse_config(text, "app.toml"),
                       Catch::StartsWith(std::string(where) + "a non-ASCII character right after a backslash"));
   }
+  // Characters toml++'s table answers for are read: CJK after a line-ending backslash.
+  CHECK(std::get<std::string>(systempp::parse_config("[demo]\ns = \"\"\"\\\n  \xe6\x97\xa5\"\"\"\n", "app.toml")
+                                  .find("demo", "s")
+                                  ->value) == "\xe6\x97\xa5");
   // A line that ends inside a string after a backslash still ends: the line count holds.
   CHECK_THROWS_WITH(systempp::parse_config("s = \"abc\\\n\xc3\xa9\n", "app.toml"),
                     "app.toml:2: a non-ASCII character outside a string or comment");

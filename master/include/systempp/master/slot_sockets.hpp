@@ -58,7 +58,7 @@ class slot_sockets {
   void disable() noexcept;
   /// In a forked child: closes its copies of every slot's socket (the worker keeps the
   /// duplicate for_slot made). The objects stay as they are; the child never destroys them.
-  void close_copies() const noexcept;
+  void close_copies() const;
 
  private:
   bool enabled_ = false;
