@@ -153,15 +153,9 @@ TEST_CASE("bad input: a --config path that is a directory exits 2 naming the fil
 
 TEST_CASE("bad input: an address in use exits 2 naming --bind", "[bad_input]") {
   pool_name name;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(fd, 8) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string port = std::to_string(ntohs(addr.sin_port));
+  const auto held = listen_on_loopback(false, 8);
+  const int fd = held.fd;
+  const std::string port = std::to_string(held.port);
   auto o = run_app({"--workers", "1", "--name", name.value, "--bind", "127.0.0.1:" + port});
   ::close(fd);
   INFO(o.output);

@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -283,6 +286,43 @@ inline void require_exit_0(support::child& p) {
   REQUIRE(status);
   INFO(support::child::describe(*status));
   CHECK(support::child::exited_with(*status, 0));
+}
+
+/// A listening TCP socket on 127.0.0.1 and a free port, made by the test (as systemd or
+/// another program would), SO_REUSEPORT if asked. The caller closes `fd`.
+struct loopback_socket {
+  int fd = -1;
+  std::uint16_t port = 0;
+};
+inline loopback_socket listen_on_loopback(bool reuse_port, int backlog = 128) {
+  loopback_socket s{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), 0};
+  REQUIRE(s.fd >= 0);
+  const int one = 1;
+  if (reuse_port) REQUIRE(::setsockopt(s.fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(s.fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(s.fd, backlog) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(s.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  s.port = ntohs(addr.sin_port);
+  return s;
+}
+
+/// The X-Worker-Pid of the workers that answer GET / on `port`, asked until `want` of them
+/// answered (at most 2000 requests and 10 s); every answer must be a 200. Which worker takes
+/// a connection is the kernel's choice, hence asking until, not a fixed count.
+inline std::set<std::string> answering_workers(std::uint16_t port, std::size_t want) {
+  std::set<std::string> pids;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (int i = 0; i < 2000 && pids.size() < want && std::chrono::steady_clock::now() < deadline; ++i) {
+    auto r = support::http_get("127.0.0.1", port, "/");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    pids.insert(r->header("x-worker-pid"));
+  }
+  return pids;
 }
 
 /// Keeps workers that abort from writing core files.

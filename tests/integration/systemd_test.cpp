@@ -104,18 +104,7 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   const bool reuse_port = GENERATE(true, false);
   INFO("ReusePort=" << (reuse_port ? "yes" : "no"));
   pool_name name;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const int one = 1;
-  if (reuse_port) REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(fd, 128) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const auto port = ntohs(addr.sin_port);
+  const auto [fd, port] = listen_on_loopback(reuse_port);
 
   support::spawn_options o;
   o.argv = {app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:1"};
@@ -128,19 +117,9 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   REQUIRE(proc.wait_for(std::regex("listening on 127.0.0.1:" + std::to_string(port) + " \\(http\\)"), 10s));
   auto seg = attach(name, proc.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
-  // Both workers take connections, from their own sockets or the one. Asked until both
-  // answered (bounded): READY in the control block comes before the master has steered
-  // connections to the new slot's socket, and with one shared socket which worker wins an
-  // accept is up to the scheduler.
-  std::set<std::string> served_by;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  for (int i = 0; i < 2000 && served_by.size() < 2 && std::chrono::steady_clock::now() < deadline; ++i) {
-    auto r = support::http_get("127.0.0.1", port, "/");
-    REQUIRE(r);
-    REQUIRE(r->status == 200);
-    served_by.insert(r->header("x-worker-pid"));
-  }
-  CHECK(served_by.size() == 2);
+  // Both workers take connections, from their own sockets or the one (READY in the control
+  // block comes before the master has steered connections to the new slot's socket).
+  CHECK(answering_workers(port, 2).size() == 2);
   CHECK(proc.count_lines(std::regex("was not bound with SO_REUSEPORT")) == (reuse_port ? 0U : 1U));
   proc.signal(SIGTERM);
   auto status = proc.wait_exit(20s);
@@ -158,18 +137,7 @@ TEST_CASE("systemd: a ReusePort socket of root's given to a pool running as anot
     return;
   }
   pool_name name;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  const int one = 1;
-  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(fd, 128) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const auto port = ntohs(addr.sin_port);
+  const auto [fd, port] = listen_on_loopback(true);
 
   support::spawn_options o;
   o.argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
@@ -184,16 +152,8 @@ TEST_CASE("systemd: a ReusePort socket of root's given to a pool running as anot
   // the point of the check): the log is what this test can read.
   REQUIRE(proc.wait_for(std::regex(R"(worker\[0\] pid \d+ g1 ready)"), 10s));
   REQUIRE(proc.wait_for(std::regex(R"(worker\[1\] pid \d+ g1 ready)"), 10s));
-  std::set<std::string> served_by;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  for (int i = 0; i < 2000 && served_by.size() < 2 && std::chrono::steady_clock::now() < deadline; ++i) {
-    auto r = support::http_get("127.0.0.1", port, "/");
-    REQUIRE(r);
-    REQUIRE(r->status == 200);
-    served_by.insert(r->header("x-worker-pid"));
-  }
   INFO(proc.output());
-  CHECK(served_by.size() == 2);
+  CHECK(answering_workers(port, 2).size() == 2);
   CHECK(proc.count_lines(std::regex("belongs to uid 0, not to this process's 65534")) == 1U);
   // A reload keeps serving on it.
   proc.signal(SIGHUP);
