@@ -141,11 +141,22 @@ class ascii_guard {
   // nothing was escaped).
   bool after_backslash() {
     const auto from = i_;
-    while (i_ < t_.size() && (blank(t_[i_]) || t_[i_] == '\n')) next();
-    if (i_ < t_.size() && static_cast<unsigned char>(t_[i_]) >= 0x80 && unanswerable(code_point()))
-      fail("a non-ASCII character right after a backslash (and blanks) in a \"\"\"string\"\"\" "
-           "(toml++ 3.3 cannot read it; put something else first)");
+    for (;;) {
+      while (i_ < t_.size() && (blank(t_[i_]) || t_[i_] == '\n')) next();
+      if (i_ >= t_.size() || static_cast<unsigned char>(t_[i_]) < 0x80) break;
+      const char32_t c = code_point();
+      if (unanswerable(c))
+        fail("a non-ASCII character right after a backslash (and blanks) in a \"\"\"string\"\"\" "
+             "(toml++ 3.3 cannot read it; put something else first)");
+      if (!unicode_space(c)) break;
+      i_ += c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;  // toml++ skips it too, and asks about the next
+    }
     return i_ != from;
+  }
+  // The non-ASCII characters toml++ 3.3 takes for horizontal whitespace.
+  static bool unicode_space(char32_t c) {
+    return c == 0xA0 || c == 0x1680 || c == 0x180E || (c >= 0x2000 && c <= 0x200B) || c == 0x202F ||
+           (c >= 0x205F && c <= 0x2060) || c == 0x3000 || c == 0xFEFF;
   }
   // The UTF-8 code point at i_ (0 when malformed: toml++ refuses those bytes itself).
   char32_t code_point() const {
