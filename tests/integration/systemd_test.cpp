@@ -91,9 +91,7 @@ TEST_CASE("systemd: READY=1 only once every worker is READY, RELOADING/READY aro
 
   s.proc.signal(SIGTERM);
   REQUIRE(sd.until("STOPPING=1"));
-  auto status = s.proc.wait_exit(20s);
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
+  require_exit_0(s.proc);
   std::filesystem::remove(cfg);
 }
 
@@ -122,9 +120,7 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   CHECK(answering_workers(port, 2).size() == 2);
   CHECK(proc.count_lines(std::regex("was not bound with SO_REUSEPORT")) == (reuse_port ? 0U : 1U));
   proc.signal(SIGTERM);
-  auto status = proc.wait_exit(20s);
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
+  require_exit_0(proc);
 }
 
 TEST_CASE("systemd: a ReusePort socket of root's given to a pool running as another user is served as shared",
@@ -162,9 +158,7 @@ TEST_CASE("systemd: a ReusePort socket of root's given to a pool running as anot
   REQUIRE(after);
   CHECK(after->status == 200);
   proc.signal(SIGTERM);
-  auto status = proc.wait_exit(20s);
-  REQUIRE(status);
-  CHECK(support::child::exited_with(*status, 0));
+  require_exit_0(proc);
 }
 
 TEST_CASE("systemd: with WATCHDOG_USEC the master pings WATCHDOG=1 at half the interval",
