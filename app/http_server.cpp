@@ -105,7 +105,7 @@ asio::awaitable<void> web::on_startup(systempp::context& ctx) {
 
 void web::routes(http::router& r) {
   const auto& values = ctx_->dependency<settings>(*this).values();
-  r.get("/", [&values](const request& req) { return reply(req, status::ok, values.message); });
+  r.fixed("/", status::ok, values.message);
   r.get("/sleep", [ctx = ctx_](const request& req) -> asio::awaitable<response> {
     const std::string_view target = req.target();
     const auto q = target.find('?');

@@ -3,7 +3,6 @@
 
 #include "systempp/http.hpp"
 
-#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -12,7 +11,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
@@ -20,7 +18,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -41,88 +38,31 @@ using tcp = asio::ip::tcp;
 using clock_type = std::chrono::steady_clock;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-response reply(const request& req, status s, std::string body, std::string_view content_type) {
-  response res{s, req.version() ? req.version() : 11};
-  res.set(bhttp::field::content_type, content_type);
-  res.body() = std::move(body);
-  res.prepare_payload();
-  return res;
-}
-
-namespace {
-
-constexpr std::size_t kept_response_capacity = 64 * 1024;
-
-// Writes `res` with one send when the socket takes it all (nearly always: a small response
-// into an empty send buffer), the rest asynchronously. Beast's serializer walked a five-part
-// buffer sequence on every send and completed through the loop's queue, about a tenth of the
-// CPU of a keep-alive request; a chunked response (a route that asked for one) still goes
-// through it. The header is the status line and the message's fields as they are, as Beast
-// writes them; `c.out` keeps its capacity from one response to the next.
-asio::awaitable<boost::system::error_code> send_response(framing::connection& c, const response& res) {
-  if (res.chunked()) {
-    auto [ec, n] = co_await bhttp::async_write(c.socket, res, use_tuple);
-    co_return ec;
-  }
-  std::string& out = c.out;
-  out.clear();
-  fmt::format_to(std::back_inserter(out), "HTTP/{}.{} {} ", res.version() / 10, res.version() % 10, res.result_int());
-  out.append(res.reason());
-  out.append("\r\n");
-  for (const auto& f : res) {
-    out.append(f.name_string());
-    out.append(": ");
-    out.append(f.value());
-    out.append("\r\n");
-  }
-  out.append("\r\n");
-  out.append(res.body());
-  boost::system::error_code ec;
-  std::size_t sent = 0;
-  for (;;) {
-    const auto n = ::send(c.socket.native_handle(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0) sent = static_cast<std::size_t>(n);
-    else if (errno == EINTR) continue;
-    else if (errno != EAGAIN && errno != EWOULDBLOCK) ec.assign(errno, boost::system::system_category());
-    break;
-  }
-  if (!ec && sent < out.size())
-    std::tie(ec, std::ignore) = co_await asio::async_write(c.socket, asio::buffer(out.data() + sent, out.size() - sent), use_tuple);
-  if (out.capacity() > kept_response_capacity) std::string().swap(out);  // one large body is not kept per connection
-  co_return ec;
-}
-
-bool matches(std::string_view route, std::string_view path) {
-  if (route.ends_with("/*")) return path.starts_with(route.substr(0, route.size() - 1));
-  return route == path;
-}
-
-}  // namespace
-
-router::match router::find(verb method, std::string_view path) const {
-  match m;
-  std::vector<verb> methods;
-  const handler* get = nullptr;
-  for (const auto& r : routes_) {
-    if (!matches(r.path, path)) continue;
-    if (r.method == method && !m.found) m.found = &r.fn;
-    if (r.method == verb::get && !get) get = &r.fn;
-    if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
-  }
-  if (!m.found && method == verb::head) m.found = get;  // HEAD is GET without the body
-  if (get && std::find(methods.begin(), methods.end(), verb::head) == methods.end()) methods.push_back(verb::head);
-  for (verb v : methods) m.allow += (m.allow.empty() ? "" : ", ") + std::string(bhttp::to_string(v));
-  return m;
-}
-
+using framing::append_header;
 using framing::connection;
 using framing::refusal;
+using framing::send_bytes;
+using framing::send_response;
 
 namespace detail {
 
 namespace {
 constexpr std::size_t read_chunk = 4096;  // what a wait for the next request reads at most
+
+// A fixed route's response, written out once per HTTP version (1.0, 1.1) and keep-alive
+// choice, as the dynamic path would write it. HEAD sends the header part.
+struct prepared_reply {
+  struct variant {
+    std::string bytes;
+    std::size_t header_size = 0;
+  };
+  variant variants[4];  ///< [2 * (version == 1.1) + keep-alive]
+  unsigned code = 0;
+  std::size_t body_size = 0;
+};
+using prepared_replies = std::vector<prepared_reply>;
 }  // namespace
+
 
 class server_core {
  public:
@@ -142,11 +82,12 @@ class server_core {
   void take(tcp::socket socket);
   asio::awaitable<void> serve(std::shared_ptr<connection> owned);
   asio::awaitable<bool> wait_for_request(connection& c, beast::flat_buffer& buffer);
-  asio::awaitable<response> handle(const request& req);
+  asio::awaitable<response> handle(const request& req, const router::match& m);
+  void prepare_fixed_replies();
   std::optional<response> read_error_response(boost::system::error_code ec, const request& req);
   response health(const request& req);
   response finish_response(response res);
-  void count(const request& req, const response& res, clock_type::duration took);
+  void count(const request& req, unsigned code, std::size_t body_size, clock_type::duration took);
   asio::awaitable<void> close(connection& c, bool linger);
   bool no_connections() {
     std::lock_guard lock(connections_mutex_);
@@ -167,6 +108,8 @@ class server_core {
   asio::any_io_executor runtime_;  ///< ctx_->executor(), kept: a connection may end after the context
   server_settings settings_;
   router router_;
+  /// Indexed like router_.fixed_replies(); a connection holds the set it began with.
+  std::shared_ptr<const prepared_replies> prepared_;
   std::list<connection_acceptor> acceptors_;  ///< the runtime's strand only
   /// Every open connection. Each runs on its own strand (--threads), hence the lock; the
   /// drain reaches a connection by posting to its strand.
@@ -182,6 +125,7 @@ asio::awaitable<void> server_core::start(context& ctx, const server_settings& s,
   runtime_ = ctx.executor();
   settings_ = s;
   router_ = std::move(r);
+  prepare_fixed_replies();
   draining_ = false;
   all_closed_.emplace(ctx.executor());
   acceptors_.clear();
@@ -223,6 +167,25 @@ void server_core::stop_accepting() {
     });
 }
 
+void server_core::prepare_fixed_replies() {
+  auto all = std::make_shared<prepared_replies>();
+  for (const auto& f : router_.fixed_replies()) {
+    prepared_reply& p = all->emplace_back();
+    p.code = static_cast<unsigned>(f.code);
+    p.body_size = f.body.size();
+    for (int i = 0; i < 4; ++i) {
+      request req;
+      req.version(i >= 2 ? 11 : 10);
+      response res = finish_response(reply(req, f.code, f.body, f.content_type));
+      res.keep_alive(i % 2 == 1);
+      append_header(p.variants[i].bytes, res);
+      p.variants[i].header_size = p.variants[i].bytes.size();
+      p.variants[i].bytes.append(res.body());
+    }
+  }
+  prepared_ = std::move(all);
+}
+
 asio::awaitable<void> server_core::finish() {
   while (!no_connections()) {
     all_closed_->expires_at(clock_type::time_point::max());
@@ -261,6 +224,7 @@ asio::awaitable<void> server_core::serve(std::shared_ptr<connection> owned) {
 
   beast::flat_buffer buffer;
   bool linger = false;
+  const auto prepared = prepared_;  // alive while a write of its bytes may be under way
   for (;;) {
     if (buffer.size() == 0 && !co_await wait_for_request(c, buffer)) break;
 
@@ -293,14 +257,28 @@ asio::awaitable<void> server_core::serve(std::shared_ptr<connection> owned) {
     const request& req = parser.get();
     const auto began = clock_type::now();
     request_scope counted(*ctx_);  // in flight until the response is written
-    response res = finish_response(co_await handle(req));
-    if (res.result_int() >= 500) counted.fail();
-    const bool keep = req.keep_alive() && !draining_.load();
-    res.keep_alive(keep);
-    if (req.method() == verb::head) res.body().clear();  // Content-Length stays
-    framing::set_deadline(c, clock_type::now() + settings_.request_timeout);
-    const auto wec = co_await send_response(c, res);
-    count(req, res, clock_type::now() - began);
+    const std::string_view target = req.target();
+    const auto m = router_.find(req.method(), target.substr(0, target.find('?')));
+    const bool head = req.method() == verb::head;
+    bool keep = req.keep_alive() && !draining_.load();
+    boost::system::error_code wec;
+    if (m.fixed >= 0 && (req.version() == 10 || req.version() == 11)) {
+      const prepared_reply& p = (*prepared)[static_cast<std::size_t>(m.fixed)];
+      const auto& v = p.variants[2 * (req.version() == 11) + keep];
+      framing::set_deadline(c, began + settings_.request_timeout);
+      wec = co_await send_bytes(c.socket, head ? std::string_view(v.bytes).substr(0, v.header_size) : v.bytes);
+      if (p.code >= 500) counted.fail();
+      count(req, p.code, head ? 0 : p.body_size, clock_type::now() - began);
+    } else {
+      response res = finish_response(co_await handle(req, m));
+      if (res.result_int() >= 500) counted.fail();
+      keep = keep && !draining_.load();  // a drain that began while the handler ran
+      res.keep_alive(keep);
+      if (head) res.body().clear();  // Content-Length stays
+      framing::set_deadline(c, clock_type::now() + settings_.request_timeout);
+      wec = co_await send_response(c, res);
+      count(req, res.result_int(), res.body().size(), clock_type::now() - began);
+    }
     if (wec || !keep) break;
   }
   boost::system::error_code ignored;
@@ -344,10 +322,9 @@ response server_core::health(const request& req) {
                    : reply(req, status::service_unavailable, fmt::format("unhealthy: {}: {}\n", h.unit, h.reason));
 }
 
-asio::awaitable<response> server_core::handle(const request& req) {
+asio::awaitable<response> server_core::handle(const request& req, const router::match& m) {
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
-  const auto m = router_.find(req.method(), path);
   if (!m.found) {
     // Built in, unless a GET route took the path (it would have been found).
     if (path == "/healthz" && (req.method() == verb::get || req.method() == verb::head)) co_return health(req);
@@ -370,15 +347,14 @@ response server_core::finish_response(response res) {
   return res;
 }
 
-void server_core::count(const request& req, const response& res, clock_type::duration took) {
-  const auto code = res.result_int();
+void server_core::count(const request& req, unsigned code, std::size_t body_size, clock_type::duration took) {
   responses[std::clamp(static_cast<int>(code / 100) - 2, 0, 3)].inc();
   const double seconds = std::chrono::duration<double>(took).count();
   latency.observe(seconds);
   if (settings_.access_log)
     ctx_->log().info("\"{} {} HTTP/{}.{}\" {} {} {:.3f} ms", std::string_view(req.method_string()),
                      std::string_view(req.target()), req.version() / 10, req.version() % 10, code,
-                     res.body().size(), seconds * 1000);
+                     body_size, seconds * 1000);
 }
 
 std::shared_ptr<server_core> make_server_core() { return std::make_shared<server_core>(); }

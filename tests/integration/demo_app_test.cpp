@@ -277,6 +277,69 @@ TEST_CASE("demo: pipelined requests are answered in request order", "[demo][http
   require_clean_exit(p.svc);
 }
 
+// The header lines of the first response in `raw` (status line excluded), in order.
+std::vector<std::string> header_lines(const std::string& raw) {
+  std::vector<std::string> out;
+  std::istringstream in(raw.substr(0, raw.find("\r\n\r\n")));
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) out.push_back(line.substr(0, line.find('\r')));
+  return out;
+}
+
+// Without the values that differ from one route to the other.
+std::vector<std::string> header_names(const std::string& raw) {
+  auto lines = header_lines(raw);
+  for (auto& l : lines) l = l.substr(0, l.find(':'));
+  return lines;
+}
+
+TEST_CASE("demo: the fixed route / answers 1.0 and 1.1, keep-alive or close, GET and HEAD as a handler would",
+          "[demo][http][fixed]") {
+  pool_name name;
+  auto p = start_pool(name, 1);
+  const auto port = p.svc.port;
+
+  // The same header fields as a route with a handler (/sleep, through the decorator too).
+  const auto fixed = send_raw(port, get_request("/", "close"));
+  const auto handled = send_raw(port, get_request("/sleep?ms=0", "close"));
+  INFO(fixed.raw << "\n---\n" << handled.raw);
+  REQUIRE(fixed.responses.size() == 1);
+  CHECK(fixed.raw.starts_with("HTTP/1.1 200 OK\r\n"));
+  CHECK(fixed.responses[0].body == "hello");
+  CHECK(fixed.closed_by_server);
+  CHECK(header_names(fixed.raw) == header_names(handled.raw));
+  CHECK(fixed.responses[0].header("connection") == "close");
+
+  // HTTP/1.0: closed unless asked to keep the connection, then said so in the response.
+  const auto old = send_raw(port, "GET / HTTP/1.0\r\n\r\n");
+  INFO(old.raw);
+  REQUIRE(old.responses.size() == 1);
+  CHECK(old.raw.starts_with("HTTP/1.0 200 OK\r\n"));
+  CHECK(old.responses[0].header("connection").empty());
+  CHECK(old.closed_by_server);
+  const auto old_kept = send_raw(port, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n");
+  INFO(old_kept.raw);
+  REQUIRE(old_kept.responses.size() == 2);
+  CHECK(old_kept.responses[0].header("connection") == "keep-alive");
+  CHECK(old_kept.responses[1].body == "ok\n");
+  CHECK(old_kept.closed_by_server);
+
+  // HEAD: GET's header, Content-Length included, and no body: the next response follows at once.
+  const auto head = send_raw(port, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + get_request("/", "close"));
+  INFO(head.raw);
+  const auto second = head.raw.find("HTTP/1.1", 1);
+  REQUIRE(second != std::string::npos);
+  CHECK(head.raw.substr(second - 4, 4) == "\r\n\r\n");
+  auto head_lines = header_lines(head.raw);
+  auto get_lines = header_lines(head.raw.substr(second));
+  CHECK(std::find(head_lines.begin(), head_lines.end(), "Content-Length: 5") != head_lines.end());
+  std::erase(get_lines, "Connection: close");
+  CHECK(head_lines == get_lines);
+  CHECK(head.raw.ends_with("\r\n\r\nhello"));
+  require_clean_exit(p.svc);
+}
+
 TEST_CASE("demo: a malformed request gets 400 and a closed connection while others are served",
           "[demo][http][bad_input]") {
   pool_name name;

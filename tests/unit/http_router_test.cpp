@@ -2,6 +2,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
 #include <systempp/http.hpp>
 
 namespace http = systempp::http;
@@ -34,4 +37,27 @@ TEST_CASE("a path no route serves has no Allow (404); a known path lists its met
   http::router only_post;
   only_post.post("/jobs", ok);
   CHECK(only_post.find(http::verb::get, "/jobs").allow == "POST");
+}
+
+TEST_CASE("a fixed route is found as a GET route with its index; its handler answers the same", "[http]") {
+  http::router r;
+  r.get("/a", ok).fixed("/", http::status::ok, "hi\n").fixed("/teapot", http::status::accepted, "no\n", "text/x");
+  CHECK(r.find(http::verb::get, "/a").fixed == -1);
+  CHECK(r.find(http::verb::get, "/").fixed == 0);
+  CHECK(r.find(http::verb::head, "/teapot").fixed == 1);
+  CHECK(r.find(http::verb::post, "/").allow == "GET, HEAD");
+  REQUIRE(r.fixed_replies().size() == 2);
+  CHECK(r.fixed_replies()[1].content_type == "text/x");
+  // A caller that runs the handler (an HTTP version the prepared bytes do not cover) gets
+  // the same answer.
+  const auto* h = r.find(http::verb::get, "/teapot").found;
+  REQUIRE(h);
+  boost::asio::io_context io;
+  http::response res;
+  boost::asio::co_spawn(io, (*h)(http::request{http::verb::get, "/teapot", 11}),
+                        [&](std::exception_ptr, http::response r) { res = std::move(r); });
+  io.run();
+  CHECK(res.result() == http::status::accepted);
+  CHECK(res.body() == "no\n");
+  CHECK(res[boost::beast::http::field::content_type] == "text/x");
 }

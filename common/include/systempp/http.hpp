@@ -79,7 +79,13 @@ class router {
   router& del(std::string path, F fn) {
     return on(verb::delete_, std::move(path), std::move(fn));
   }
-  /// Runs on every response before it is written (headers a service sets everywhere).
+  /// A GET route (HEAD too) whose response never changes: its status, body and
+  /// Content-Type are given here. The server prepares the response's bytes when it starts
+  /// (the decorator runs then, once per HTTP version and keep-alive choice) and answers
+  /// each request with one send of them: no handler call, no response built per request.
+  router& fixed(std::string path, status s, std::string body, std::string_view content_type = "text/plain");
+  /// Runs on every response before it is written (headers a service sets everywhere); for
+  /// a fixed route, once when the server starts.
   router& decorate(std::function<void(response&)> fn) {
     decorate_ = std::move(fn);
     return *this;
@@ -89,16 +95,26 @@ class router {
   /// empty, 405 with them in `Allow` otherwise). HEAD finds the GET route. Any thread.
   struct match {
     const handler* found = nullptr;
+    int fixed = -1;     ///< a fixed route's index in fixed_replies(), or -1
     std::string allow;  ///< "GET, HEAD, PUT"
   };
   match find(verb method, std::string_view path) const;
   const std::function<void(response&)>& decorator() const noexcept { return decorate_; }
+
+  /// What fixed() was given, in its order.
+  struct fixed_reply {
+    status code;
+    std::string body;
+    std::string content_type;
+  };
+  const std::vector<fixed_reply>& fixed_replies() const noexcept { return fixed_; }
 
  private:
   struct route {
     verb method;
     std::string path;
     handler fn;
+    int fixed = -1;
   };
 
   template <class F>
@@ -116,6 +132,7 @@ class router {
   }
 
   std::vector<route> routes_;
+  std::vector<fixed_reply> fixed_;
   std::function<void(response&)> decorate_;
 };
 
