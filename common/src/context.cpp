@@ -153,6 +153,23 @@ const listener& context::listener_named(std::string_view name) const {
   throw std::out_of_range("no listener named '" + std::string(name) + "'");
 }
 
+std::uint64_t context::set_connection_taker(const std::string& listener, connection_taker t) {
+  takers_[listener] = {++next_taker_, std::move(t)};
+  return next_taker_;
+}
+
+void context::drop_connection_taker(const std::string& listener, std::uint64_t token) noexcept {
+  if (auto it = takers_.find(listener); it != takers_.end() && it->second.first == token) takers_.erase(it);
+}
+
+bool context::take_connection(const std::string& listener, unique_fd fd) {
+  auto it = takers_.find(listener);
+  if (it == takers_.end()) return false;
+  auto take = it->second.second;  // it may replace itself
+  take(std::move(fd));
+  return true;
+}
+
 void* context::find_unit(std::type_index type) const {
   for (const auto& u : units_)
     if (u.type == type) return u.object;

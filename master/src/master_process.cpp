@@ -128,6 +128,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
     guarded("a worker's message", [&] { sup_->message(pid, byte, text); });
   });
   table_->set_metrics(&units_.metrics);
+  handover_.emplace(*table_, pool_.slots, pool_.listeners, *log_);
   supervisor_hooks hooks;
   hooks.finished = [this] { finish(); };
   hooks.reload_done = [this](const reload_done_action& done) {
@@ -255,13 +256,18 @@ void master_process::start_watchdog() {
 
 // --accept reuseport: new connections go to the serving slots whose worker is READY and
 // beat lately (a stopped or wedged one is left alone before the heartbeat timeout kills
-// it); while none is, the steering stays as it was.
+// it); while none is, the steering stays as it was. What the other slots' queues hold is
+// handed to those workers (connection_handover).
 void master_process::steer_connections() {
-  if (!pool_.slots.enabled() || pool_.listeners.empty() || sup_->policy().stopping()) return;
-  const auto slots = sup_->steerable(late_beat);
-  if (slots.empty()) return;
+  if (!pool_.slots.enabled() || pool_.listeners.empty()) return;
+  if (sup_->policy().stopping()) return handover_->stop();
+  const auto serving = sup_->steerable(late_beat);
+  if (serving.empty()) return;
+  std::vector<int> slots;
+  for (const auto& s : serving) slots.push_back(s.slot);
   try {
     pool_.slots.steer(pool_.listeners, slots);
+    handover_->update(serving);
   } catch (const std::exception& e) {
     log_->error("--accept reuseport: steering to {} slot(s): {}", slots.size(), e.what());
   }

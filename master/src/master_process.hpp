@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "systempp/lifecycle.hpp"
+#include "systempp/master/connection_handover.hpp"
 #include "systempp/master/master_process.hpp"
 #include "systempp/master/metrics_server.hpp"
 #include "systempp/master/pool_setup.hpp"
@@ -66,6 +67,7 @@ class master_process {
   pool_setup pool_;
   std::optional<context> ctx_;
   std::optional<worker_table> table_;
+  std::optional<connection_handover> handover_;  ///< --accept reuseport; before table_ goes
   std::optional<supervisor> sup_;
   std::optional<reload_report> report_;
   std::string reload_why_;  ///< the unit's request behind the reload in progress, if any

@@ -126,7 +126,7 @@ void supervisor::tick() {
   execute(policy_.tick(now_ms(), [this](const proc& p) { return last_beat(p); }));
 }
 
-std::vector<int> supervisor::steerable(ms late) {
+std::vector<serving_process> supervisor::steerable(ms late) {
   return policy_.steerable(now_ms(), late, [this](const proc& p) { return last_beat(p); });
 }
 

@@ -6,6 +6,7 @@
 #include "systempp/master/app_metrics.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -28,6 +29,12 @@
 namespace systempp::master {
 
 namespace asio = boost::asio;
+
+namespace {
+// In the channels' epoll, a channel's data is its worker's pid; a watched socket's is its
+// fd with this bit.
+constexpr std::uint64_t watched_tag = std::uint64_t{1} << 63;
+}  // namespace
 
 // A worker's channel is not an Asio object: the master's loop watches one epoll instance
 // that holds every channel (worker_table::channels_), so the loop has a handful of
@@ -214,10 +221,65 @@ void worker_table::watch_channels() {
     epoll_event events[64];
     for (int n = 64; n == 64;) {
       n = ::epoll_wait(channels_.native_handle(), events, 64, 0);
-      for (int i = 0; i < n; ++i) read_channel(static_cast<pid_t>(events[i].data.u64));
+      for (int i = 0; i < n; ++i) {
+        const std::uint64_t tag = events[i].data.u64;
+        if (!(tag & watched_tag)) {
+          read_channel(static_cast<pid_t>(tag));
+        } else if (auto it = watched_.find(static_cast<int>(tag & ~watched_tag)); it != watched_.end()) {
+          auto readable = it->second;  // it may unwatch itself
+          readable();
+        }
+      }
     }
     watch_channels();
   });
+}
+
+void worker_table::watch(int fd, std::function<void()> readable) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = watched_tag | static_cast<std::uint64_t>(fd);
+  const bool known = watched_.count(fd) != 0;
+  if (::epoll_ctl(channels_.native_handle(), known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0)
+    throw std::system_error(errno, std::generic_category(), "epoll_ctl (a watched socket)");
+  watched_[fd] = std::move(readable);
+}
+
+void worker_table::unwatch(int fd) noexcept {
+  if (watched_.erase(fd)) ::epoll_ctl(channels_.native_handle(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+bool worker_table::send_with_fd(pid_t pid, std::string_view bytes, int fd) {
+  auto it = workers_.find(pid);
+  if (it == workers_.end() || it->second.channel_fd() < 0 || bytes.empty()) return false;
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  const int channel = it->second.channel_fd();
+  ssize_t n;
+  do n = ::sendmsg(channel, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  // The socket went with the first byte: the rest of the message must follow, or the
+  // worker's reader would take the next message for its end. A channel this full is rare;
+  // wait for room a little.
+  for (auto sent = static_cast<std::size_t>(n); sent < bytes.size();) {
+    pollfd p{channel, POLLOUT, 0};
+    if (::poll(&p, 1, 100) <= 0) return false;
+    n = ::send(channel, bytes.data() + sent, bytes.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) sent += static_cast<std::size_t>(n);
+    else if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+  }
+  return true;
 }
 
 void worker_table::read_channel(pid_t pid) {

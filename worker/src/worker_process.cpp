@@ -11,12 +11,15 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <csignal>
 
 #include "systempp/log.hpp"
@@ -184,10 +187,9 @@ asio::awaitable<void> worker_process::serve() {
 
 asio::awaitable<void> worker_process::read_master() {
   for (;;) {
-    char byte = 0;
-    auto [ec, n] = co_await channel_.async_read_some(asio::buffer(&byte, 1), use_tuple);
+    auto [ec, byte] = co_await next_message();
     if (ec == asio::error::operation_aborted) co_return;  // a signal came first
-    if (ec || n == 0) {
+    if (ec) {
       ctx_.log().warn("the master is gone: draining");
       co_return;
     }
@@ -233,11 +235,63 @@ asio::awaitable<void> worker_process::exit_on_fast_stop_signal() {
 
 asio::awaitable<void> worker_process::exit_on_fast_stop_message() {
   for (;;) {
-    char byte = 0;
-    auto [ec, n] = co_await channel_.async_read_some(asio::buffer(&byte, 1), use_tuple);
-    if (ec || n == 0) co_return;
+    auto [ec, byte] = co_await next_message();
+    if (ec) co_return;
     if (byte == msg_quit) ::_exit(0);
   }
+}
+
+// The next byte from the master. A connection it hands over (msg_connection with the
+// socket attached, then its listener's name and '\n') is passed on here, also while the
+// worker drains: it was accepted, so it is answered. An error at EOF (the master is gone)
+// or when the wait is cancelled.
+asio::awaitable<std::pair<boost::system::error_code, char>> worker_process::next_message() {
+  for (;;) {
+    while (!inbox_.empty()) {
+      if (inbox_[0] != msg_connection) {
+        const char byte = inbox_[0];
+        inbox_.erase(0, 1);
+        co_return std::pair{boost::system::error_code{}, byte};
+      }
+      const auto end = inbox_.find('\n');
+      if (end == std::string::npos) break;  // its name is still coming
+      std::string listener = inbox_.substr(1, end - 1);
+      inbox_.erase(0, end + 1);
+      hand_over(std::move(listener));
+    }
+    auto [ec] = co_await channel_.async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
+    if (ec) co_return std::pair{ec, char{0}};
+    char bytes[512];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+    iovec iov{bytes, sizeof bytes};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const auto n = ::recvmsg(channel_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n == 0) co_return std::pair{boost::system::error_code(asio::error::eof), char{0}};
+    if (n < 0) co_return std::pair{boost::system::error_code(errno, boost::system::system_category()), char{0}};
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+        for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
+          int fd;
+          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+          handed_.emplace_back(fd);
+        }
+    inbox_.append(bytes, static_cast<std::size_t>(n));
+  }
+}
+
+// On the runtime's strand, where the acceptors register.
+void worker_process::hand_over(std::string listener) {
+  if (handed_.empty()) return;  // a message without its socket: nothing to serve
+  asio::post(ctx_.executor(), [this, listener = std::move(listener), fd = std::move(handed_.front())]() mutable {
+    if (!ctx_.take_connection(listener, std::move(fd)))
+      ctx_.log().warn("a connection handed over for listener {} found no acceptor here: closed", listener);
+  });
+  handed_.pop_front();
 }
 
 int worker_process::publish_exit(const cycle_result& result) {

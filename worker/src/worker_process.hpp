@@ -11,7 +11,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "systempp/context.hpp"
@@ -64,6 +67,8 @@ class worker_process {
   void report_ready();
   boost::asio::awaitable<void> serve();
   boost::asio::awaitable<void> read_master();
+  boost::asio::awaitable<std::pair<boost::system::error_code, char>> next_message();
+  void hand_over(std::string listener);
   boost::asio::awaitable<void> read_signals();
   void begin_drain();
   boost::asio::awaitable<void> exit_on_fast_stop_signal();
@@ -85,6 +90,8 @@ class worker_process {
   std::uint64_t request_limit_;  ///< 0: --max-requests is off
   bool recycle_asked_ = false;
   bool fast_ = false;  ///< serve ended with a fast stop (SIGQUIT or the master's QUIT)
+  std::string inbox_;             ///< bytes read from the channel, not yet taken
+  std::deque<unique_fd> handed_;  ///< sockets that came with them, in order
 };
 
 }  // namespace systempp::worker

@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <string>
 #include <system_error>
 #include <tuple>
 #include <utility>
@@ -73,8 +75,20 @@ class connection_acceptor {
         family_(l.family),
         threads_(ctx.opts().threads),
         io_(ctx.io()),
+        ctx_(ctx),
+        name_(l.name),
         acceptor_(ctx.io()),
         signal_(std::make_shared<readiness>(ctx.executor())) {
+    // What the master hands over (a queue nobody else serves) comes out of accept() first.
+    signal_->acceptor = &acceptor_;
+    taker_ = ctx.set_connection_taker(name_, [signal = std::weak_ptr<readiness>(signal_)](unique_fd fd) {
+      auto s = signal.lock();
+      if (!s) return;
+      s->handed.push_back(std::move(fd));
+      s->wake.cancel();
+      boost::system::error_code ignored;
+      if (s->acceptor) s->acceptor->cancel(ignored);  // a pending accept ends; accept() looks again
+    });
     if (strategy_ != accept_strategy::exclusive) {
       acceptor_ = make_acceptor(ctx.io(), l);
       return;
@@ -92,7 +106,10 @@ class connection_acceptor {
       });
     });
   }
-  ~connection_acceptor() { close(); }
+  ~connection_acceptor() {
+    close();
+    ctx_.drop_connection_taker(name_, taker_);
+  }
   connection_acceptor(const connection_acceptor&) = delete;
   connection_acceptor& operator=(const connection_acceptor&) = delete;
 
@@ -103,9 +120,15 @@ class connection_acceptor {
     namespace asio = boost::asio;
     const asio::any_io_executor strand = connection_executor();
     for (;;) {
+      if (!signal_->handed.empty()) {
+        unique_fd fd = std::move(signal_->handed.front());
+        signal_->handed.pop_front();
+        co_return adopt(std::move(fd), strand);
+      }
       if (!is_open()) co_return std::tuple{boost::system::error_code(asio::error::operation_aborted), tcp::socket(strand)};
       if (strategy_ != accept_strategy::exclusive) {
         auto [ec, s] = co_await acceptor_.async_accept(strand, asio::as_tuple(asio::use_awaitable));
+        if (ec == asio::error::operation_aborted && is_open()) continue;  // woken for a handed-over one
         co_return std::tuple{ec, std::move(s)};
       }
       boost::system::error_code ec;
@@ -119,7 +142,7 @@ class connection_acceptor {
         co_return std::tuple{boost::system::error_code(errno, boost::system::system_category()), std::move(s)};
       // Nothing left: the waiter may wait again (once per hand-over), and so does the loop.
       if (std::exchange(handed_, false)) waiter_->resume();
-      while (!signal_->ready && is_open()) {
+      while (!signal_->ready && is_open() && signal_->handed.empty()) {
         signal_->wake.expires_at(asio::steady_timer::time_point::max());
         co_await signal_->wake.async_wait(asio::as_tuple(asio::use_awaitable));
       }
@@ -127,13 +150,14 @@ class connection_acceptor {
     }
   }
 
-  /// Stops accepting. With reuseport it first hands `take` (a callable taking a
+  /// Stops accepting. With reuseport it first hands `take` (a copyable callable taking a
   /// tcp::socket) every connection waiting in this slot's queue: the worker is draining or
   /// being replaced, and when a scale-down removed its slot, nobody else would take them.
-  /// Call it where new connections are still served (pre_shutdown), and have `take` do
-  /// what accept_loop's on_connection does.
+  /// Connections the master handed over, before and until this acceptor is destroyed, go
+  /// to `take` too. Call it where new connections are still served (pre_shutdown), and
+  /// have `take` do what accept_loop's on_connection does.
   template <class Take>
-  void close(Take&& take) {
+  void close(Take take) {
     if (strategy_ == accept_strategy::reuseport && acceptor_.is_open()) {
       boost::system::error_code ec;
       acceptor_.non_blocking(true, ec);
@@ -144,16 +168,25 @@ class connection_acceptor {
         else if (ec != boost::asio::error::connection_aborted) break;  // empty (would_block), or failing
       }
     }
+    auto handed = std::move(signal_->handed);
     close();
+    auto hand = [this, take](unique_fd fd) mutable {
+      auto [ec, s] = adopt(std::move(fd), connection_executor());
+      if (!ec) take(std::move(s));
+    };
+    for (auto& fd : handed) hand(std::move(fd));
+    taker_ = ctx_.set_connection_taker(name_, hand);
   }
   /// Stops accepting; what waits in the queue stays there (for the other workers, or for
-  /// the slot's next worker with reuseport).
+  /// the slot's next worker with reuseport). Connections handed over and not yet taken
+  /// are closed.
   void close() noexcept {
     boost::system::error_code ignored;
     if (waiter_) waiter_->stop();
     exclusive_fd_.reset();
     acceptor_.close(ignored);
     signal_->wake.cancel();
+    signal_->handed.clear();
   }
 
  private:
@@ -164,16 +197,30 @@ class connection_acceptor {
     return io_.get_executor();
   }
 
+  // A socket the master handed over, as accept() returns one.
+  std::tuple<boost::system::error_code, tcp::socket> adopt(unique_fd fd, const boost::asio::any_io_executor& ex) {
+    boost::system::error_code ec;
+    tcp::socket s(ex);
+    s.assign(family_ == AF_INET6 ? tcp::v6() : tcp::v4(), fd.get(), ec);
+    if (!ec) fd.release();
+    return {ec, std::move(s)};
+  }
+
   struct readiness {
     explicit readiness(const boost::asio::any_io_executor& ex) : wake(ex) {}
     boost::asio::steady_timer wake;
     bool ready = false;  ///< the waiter handed over and waits for resume()
+    std::deque<unique_fd> handed;  ///< from the master, for accept() to return first
+    tcp::acceptor* acceptor = nullptr;  ///< to end a pending accept when one is handed over
   };
 
   accept_strategy strategy_;
   int family_;
   int threads_;
   boost::asio::io_context& io_;
+  context& ctx_;
+  std::string name_;  ///< the listener's
+  std::uint64_t taker_ = 0;  ///< this acceptor's registration with ctx_ (set_connection_taker)
   tcp::acceptor acceptor_;     ///< shared, reuseport
   unique_fd exclusive_fd_;     ///< exclusive: accepted from without Asio's reactor
   std::shared_ptr<readiness> signal_;  ///< the waiter's posts hold it weakly

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -22,6 +23,7 @@
 
 #include "systempp/config.hpp"
 #include "systempp/dependencies.hpp"
+#include "systempp/fd.hpp"
 #include "systempp/listeners.hpp"
 #include "systempp/options.hpp"
 
@@ -147,6 +149,18 @@ class context {
   /// The listener with this name ("http" unless --bind NAME=... says otherwise); throws
   /// std::out_of_range when there is none. Any process.
   const listener& listener_named(std::string_view name) const;
+
+  /// Connections the master hands this worker for a listener (--accept reuseport: taken
+  /// from the queue of a slot no worker serves) go to the taker set for its name.
+  /// connection_acceptor sets one while it exists; units rarely need to. Returns a token
+  /// for drop_connection_taker; a later set for the same name replaces it. The runtime's
+  /// strand only.
+  using connection_taker = std::function<void(unique_fd)>;
+  std::uint64_t set_connection_taker(const std::string& listener, connection_taker t);
+  void drop_connection_taker(const std::string& listener, std::uint64_t token) noexcept;
+  /// Runners only, on the runtime's strand: passes a handed-over connection to its taker.
+  /// False (and the socket closed) when there is none.
+  bool take_connection(const std::string& listener, unique_fd fd);
 
   /// A sibling unit of this app, by type. Throws std::out_of_range if it is not part of it.
   /// Any process; the object is this process's copy of the unit.
@@ -284,6 +298,8 @@ class context {
   worker_slot* slot_record_ = nullptr;
   std::shared_ptr<detail::task_group> tasks_;  ///< made by the first spawn
   std::function<void(control_request, std::string)> requester_;
+  std::map<std::string, std::pair<std::uint64_t, connection_taker>, std::less<>> takers_;
+  std::uint64_t next_taker_ = 0;
   const std::shared_ptr<const config_document>* config_ = nullptr;
   std::shared_ptr<detail::health_board> health_;
 };

@@ -47,6 +47,14 @@ class slot_sockets {
   /// own socket (a close-on-exec duplicate the caller owns). A slot without sockets (a
   /// dedicated process) gets slot 0's. Any process, the forked child included.
   std::vector<listener> for_slot(const std::vector<listener>& listeners, int slot) const;
+  /// How many slots of listener `index` have a socket (slot 0's is the listener).
+  int count(std::size_t index) const noexcept {
+    return enabled_ && index < extra_.size() ? static_cast<int>(extra_[index].size()) + 1 : 0;
+  }
+  /// Slot `slot`'s socket of listener `index` (slot < count(index)); the master keeps it.
+  int socket_of(const std::vector<listener>& listeners, std::size_t index, int slot) const {
+    return slot == 0 ? listeners[index].fd.get() : extra_[index][static_cast<std::size_t>(slot - 1)].get();
+  }
   /// Slot k's socket of listener `index` (k >= 1), for the handover.
   const std::vector<unique_fd>& sockets_of(std::size_t index) const { return extra_[index]; }
   /// At a stop: steers every new connection to slot 0's socket (the listener), then shuts

@@ -60,7 +60,7 @@ class supervisor {
   void tick();
   /// The serving slots to steer new connections to (supervisor_policy::steerable): READY
   /// and beating within `late`.
-  std::vector<int> steerable(ms late);
+  std::vector<serving_process> steerable(ms late);
 
  private:
   time_point last_beat(const proc& p);

@@ -103,6 +103,13 @@ using action = std::variant<spawn_action, drain_action, signal_action, finished_
                             reload_done_action, reload_undo_action, pool_ready_action>;
 
 /// A live process the policy knows about.
+/// A slot and the process serving it (supervisor_policy::steerable).
+struct serving_process {
+  int slot;
+  pid_t pid;
+  bool operator==(const serving_process&) const = default;
+};
+
 struct proc {
   pid_t pid = 0;
   int slot = 0;
@@ -208,10 +215,12 @@ class supervisor_policy {
   const std::vector<proc>& procs() const noexcept { return procs_; }
   std::uint32_t generation() const noexcept { return generation_; }
   int workers() const noexcept { return cfg_.workers; }
-  /// The serving slots whose READY process beat within `late` of `now`, in slot order:
-  /// where --accept reuseport steers new connections. `heartbeat` as for tick. One pass.
+  /// The serving slots whose READY process beat within `late` of `now`, in slot order,
+  /// each with that process (the newest generation's when a reload runs two): where
+  /// --accept reuseport steers new connections and hands over queued ones. `heartbeat` as
+  /// for tick. One pass.
   template <class Heartbeat>
-  std::vector<int> steerable(time_point now, ms late, Heartbeat heartbeat) const;
+  std::vector<serving_process> steerable(time_point now, ms late, Heartbeat heartbeat) const;
   const policy_config& config() const noexcept { return cfg_; }
   bool stopping() const noexcept { return stopping_.has_value(); }
   bool reloading() const noexcept { return rollout_.has_value(); }
@@ -273,16 +282,17 @@ class supervisor_policy {
 };
 
 template <class Heartbeat>
-std::vector<int> supervisor_policy::steerable(time_point now, ms late, Heartbeat heartbeat) const {
-  std::vector<char> fresh(static_cast<std::size_t>(cfg_.workers));
+std::vector<serving_process> supervisor_policy::steerable(time_point now, ms late, Heartbeat heartbeat) const {
+  std::vector<const proc*> fresh(static_cast<std::size_t>(cfg_.workers));
   for (const proc& p : procs_)
     if (p.state == proc_state::ready && p.slot < cfg_.workers) {
       const time_point beat = heartbeat(p);
-      if (beat.count() == 0 || now - beat <= late) fresh[static_cast<std::size_t>(p.slot)] = 1;
+      const proc*& best = fresh[static_cast<std::size_t>(p.slot)];
+      if ((beat.count() == 0 || now - beat <= late) && (!best || best->generation < p.generation)) best = &p;
     }
-  std::vector<int> out;
+  std::vector<serving_process> out;
   for (std::size_t slot = 0; slot < fresh.size(); ++slot)
-    if (fresh[slot]) out.push_back(static_cast<int>(slot));
+    if (fresh[slot]) out.push_back({static_cast<int>(slot), fresh[slot]->pid});
   return out;
 }
 

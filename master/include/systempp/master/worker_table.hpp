@@ -98,6 +98,15 @@ class worker_table {
   /// The app's metrics, whose values reap() folds into the totals. Master only, at start.
   void set_metrics(const detail::metric_registry* m) noexcept { metrics_ = m; }
 
+  /// Watches `fd` (which the caller keeps open) in the channels' epoll, level-triggered:
+  /// `readable` runs on the loop while it has something to read. Again for the same fd
+  /// replaces the callback; unwatch ends it. Throws std::system_error.
+  void watch(int fd, std::function<void()> readable);
+  void unwatch(int fd) noexcept;
+  /// Sends a worker `bytes`, with `fd` attached to the first (SCM_RIGHTS), without
+  /// blocking. False when the worker is not in the table or its channel did not take it.
+  bool send_with_fd(pid_t pid, std::string_view bytes, int fd);
+
  private:
   void watch_channels();
   void read_channel(pid_t pid);
@@ -113,6 +122,7 @@ class worker_table {
   /// An epoll instance with every worker's channel, itself watched by the loop.
   boost::asio::posix::stream_descriptor channels_;
   bool waiting_ = false;  ///< a wait on channels_ is pending
+  std::map<int, std::function<void()>> watched_;  ///< watch(): by fd
 };
 
 }  // namespace systempp::master

@@ -1,0 +1,56 @@
+#pragma once
+/// --accept reuseport: connections that wait in the queue of a slot no READY, beating
+/// worker serves (a slot a scale-down removed, a worker that stopped beating, or died and
+/// is not back yet) are accepted by the master and handed to a serving worker over its
+/// channel, the socket attached (SCM_RIGHTS). Steering keeps new connections off such a
+/// slot; this takes what was already queued there, or came in flight (a handshake that
+/// completed after the steering changed, a client slow to send with TCP_DEFER_ACCEPT).
+/// docs/ARCHITECTURE.md, "How workers share a listener". Master only, on its loop.
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "systempp/listeners.hpp"
+#include "systempp/master/slot_sockets.hpp"
+#include "systempp/master/supervisor_policy.hpp"
+#include "systempp/master/worker_table.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace systempp::master {
+
+class connection_handover {
+ public:
+  connection_handover(worker_table& table, const slot_sockets& slots, const std::vector<listener>& listeners,
+                      spdlog::logger& log)
+      : table_(table), slots_(slots), listeners_(listeners), log_(log) {}
+  ~connection_handover() { stop(); }
+  connection_handover(const connection_handover&) = delete;
+  connection_handover& operator=(const connection_handover&) = delete;
+
+  /// `serving`: the slots new connections are steered to, each with its process. The
+  /// sockets of every other slot are watched, and what they queue goes to `serving` in
+  /// turn. Empty: nothing is watched (there is nobody to hand to). Throws std::system_error.
+  void update(const std::vector<serving_process>& serving);
+  /// Watches nothing any more (the pool stops: its sockets are about to close).
+  void stop() noexcept;
+  /// Connections handed over so far.
+  std::uint64_t handed() const noexcept { return handed_; }
+
+ private:
+  void take_queued(std::size_t listener, int slot, int fd);
+
+  worker_table& table_;
+  const slot_sockets& slots_;
+  const std::vector<listener>& listeners_;
+  spdlog::logger& log_;
+  std::vector<serving_process> serving_;
+  std::map<int, std::pair<std::size_t, int>> watched_;  ///< fd -> (listener, slot)
+  std::size_t next_ = 0;  ///< the serving process the next connection goes to
+  std::uint64_t handed_ = 0;
+};
+
+}  // namespace systempp::master
