@@ -3,6 +3,9 @@
 
 #include "systempp/http.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -18,6 +21,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -129,7 +134,14 @@ asio::awaitable<void> server_core::start(context& ctx, const server_settings& s,
   draining_ = false;
   all_closed_.emplace(ctx.executor());
   acceptors_.clear();
-  acceptors_.emplace_back(ctx, ctx.listener_named(settings_.listener));
+  const listener& l = ctx.listener_named(settings_.listener);
+  // HTTP clients speak first: the accept can wait for the request (with reuseport this is
+  // the slot's own socket, and every worker sets its own). A socket that refuses is served
+  // all the same.
+  if (const int secs = static_cast<int>(settings_.defer_accept.count());
+      ::setsockopt(l.fd.get(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
+    ctx.log().warn("http_server: TCP_DEFER_ACCEPT on {}: {}", l.endpoint(), std::strerror(errno));
+  acceptors_.emplace_back(ctx, l);
   // A connection the kernel handed over is ours to answer, even when the drain closed the
   // acceptor before its handler ran: accept_loop hands it over before it looks.
   for (auto& a : acceptors_)

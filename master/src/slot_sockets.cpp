@@ -46,6 +46,7 @@ unique_fd join_group(const listener& l) {
   };
   if (addr.ss_family == AF_INET6) copy(IPPROTO_IPV6, IPV6_V6ONLY);
   copy(IPPROTO_TCP, TCP_NODELAY);
+  copy(IPPROTO_TCP, TCP_DEFER_ACCEPT);  // systemd's DeferAcceptSec=, or the HTTP unit's
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) fail("bind a slot's socket");
   if (::listen(fd.get(), SOMAXCONN) != 0) fail("listen");
   return fd;

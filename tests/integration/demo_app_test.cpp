@@ -718,7 +718,7 @@ TEST_CASE("demo: an HTTP/1.1 request without exactly one Host gets 400 and a clo
   require_clean_exit(p.svc);
 }
 
-TEST_CASE("demo: a 405 names the accepted methods in Allow; a path no route serves is a 404", "[demo][http]") {
+TEST_CASE("demo: a 405 names the accepted methods in Allow, a path no route serves is a 404", "[demo][http]") {
   pool_name name;
   auto p = start_pool(name, 1);
   const auto missing = send_raw(p.svc.port, "OPTIONS /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");

@@ -98,7 +98,7 @@ TEST_CASE("reload: a configuration that on_reload rejects replaces nothing", "[r
   CHECK(r->body == "three");
 }
 
-TEST_CASE("reload: the file is read again; a changed [systempp] is reported and left for the next start",
+TEST_CASE("reload: the file is read again, a changed [systempp] is reported and left for the next start",
           "[reload][config]") {
   pool_name name;
   config_file cfg(name.value);

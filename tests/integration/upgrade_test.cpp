@@ -141,7 +141,7 @@ TEST_CASE("upgrade: a binary that fails its version check or speaks another prot
   still_reloads_and_stops(s, seg, name, 2);
 }
 
-TEST_CASE("upgrade: a new binary that cannot open the log file is refused under keep-alive load; status and the log say why",
+TEST_CASE("upgrade: a new binary that cannot open the log file is refused under keep-alive load, status and the log say why",
           "[reload][upgrade][failure]") {
   pool_name name;
   temp_dir dir(name);

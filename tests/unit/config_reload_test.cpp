@@ -88,7 +88,7 @@ TEST_CASE("a unit rejecting the reload puts the previous file back", "[config][r
   CHECK(e.ctx.unit<cache>().v.size == 1);
 }
 
-TEST_CASE("a committed reload keeps its file; a bad file later fails before any on_reload runs",
+TEST_CASE("a committed reload keeps its file, a bad file later fails before any on_reload runs",
           "[config][reload][bad_input]") {
   config_engine e;
   e.write("[cache]\nsize = 4\n");

@@ -173,7 +173,7 @@ TEST_CASE("accept_loop: hands each connection over and ends when the acceptor is
   CHECK(ended);
 }
 
-TEST_CASE("connection_acceptor: close(take) of a reuseport acceptor hands over its queued connections; the others leave them queued",
+TEST_CASE("connection_acceptor: close(take) of a reuseport acceptor hands over its queued connections, the others leave them queued",
           "[helpers][accept]") {
   const auto strategy = GENERATE(systempp::accept_strategy::shared, systempp::accept_strategy::exclusive,
                                  systempp::accept_strategy::reuseport);

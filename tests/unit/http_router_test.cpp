@@ -15,7 +15,7 @@ http::response ok(const http::request& req) { return http::reply(req, http::stat
 
 }  // namespace
 
-TEST_CASE("a request finds its route by method and path; HEAD falls back to GET", "[http]") {
+TEST_CASE("a request finds its route by method and path, HEAD falls back to GET", "[http]") {
   http::router r;
   r.get("/keys", ok).put("/keys/*", ok).get("/keys/*", ok).on(http::verb::head, "/ping", ok).get("/ping", ok);
   CHECK(r.find(http::verb::get, "/keys").found);
@@ -27,7 +27,7 @@ TEST_CASE("a request finds its route by method and path; HEAD falls back to GET"
   CHECK(r.find(http::verb::head, "/ping").found != r.find(http::verb::get, "/ping").found);
 }
 
-TEST_CASE("a path no route serves has no Allow (404); a known path lists its methods once (405)", "[http]") {
+TEST_CASE("a path no route serves has no Allow (404), a known path lists its methods once (405)", "[http]") {
   http::router r;
   r.get("/keys/*", ok).put("/keys/*", ok).del("/keys/*", ok).on(http::verb::head, "/keys/*", ok);
   const auto m = r.find(http::verb::post, "/keys/a");
@@ -39,7 +39,7 @@ TEST_CASE("a path no route serves has no Allow (404); a known path lists its met
   CHECK(only_post.find(http::verb::get, "/jobs").allow == "POST");
 }
 
-TEST_CASE("a fixed route is found as a GET route with its index; its handler answers the same", "[http]") {
+TEST_CASE("a fixed route is found as a GET route with its index, its handler answers the same", "[http]") {
   http::router r;
   r.get("/a", ok).fixed("/", http::status::ok, "hi\n").fixed("/teapot", http::status::accepted, "no\n", "text/x");
   CHECK(r.find(http::verb::get, "/a").fixed == -1);

@@ -469,7 +469,7 @@ struct y {
 
 }  // namespace deps
 
-TEST_CASE("declared dependencies start first; declaration order breaks ties; teardown is the reverse",
+TEST_CASE("declared dependencies start first, declaration order breaks ties, teardown is the reverse",
           "[lifecycle][dependencies]") {
   deps::started.clear();
   // Declared backwards, with two independent units around them.

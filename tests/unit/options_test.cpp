@@ -188,7 +188,7 @@ const systempp::setting_row& row(const systempp::options& o, const std::string& 
 
 }  // namespace
 
-TEST_CASE("[systempp] in the --config file sets runtime options; the command line wins", "[options][config]") {
+TEST_CASE("[systempp] in the --config file sets runtime options, the command line wins", "[options][config]") {
   toml_file f(
       "[systempp]\nworkers = 3\nname = \"from-file\"\nbind = [\"http=127.0.0.1:9001\", \"admin=[::1]:9002\"]\n"
       "graceful-timeout = 2.5\nlog-level = \"debug\"\n");

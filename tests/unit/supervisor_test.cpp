@@ -211,7 +211,7 @@ TEST_CASE("a drain sets the record's command and deadline and wakes the worker w
   CHECK(m.sys.kills.empty());  // a graceful drain sends no signal
 }
 
-TEST_CASE("a signal for a pid that vanished is not fatal; the worker stays in the table until reaped",
+TEST_CASE("a signal for a pid that vanished is not fatal, the worker stays in the table until reaped",
           "[supervisor]") {
   fake_master m(1);
   m.sup.execute(m.sup.policy().start(now_ms()));

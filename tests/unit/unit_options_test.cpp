@@ -57,7 +57,7 @@ parsed parse(std::vector<const char*> args, systempp::parse_mode mode = systempp
 
 }  // namespace
 
-TEST_CASE("a unit's options land in the unit; those not given keep the unit's defaults", "[options][unit_options]") {
+TEST_CASE("a unit's options land in the unit, those not given keep the unit's defaults", "[options][unit_options]") {
   std::string db;
   int shards = 0;
   bool verbose = false;

@@ -146,6 +146,9 @@ struct server_settings {
   std::int64_t body_limit = 1024 * 1024;               ///< larger bodies: 413
   bool access_log = false;                             ///< one info line per request
   std::string server_name = "systempp";                ///< the Server header
+  /// TCP_DEFER_ACCEPT on the listener: a connection is handed to accept() when its first
+  /// bytes arrive (one wake-up instead of two), or after this long without any. 0: off.
+  std::chrono::seconds defer_accept{1};
 };
 
 namespace detail {
@@ -183,7 +186,10 @@ class server {
       key("body-limit", &server_settings::body_limit, "Bytes of request body; more is answered 413")
           .range(std::int64_t{0}, std::int64_t{1} << 30),
       key("access-log", &server_settings::access_log, "Log one line per request (info level)"),
-      key("server-name", &server_settings::server_name, "The Server header"));
+      key("server-name", &server_settings::server_name, "The Server header"),
+      key("defer-accept", &server_settings::defer_accept,
+          "Seconds a new connection may wait for its first bytes before it is accepted (TCP_DEFER_ACCEPT; 0: off)")
+          .range(std::chrono::seconds(0), std::chrono::seconds(60)));
 
   server() : core_(detail::make_server_core()) {}
 
