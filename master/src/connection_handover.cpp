@@ -17,13 +17,21 @@ namespace systempp::master {
 
 void connection_handover::update(const std::vector<serving_process>& serving) {
   if (!slots_.enabled() || serving.empty()) return stop();
-  serving_ = serving;
+  serving_ = serving;  // the processes change at every step of a rollout; the slots rarely
+  int count = 0;
+  for (std::size_t i = 0; i < listeners_.size(); ++i) count = std::max(count, slots_.count(i));
+  std::vector<int> unserved;
+  std::size_t next = 0;
+  for (int slot = 0; slot < count; ++slot) {
+    while (next < serving.size() && serving[next].slot < slot) ++next;
+    if (next == serving.size() || serving[next].slot != slot) unserved.push_back(slot);
+  }
+  if (unserved == unserved_ && !watched_.empty() == !unserved.empty()) return;
+  unserved_ = unserved;
   std::map<int, std::pair<std::size_t, int>> want;
   for (std::size_t i = 0; i < listeners_.size(); ++i)
-    for (int slot = 0; slot < slots_.count(i); ++slot) {
-      const bool served = std::any_of(serving.begin(), serving.end(), [&](const auto& s) { return s.slot == slot; });
-      if (!served) want[slots_.socket_of(listeners_, i, slot)] = {i, slot};
-    }
+    for (int slot : unserved)
+      if (slot < slots_.count(i)) want[slots_.socket_of(listeners_, i, slot)] = {i, slot};
   for (auto it = watched_.begin(); it != watched_.end();)
     if (!want.count(it->first)) {
       table_.unwatch(it->first);
@@ -42,6 +50,7 @@ void connection_handover::stop() noexcept {
   for (const auto& [fd, where] : watched_) table_.unwatch(fd);
   watched_.clear();
   serving_.clear();
+  unserved_.clear();
 }
 
 // Everything the socket has now, each to the next serving process that takes it.

@@ -31,7 +31,7 @@ class connection_handover {
   connection_handover(const connection_handover&) = delete;
   connection_handover& operator=(const connection_handover&) = delete;
 
-  /// `serving`: the slots new connections are steered to, each with its process. The
+  /// `serving`: the slots new connections are steered to, in slot order, each with its process. The
   /// sockets of every other slot are watched, and what they queue goes to `serving` in
   /// turn. Empty: nothing is watched (there is nobody to hand to). Throws std::system_error.
   void update(const std::vector<serving_process>& serving);
@@ -47,7 +47,8 @@ class connection_handover {
   const slot_sockets& slots_;
   const std::vector<listener>& listeners_;
   spdlog::logger& log_;
-  std::vector<serving_process> serving_;
+  std::vector<serving_process> serving_;  ///< in slot order (steerable gives them so)
+  std::vector<int> unserved_;  ///< the slots whose sockets are watched
   std::map<int, std::pair<std::size_t, int>> watched_;  ///< fd -> (listener, slot)
   std::size_t next_ = 0;  ///< the serving process the next connection goes to
   std::uint64_t handed_ = 0;
