@@ -54,6 +54,10 @@ namespace detail {
 namespace {
 constexpr std::size_t read_chunk = 4096;  // what a wait for the next request reads at most
 
+// Beast builds its table of field names on first use. Built at start, in the master, every
+// forked worker inherits it instead of building its own on its first request.
+[[maybe_unused]] const auto field_table_built = bhttp::string_to_field("host");
+
 // A fixed route's response, written out once per HTTP version (1.0, 1.1) and keep-alive
 // choice, as the dynamic path would write it. HEAD sends the header part.
 struct prepared_reply {
