@@ -41,7 +41,7 @@ namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using tcp = asio::ip::tcp;
 using clock_type = std::chrono::steady_clock;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using framing::use_tuple;
 
 using framing::append_header;
 using framing::connection;
@@ -93,6 +93,7 @@ class server_core {
   asio::awaitable<bool> wait_for_request(connection& c, beast::flat_buffer& buffer);
   asio::awaitable<response> handle(const request& req, const router::match& m);
   void prepare_fixed_replies();
+  void defer_accept(context& ctx, const listener& l);
   std::optional<response> read_error_response(boost::system::error_code ec, const request& req);
   response health(const request& req);
   response finish_response(response res);
@@ -139,12 +140,7 @@ asio::awaitable<void> server_core::start(context& ctx, const server_settings& s,
   all_closed_.emplace(ctx.executor());
   acceptors_.clear();
   const listener& l = ctx.listener_named(settings_.listener);
-  // HTTP clients speak first: the accept can wait for the request (with reuseport this is
-  // the slot's own socket, and every worker sets its own). A socket that refuses is served
-  // all the same.
-  if (const int secs = static_cast<int>(settings_.defer_accept.count());
-      ::setsockopt(l.fd.get(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
-    ctx.log().warn("http_server: TCP_DEFER_ACCEPT on {}: {}", l.endpoint(), std::strerror(errno));
+  defer_accept(ctx, l);
   acceptors_.emplace_back(ctx, l);
   // A connection the kernel handed over is ours to answer, even when the drain closed the
   // acceptor before its handler ran: accept_loop hands it over before it looks.
@@ -181,6 +177,16 @@ void server_core::stop_accepting() {
     asio::post(c->socket.get_executor(), [c, grace_ends] {
       if (c->idle && grace_ends < c->deadline) framing::set_deadline(*c, grace_ends);
     });
+}
+
+// HTTP clients speak first: the accept can wait for the request (with reuseport this is
+// the slot's own socket, and every worker sets its own). The setting is the socket's, as
+// nginx's `deferred` is: it replaces systemd's DeferAcceptSec= too. A socket that refuses
+// is served all the same.
+void server_core::defer_accept(context& ctx, const listener& l) {
+  const int secs = static_cast<int>(settings_.defer_accept.count());
+  if (::setsockopt(l.fd.get(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
+    ctx.log().warn("http_server: TCP_DEFER_ACCEPT on {}: {}", l.endpoint(), std::strerror(errno));
 }
 
 void server_core::prepare_fixed_replies() {
@@ -278,7 +284,7 @@ asio::awaitable<void> server_core::serve(std::shared_ptr<connection> owned) {
     const bool head = req.method() == verb::head;
     bool keep = req.keep_alive() && !draining_.load();
     boost::system::error_code wec;
-    if (m.fixed >= 0 && (req.version() == 10 || req.version() == 11)) {
+    if (m.fixed >= 0 && static_cast<std::size_t>(m.fixed) < prepared->size() && (req.version() == 10 || req.version() == 11)) {
       const prepared_reply& p = (*prepared)[static_cast<std::size_t>(m.fixed)];
       const auto& v = p.variants[2 * (req.version() == 11) + keep];
       framing::set_deadline(c, began + settings_.request_timeout);

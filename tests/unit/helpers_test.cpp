@@ -5,6 +5,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <catch2/catch.hpp>
@@ -199,4 +200,51 @@ TEST_CASE("connection_acceptor: close(take) of a reuseport acceptor hands over i
     ++left;
   }
   CHECK(left == (sweeps ? 0 : 3));
+}
+
+TEST_CASE("connection_acceptor: a connection the master hands over comes out of accept() first, goes to take after "
+          "close(take), and to nobody after close()",
+          "[helpers][accept]") {
+  const auto strategy = GENERATE(systempp::accept_strategy::shared, systempp::accept_strategy::exclusive,
+                                 systempp::accept_strategy::reuseport);
+  INFO(systempp::to_string(strategy));
+  accept_fixture f(strategy);
+  // Connections of another socket stand for the ones the master accepted elsewhere.
+  const auto elsewhere = listen_on_loopback(false);
+  std::vector<asio::ip::tcp::socket> clients;
+  const auto handed = [&] {
+    clients.emplace_back(f.io).connect({asio::ip::make_address("127.0.0.1"), elsewhere.port});
+    systempp::unique_fd fd(::accept4(elsewhere.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    REQUIRE(fd);
+    return fd;
+  };
+
+  {
+    systempp::connection_acceptor acceptor(f.ctx, f.l);
+    std::vector<std::uint16_t> ports;
+    asio::co_spawn(f.ctx.executor(), [&]() -> asio::awaitable<void> {
+      co_await systempp::accept_loop(acceptor, [&](asio::ip::tcp::socket s) {
+        ports.push_back(s.local_endpoint().port());
+        if (ports.size() == 2) acceptor.close();
+      }, f.ctx.log());
+    }, asio::detached);
+    // While the loop waits on its own socket, with nothing queued there: one handed over,
+    // then one queued on its own socket.
+    asio::post(f.ctx.executor(), [&] {
+      CHECK(f.ctx.take_connection("http", handed()));
+      clients.emplace_back(f.io).connect(f.at);
+    });
+    f.io.run();
+    CHECK(ports == std::vector<std::uint16_t>{elsewhere.port, f.l.port});
+  }
+  f.io.restart();
+
+  systempp::connection_acceptor acceptor(f.ctx, f.l);
+  std::vector<std::uint16_t> taken;
+  acceptor.close([&](asio::ip::tcp::socket s) { taken.push_back(s.local_endpoint().port()); });
+  CHECK(f.ctx.take_connection("http", handed()));  // a drain still answers it
+  CHECK(taken == std::vector<std::uint16_t>{elsewhere.port});
+  acceptor.close();
+  CHECK_FALSE(f.ctx.take_connection("http", handed()));  // the worker logs and closes it
+  CHECK(taken.size() == 1);
 }

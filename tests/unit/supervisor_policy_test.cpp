@@ -1026,3 +1026,28 @@ TEST_CASE("without roll_back a failed rollout keeps its switched slots (exec mod
   REQUIRE(d.reload_done());
   CHECK(d.serving_generations(2) == std::vector<std::uint32_t>{2, 1});
 }
+
+TEST_CASE("steerable: the READY serving slots that beat lately, each with its newest process", "[policy][steer]") {
+  driver d(config(3));
+  const pids old = d.start_ready();
+  const auto beat = [&](const proc& p) {
+    const auto it = d.beats.find(p.pid);
+    return it == d.beats.end() ? time_point{0} : it->second;
+  };
+  for (pid_t p : old) d.beat(p);
+  CHECK(d.policy.steerable(d.now, 2500ms, beat) ==
+        std::vector<systempp::master::serving_process>{{0, old[0]}, {1, old[1]}, {2, old[2]}});
+
+  // Mid-rollout, slot 0 has two READY processes: the new one takes the connections.
+  d.reload();
+  const pid_t new0 = d.only_spawned();
+  d.ready(new0);
+  d.beat(new0);
+  CHECK(d.policy.steerable(d.now, 2500ms, beat) ==
+        std::vector<systempp::master::serving_process>{{0, new0}, {1, old[1]}, {2, old[2]}});
+
+  // Slot 1's worker stops beating: it is left out until it beats again.
+  d.after(3000ms);
+  for (pid_t p : {new0, old[2]}) d.beat(p);
+  CHECK(d.policy.steerable(d.now, 2500ms, beat) == std::vector<systempp::master::serving_process>{{0, new0}, {2, old[2]}});
+}

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <csignal>
@@ -242,7 +243,7 @@ asio::awaitable<void> worker_process::exit_on_fast_stop_message() {
 }
 
 // The next byte from the master. A connection it hands over (msg_connection with the
-// socket attached, then its listener's name and '\n') is passed on here, also while the
+// socket attached, then its listener's index and '\n') is passed on here, also while the
 // worker drains: it was accepted, so it is answered. An error at EOF (the master is gone)
 // or when the wait is cancelled.
 asio::awaitable<std::pair<boost::system::error_code, char>> worker_process::next_message() {
@@ -255,9 +256,9 @@ asio::awaitable<std::pair<boost::system::error_code, char>> worker_process::next
       }
       const auto end = inbox_.find('\n');
       if (end == std::string::npos) break;  // its name is still coming
-      std::string listener = inbox_.substr(1, end - 1);
+      const std::string index = inbox_.substr(1, end - 1);
       inbox_.erase(0, end + 1);
-      hand_over(std::move(listener));
+      hand_over(index);
     }
     auto [ec] = co_await channel_.async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
     if (ec) co_return std::pair{ec, char{0}};
@@ -285,13 +286,18 @@ asio::awaitable<std::pair<boost::system::error_code, char>> worker_process::next
 }
 
 // On the runtime's strand, where the acceptors register.
-void worker_process::hand_over(std::string listener) {
+void worker_process::hand_over(const std::string& index) {
   if (handed_.empty()) return;  // a message without its socket: nothing to serve
-  asio::post(ctx_.executor(), [this, listener = std::move(listener), fd = std::move(handed_.front())]() mutable {
-    if (!ctx_.take_connection(listener, std::move(fd)))
-      ctx_.log().warn("a connection handed over for listener {} found no acceptor here: closed", listener);
-  });
+  unique_fd fd = std::move(handed_.front());
   handed_.pop_front();
+  const auto& listeners = ctx_.listeners();
+  std::size_t i = listeners.size();
+  std::from_chars(index.data(), index.data() + index.size(), i);
+  if (i >= listeners.size()) return ctx_.log().warn("a connection handed over for listener #{}, which this worker has not: closed", index);
+  asio::post(ctx_.executor(), [this, name = listeners[i].name, fd = std::move(fd)]() mutable {
+    if (!ctx_.take_connection(name, std::move(fd)))
+      ctx_.log().warn("a connection handed over for listener {} found no acceptor here: closed", name);
+  });
 }
 
 int worker_process::publish_exit(const cycle_result& result) {

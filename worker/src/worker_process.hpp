@@ -68,7 +68,7 @@ class worker_process {
   boost::asio::awaitable<void> serve();
   boost::asio::awaitable<void> read_master();
   boost::asio::awaitable<std::pair<boost::system::error_code, char>> next_message();
-  void hand_over(std::string listener);
+  void hand_over(const std::string& index);
   boost::asio::awaitable<void> read_signals();
   void begin_drain();
   boost::asio::awaitable<void> exit_on_fast_stop_signal();

@@ -79,18 +79,9 @@ class connection_acceptor {
         name_(l.name),
         acceptor_(ctx.io()),
         signal_(std::make_shared<readiness>(ctx.executor())) {
-    // What the master hands over (a queue nobody else serves) comes out of accept() first.
-    signal_->acceptor = &acceptor_;
-    taker_ = ctx.set_connection_taker(name_, [signal = std::weak_ptr<readiness>(signal_)](unique_fd fd) {
-      auto s = signal.lock();
-      if (!s) return;
-      s->handed.push_back(std::move(fd));
-      s->wake.cancel();
-      boost::system::error_code ignored;
-      if (s->acceptor) s->acceptor->cancel(ignored);  // a pending accept ends; accept() looks again
-    });
     if (strategy_ != accept_strategy::exclusive) {
       acceptor_ = make_acceptor(ctx.io(), l);
+      take_handed_over();
       return;
     }
     // Not an Asio acceptor: Asio would add the socket to the loop's epoll, and every
@@ -105,11 +96,9 @@ class connection_acceptor {
         }
       });
     });
+    take_handed_over();
   }
-  ~connection_acceptor() {
-    close();
-    ctx_.drop_connection_taker(name_, taker_);
-  }
+  ~connection_acceptor() { close(); }
   connection_acceptor(const connection_acceptor&) = delete;
   connection_acceptor& operator=(const connection_acceptor&) = delete;
 
@@ -127,19 +116,16 @@ class connection_acceptor {
       }
       if (!is_open()) co_return std::tuple{boost::system::error_code(asio::error::operation_aborted), tcp::socket(strand)};
       if (strategy_ != accept_strategy::exclusive) {
+        signal_->woken = false;
         auto [ec, s] = co_await acceptor_.async_accept(strand, asio::as_tuple(asio::use_awaitable));
-        if (ec == asio::error::operation_aborted && is_open()) continue;  // woken for a handed-over one
+        if (ec == asio::error::operation_aborted && std::exchange(signal_->woken, false) && is_open())
+          continue;  // ended for a handed-over one
         co_return std::tuple{ec, std::move(s)};
       }
-      boost::system::error_code ec;
-      tcp::socket s(strand);
-      if (const int fd = ::accept4(exclusive_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK); fd >= 0) {
-        s.assign(family_ == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
-        if (ec) ::close(fd);
-        co_return std::tuple{ec, std::move(s)};
-      }
+      if (unique_fd fd(::accept4(exclusive_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)); fd)
+        co_return adopt(std::move(fd), strand);
       if (errno != EAGAIN && errno != EWOULDBLOCK)
-        co_return std::tuple{boost::system::error_code(errno, boost::system::system_category()), std::move(s)};
+        co_return std::tuple{boost::system::error_code(errno, boost::system::system_category()), tcp::socket(strand)};
       // Nothing left: the waiter may wait again (once per hand-over), and so does the loop.
       if (std::exchange(handed_, false)) waiter_->resume();
       while (!signal_->ready && is_open() && signal_->handed.empty()) {
@@ -179,7 +165,7 @@ class connection_acceptor {
   }
   /// Stops accepting; what waits in the queue stays there (for the other workers, or for
   /// the slot's next worker with reuseport). Connections handed over and not yet taken
-  /// are closed.
+  /// are closed, and so are those handed over later (the worker logs them).
   void close() noexcept {
     boost::system::error_code ignored;
     if (waiter_) waiter_->stop();
@@ -187,6 +173,7 @@ class connection_acceptor {
     acceptor_.close(ignored);
     signal_->wake.cancel();
     signal_->handed.clear();
+    ctx_.drop_connection_taker(name_, taker_);
   }
 
  private:
@@ -195,6 +182,21 @@ class connection_acceptor {
   boost::asio::any_io_executor connection_executor() {
     if (threads_ > 1) return boost::asio::make_strand(io_);
     return io_.get_executor();
+  }
+
+  // What the master hands over (a queue nobody else serves) comes out of accept() first.
+  // Registered last: a constructor that throws leaves nothing registered.
+  void take_handed_over() {
+    signal_->acceptor = &acceptor_;
+    taker_ = ctx_.set_connection_taker(name_, [signal = std::weak_ptr<readiness>(signal_)](unique_fd fd) {
+      auto s = signal.lock();
+      if (!s) return;
+      s->handed.push_back(std::move(fd));
+      s->woken = true;
+      s->wake.cancel();
+      boost::system::error_code ignored;
+      if (s->acceptor) s->acceptor->cancel(ignored);  // a pending accept ends; accept() looks again
+    });
   }
 
   // A socket the master handed over, as accept() returns one.
@@ -211,6 +213,7 @@ class connection_acceptor {
     boost::asio::steady_timer wake;
     bool ready = false;  ///< the waiter handed over and waits for resume()
     std::deque<unique_fd> handed;  ///< from the master, for accept() to return first
+    bool woken = false;  ///< the last cancel of the pending accept was a hand-over's
     tcp::acceptor* acceptor = nullptr;  ///< to end a pending accept when one is handed over
   };
 

@@ -147,7 +147,8 @@ struct server_settings {
   bool access_log = false;                             ///< one info line per request
   std::string server_name = "systempp";                ///< the Server header
   /// TCP_DEFER_ACCEPT on the listener: a connection is handed to accept() when its first
-  /// bytes arrive (one wake-up instead of two), or after this long without any. 0: off.
+  /// bytes arrive (one wake-up instead of two), or after this long without any. 0: at once.
+  /// It is set on every start, over systemd's DeferAcceptSec= too.
   std::chrono::seconds defer_accept{1};
 };
 
@@ -188,7 +189,7 @@ class server {
       key("access-log", &server_settings::access_log, "Log one line per request (info level)"),
       key("server-name", &server_settings::server_name, "The Server header"),
       key("defer-accept", &server_settings::defer_accept,
-          "Seconds a new connection may wait for its first bytes before it is accepted (TCP_DEFER_ACCEPT; 0: off)")
+          "Seconds a new connection may wait for its first bytes before it is accepted (TCP_DEFER_ACCEPT; 0: at once)")
           .range(std::chrono::seconds(0), std::chrono::seconds(60)));
 
   server() : core_(detail::make_server_core()) {}

@@ -102,7 +102,6 @@ struct pool_ready_action {
 using action = std::variant<spawn_action, drain_action, signal_action, finished_action,
                             reload_done_action, reload_undo_action, pool_ready_action>;
 
-/// A live process the policy knows about.
 /// A slot and the process serving it (supervisor_policy::steerable).
 struct serving_process {
   int slot;
@@ -110,6 +109,7 @@ struct serving_process {
   bool operator==(const serving_process&) const = default;
 };
 
+/// A live process the policy knows about.
 struct proc {
   pid_t pid = 0;
   int slot = 0;

@@ -103,8 +103,9 @@ class worker_table {
   /// replaces the callback; unwatch ends it. Throws std::system_error.
   void watch(int fd, std::function<void()> readable);
   void unwatch(int fd) noexcept;
-  /// Sends a worker `bytes`, with `fd` attached to the first (SCM_RIGHTS), without
-  /// blocking. False when the worker is not in the table or its channel did not take it.
+  /// Sends a worker `bytes` (at most 512), with `fd` attached to the first (SCM_RIGHTS),
+  /// whole or not at all, without blocking. False when the worker is not in the table or
+  /// its channel did not take it (full, or the kernel's limit of descriptors in flight).
   bool send_with_fd(pid_t pid, std::string_view bytes, int fd);
 
  private:

@@ -34,8 +34,8 @@ inline constexpr char msg_reload_request = 'H';
 inline constexpr char msg_stop_request = 'T';
 inline constexpr std::size_t max_request_reason = 200;
 /// master -> worker: a connection for this worker to serve, its socket attached to this
-/// byte (SCM_RIGHTS); the name of its listener follows, ended by '\n'
-/// (connection_handover.hpp).
+/// byte (SCM_RIGHTS); the index of its listener follows in decimal (the pool's --bind
+/// order, which every worker's listeners keep), ended by '\n' (connection_handover.hpp).
 inline constexpr char msg_connection = 'A';
 
 /// Everything a worker needs. Filled by the master's spawner in the forked child, or by
