@@ -97,12 +97,12 @@ void connection_handover::take_queued(std::size_t listener, int slot, int fd) {
     else stalled = "no serving worker took a connection";
   }
   if (handed)
-    log_.info("handed {} connection(s) queued on slot {} of {} to serving workers", handed, slot, listeners_[listener].name);
+    log_->info("handed {} connection(s) queued on slot {} of {} to serving workers", handed, slot, listeners_[listener].name);
   if (!stalled.empty()) pause(fmt::format("slot {} of {}: {}", slot, listeners_[listener].name, stalled));
 }
 
 void connection_handover::pause(std::string why) {
-  if (!paused_) log_.warn("handing over queued connections paused: {}; trying again every {} ms", why, retry_after.count());
+  if (!paused_) log_->warn("handing over queued connections paused: {}; trying again every {} ms", why, retry_after.count());
   paused_ = true;
   for (const auto& [fd, where] : watched_) table_.unwatch(fd);
   watched_.clear();
@@ -111,7 +111,7 @@ void connection_handover::pause(std::string why) {
     if (ec) return;  // stopped
     if (held_ && !pass_on()) return pause("still no serving worker takes it");
     paused_ = false;
-    log_.info("handing over queued connections again");
+    log_->info("handing over queued connections again");
     try {
       watch_unserved();
     } catch (const std::exception& e) {

@@ -17,6 +17,7 @@
 #include "systempp/master/app_metrics.hpp"
 #include "systempp/master/metrics_text.hpp"
 #include "systempp/master/worker_launch.hpp"
+#include "systempp/process_title.hpp"
 #include "systempp/signal_table.hpp"
 
 namespace systempp::master {
@@ -57,6 +58,7 @@ int master_process::run() {
 
   start_supervisor(upgrade_ ? static_cast<int>(hdr.target_workers.load()) : opts_.workers, pool_.max_workers);
   hdr.master_state.store(master_state::running);
+  show_title();
   wait_signal();
   start_watchdog();
   if (!upgrade_) {
@@ -128,7 +130,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
     guarded("a worker's message", [&] { sup_->message(pid, byte, text); });
   });
   table_->set_metrics(&units_.metrics);
-  handover_.emplace(io_, *table_, pool_.slots, pool_.listeners, *log_);
+  handover_.emplace(io_, *table_, pool_.slots, pool_.listeners, log_);
   supervisor_hooks hooks;
   hooks.finished = [this] { finish(); };
   hooks.reload_done = [this](const reload_done_action& done) {
@@ -146,6 +148,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
   hooks.executed = [this] {
     steer_connections();
     schedule_tick();
+    show_title();
   };
   sup_.emplace(policy_config_for(opts_, workers, max_workers, dedicated_slots(units_)), *table_, hdr, log_,
                std::move(hooks));
@@ -274,6 +277,16 @@ void master_process::steer_connections() {
   } catch (const std::exception& e) {
     log_->error("--accept reuseport: watching the unserved slots: {}", e.what());
   }
+}
+
+// `ps`: "PROG: master [NAME] gen 3", and the state when it is not running (reloading,
+// draining). Set when it changes.
+void master_process::show_title() {
+  const control_header& hdr = pool_.segment->header();
+  const auto state = hdr.master_state.load();
+  auto title = fmt::format("master [{}] gen {}", opts_.name, sup_->policy().generation());
+  if (state != master_state::running) title += fmt::format(" {}", to_string(state));
+  if (title != title_) detail::set_process_title(title_ = std::move(title), "master");
 }
 
 void master_process::schedule_tick() {

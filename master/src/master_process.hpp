@@ -48,6 +48,7 @@ class master_process {
   void begin_rollout(std::string_view why);
   void start_watchdog();
   void steer_connections();
+  void show_title();
   void schedule_tick();
   void finish();
 
@@ -71,6 +72,7 @@ class master_process {
   std::optional<supervisor> sup_;
   std::optional<reload_report> report_;
   std::string reload_why_;  ///< the unit's request behind the reload in progress, if any
+  std::string title_;       ///< what ps shows now
   bool finished_ = false;
 };
 

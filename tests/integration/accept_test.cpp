@@ -122,13 +122,20 @@ TEST_CASE("accept: reuseport: the connections queued on a slot that a scale-down
 }
 
 TEST_CASE("accept: reuseport: the connections queued on a worker that stopped are handed to the others while it "
-          "stays stopped",
+          "stays stopped, after the master's log was reopened",
           "[accept][reuseport]") {
   pool_name name;
   auto s = start(app_path, {"--workers", "4", "--name", name.value, "--accept", "reuseport"});
   auto seg = attach(name, s.proc.pid());
   const auto ready = wait_ready(seg, 4);
   REQUIRE(ready.size() == 4);
+  // The master's logger is replaced first, twice (SIGUSR1; the first replacement keeps the
+  // old one alive until the next): the hand-over logs through the current one.
+  for (int i = 0; i < 2; ++i) {
+    const auto mark = s.proc.output_size();
+    REQUIRE(s.proc.signal(SIGUSR1));
+    REQUIRE(s.wait("SIGUSR1: log reopened", 5s, mark));
+  }
   const pid_t stopped = ready.at(2);
   REQUIRE(::kill(stopped, SIGSTOP) == 0);
   // A quarter of these land on slot 2's queue before the master notices the missed

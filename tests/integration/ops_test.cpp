@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "harness.hpp"
 
@@ -215,4 +216,63 @@ TEST_CASE("ops: a unit reporting itself unhealthy shows in status, --json, /heal
   CHECK(json.find(R"("healthy":false,"unhealthy_unit":"beta","health_reason":"database \"main\" unreachable")") !=
         std::string::npos);
   CHECK(sample(mport, "systempp_unhealthy_workers") == 2);
+}
+
+namespace {
+
+/// What `ps` shows as a process's command line (up to the first NUL), and what top shows.
+std::string title_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string text;
+  std::getline(in, text, '\0');
+  return text;
+}
+std::string thread_name_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+  std::string text;
+  std::getline(in, text);
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("ops: ps shows the master and each worker by role, slot, generation and pool, a reload and a drain change it",
+          "[ops][title]") {
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value});
+  auto seg = attach(name, s.proc.pid());
+  const auto first = wait_ready(seg, 2);
+  REQUIRE(first.size() == 2);
+  const pid_t master = s.proc.pid();
+  // The master sets its title once the pool runs: wait for it rather than race it.
+  CHECK(support::wait_until([&] { return title_of(master) == fmt::format("app: master [{}] gen 1", name.value); }, 5s));
+  CHECK(thread_name_of(master) == "app: master");
+  for (const auto& [slot, pid] : first) {
+    CHECK(title_of(pid) == fmt::format("app: worker {} gen 1 [{}]", slot, name.value));
+    CHECK(thread_name_of(pid) == fmt::format("app: worker {}", slot));
+  }
+
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+  const auto second = wait_ready(seg, 2);
+  CHECK(support::wait_until([&] { return title_of(master) == fmt::format("app: master [{}] gen 2", name.value); }, 5s));
+  for (const auto& [slot, pid] : second)
+    CHECK(title_of(pid) == fmt::format("app: worker {} gen 2 [{}]", slot, name.value));
+
+  // A worker draining with a request in flight says so, and so does the master.
+  std::optional<support::response> slow;
+  std::jthread request([&] { slow = support::http_get("127.0.0.1", s.port, "/sleep?ms=3000", 10s); });
+  pid_t busy = 0;
+  REQUIRE(support::wait_until([&] {
+    for (std::uint32_t i = 0; i < seg.slot_count(); ++i)
+      if (const auto r = systempp::read_slot(seg.slot(i)); r.in_flight >= 1) busy = r.pid;
+    return busy != 0;
+  }, 5s));
+  REQUIRE(s.proc.signal(SIGTERM));
+  CHECK(support::wait_until([&] { return title_of(busy).ends_with("gen 2 [" + name.value + "] draining"); }, 5s));
+  CHECK(support::wait_until([&] { return title_of(master) == fmt::format("app: master [{}] gen 2 draining", name.value); }, 5s));
+  request.join();
+  REQUIRE(slow);
+  CHECK(slow->status == 200);
+  require_exit_0(s.proc);
 }

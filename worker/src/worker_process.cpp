@@ -24,6 +24,7 @@
 #include <csignal>
 
 #include "systempp/log.hpp"
+#include "systempp/process_title.hpp"
 #include "systempp/signal_table.hpp"
 
 namespace systempp::worker {
@@ -122,6 +123,10 @@ worker_process::worker_process(launch& l)
   l.units->metrics.bind(record_.app_values);
   record_.metrics_digest.store(l.units->metrics.digest);
   ctx_.set_slot_record(&record_);
+  // `ps`: "PROG: worker 2 gen 3 [kvd]", a dedicated process by its unit's name.
+  role_ = l.dedicated_unit ? lifecycle_.unit_names()[*l.dedicated_unit] : fmt::format("worker {}", l.slot);
+  title_ = fmt::format("{} gen {} [{}]", role_, l.generation, opts_.name);
+  detail::set_process_title(title_, role_);
   // From any thread: one write of the whole message, which the master reads up to '\n'.
   ctx_.set_requester([fd = channel_.native_handle()](control_request what, std::string reason) {
     std::string message(1, what == control_request::reload ? msg_reload_request : msg_stop_request);
@@ -218,6 +223,7 @@ asio::awaitable<void> worker_process::read_signals() {
 
 void worker_process::begin_drain() {
   set_state(record_, worker_state::draining);
+  detail::set_process_title(title_ + " draining", role_);
   // While draining, a fast stop (SIGQUIT or the master's QUIT) still ends it at once.
   asio::co_spawn(ctx_.executor(), exit_on_fast_stop_signal(), asio::detached);
   asio::co_spawn(ctx_.executor(), exit_on_fast_stop_message(), asio::detached);

@@ -90,6 +90,8 @@ class worker_process {
   std::uint64_t request_limit_;  ///< 0: --max-requests is off
   bool recycle_asked_ = false;
   bool fast_ = false;  ///< serve ended with a fast stop (SIGQUIT or the master's QUIT)
+  std::string role_;              ///< "worker 2", or a dedicated process's unit
+  std::string title_;             ///< what ps shows, "worker 2 gen 3 [kvd]"
   std::string inbox_;             ///< bytes read from the channel, not yet taken
   std::deque<unique_fd> handed_;  ///< sockets that came with them, in order
 };

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "systempp/process_title.hpp"
 #include "systempp/app.hpp"
 #include "systempp/context.hpp"
 #include "systempp/errors.hpp"
@@ -26,7 +27,8 @@ namespace systempp {
 /// mode) runs main() again and returns that worker's own exit code.
 template <class App>
 int main(int argc, char** argv, const about& info = {}) {
-  auto io = detail::make_io_context();  // declared first: destroyed after the units
+  detail::init_process_title(argc, argv);  // before anything keeps a pointer into environ
+  auto io = detail::make_io_context();     // declared first: destroyed after the units
   app_instance<App> instance;
   instance.entries().info = info;
   return detail::run_main(argc, argv, instance.entries(), *io);

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,7 +32,7 @@ namespace systempp::master {
 class connection_handover {
  public:
   connection_handover(boost::asio::io_context& io, worker_table& table, const slot_sockets& slots,
-                      const std::vector<listener>& listeners, spdlog::logger& log)
+                      const std::vector<listener>& listeners, const std::shared_ptr<spdlog::logger>& log)
       : table_(table), slots_(slots), listeners_(listeners), log_(log), retry_(io) {}
   ~connection_handover() { stop(); }
   connection_handover(const connection_handover&) = delete;
@@ -60,7 +61,9 @@ class connection_handover {
   worker_table& table_;
   const slot_sockets& slots_;
   const std::vector<listener>& listeners_;
-  spdlog::logger& log_;
+  /// The master's logger, which SIGUSR1 replaces: held by the owner's pointer, never by
+  /// the object.
+  const std::shared_ptr<spdlog::logger>& log_;
   boost::asio::steady_timer retry_;
   bool paused_ = false;
   std::vector<serving_process> serving_;  ///< in slot order (steerable gives them so)
