@@ -66,6 +66,8 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
       {{"--reload-mode", "spawn"}, "--reload-mode"},
       {{"--reload-surge", "0"}, "--reload-surge"},
       {{"--max-requests", "-5"}, "--max-requests"},
+      {{"--cpu-affinity", "4096"}, "--cpu-affinity"},
+      {{"--cpu-affinity", "0-x"}, "--cpu-affinity"},
       {{"--name", "../etc"}, "--name"},
       {{"--log-level", "loud"}, "--log-level"},
       {{"--log-format", "xml"}, "--log-format"},

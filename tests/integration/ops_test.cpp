@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include <systempp/options.hpp>
 
 using namespace harness;
 
@@ -274,5 +275,46 @@ TEST_CASE("ops: ps shows the master and each worker by role, slot, generation an
   request.join();
   REQUIRE(slow);
   CHECK(slow->status == 200);
+  require_exit_0(s.proc);
+}
+
+namespace {
+
+/// The CPUs `pid` may run on, as the kernel lists them ("0", "0-1").
+std::string cpus_allowed(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("Cpus_allowed_list:")) return line.substr(line.find_first_not_of(" \t", 18));
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("ops: --cpu-affinity pins each worker slot to its CPU, the same across a reload and a respawn",
+          "[ops][affinity]") {
+  const auto cpus = systempp::cpu_affinity_cpus("auto");
+  REQUIRE_FALSE(cpus.empty());
+  pool_name name;
+  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--cpu-affinity", "auto"});
+  auto seg = attach(name, s.proc.pid());
+  const auto first = wait_ready(seg, 2);
+  REQUIRE(first.size() == 2);
+  const auto expected = [&](int slot) { return std::to_string(cpus[static_cast<std::size_t>(slot) % cpus.size()]); };
+  for (const auto& [slot, pid] : first) CHECK(cpus_allowed(pid) == expected(slot));
+  CHECK(cpus_allowed(s.proc.pid()) == cpus_allowed(::getpid()));  // the master itself is not pinned
+
+  s.proc.signal(SIGHUP);
+  REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::succeeded);
+  const auto second = wait_ready(seg, 2);
+  for (const auto& [slot, pid] : second) CHECK(cpus_allowed(pid) == expected(slot));
+
+  const pid_t victim = second.at(1);
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  REQUIRE(support::wait_until([&] {
+    const auto now = ready_workers(seg);
+    return now.size() == 2 && now.at(1) != victim;
+  }, 20s));
+  CHECK(cpus_allowed(ready_workers(seg).at(1)) == expected(1));
+  s.proc.signal(SIGTERM);
   require_exit_0(s.proc);
 }

@@ -1,5 +1,7 @@
 // The command line: defaults, values, and one-line errors that name the option.
 
+#include <sched.h>
+
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -239,4 +241,31 @@ TEST_CASE("a --config file that is not TOML exits 2 naming file and line", "[opt
   CHECK(exit_code_of(p) == 2);
   CHECK(p.err.starts_with("app: error: " + f.path + ":3: "));
   CHECK(std::count(p.err.begin(), p.err.end(), '\n') == 1);
+}
+
+TEST_CASE("cpu affinity: auto is the CPUs this process may use, a list is read in order, bad ones are refused "
+          "naming the problem",
+          "[options]") {
+  CHECK(systempp::cpu_affinity_cpus("").empty());
+  CHECK(systempp::cpu_affinity_cpus("0") == std::vector<int>{0});
+  CHECK(systempp::cpu_affinity_cpus("0-1") == std::vector<int>{0, 1});
+  CHECK(systempp::cpu_affinity_cpus("1,0,1") == std::vector<int>{1, 0});
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  REQUIRE(::sched_getaffinity(0, sizeof mine, &mine) == 0);
+  const auto all = systempp::cpu_affinity_cpus("auto");
+  CHECK(static_cast<int>(all.size()) == CPU_COUNT(&mine));
+  for (int c : all) CHECK(CPU_ISSET(c, &mine));
+  const auto refused = [](const std::string& spec) {
+    try {
+      systempp::cpu_affinity_cpus(spec);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(refused("4096"), Catch::Matchers::Contains("CPU 4096 is out of range"));
+  CHECK_THAT(refused("0-x"), Catch::Matchers::Contains("'x' is not a CPU number"));
+  CHECK_THAT(refused("1-0"), Catch::Matchers::Contains("empty range"));
+  CHECK_THAT(refused("0,,1"), Catch::Matchers::Contains("is not a CPU number"));
 }

@@ -3,6 +3,7 @@
 
 #include "worker_process.hpp"
 
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -127,6 +128,7 @@ worker_process::worker_process(launch& l)
   role_ = l.dedicated_unit ? lifecycle_.unit_names()[*l.dedicated_unit] : fmt::format("worker {}", l.slot);
   title_ = fmt::format("{} gen {} [{}]", role_, l.generation, opts_.name);
   detail::set_process_title(title_, role_);
+  pin_to_cpu(l.slot);
   // From any thread: one write of the whole message, which the master reads up to '\n'.
   ctx_.set_requester([fd = channel_.native_handle()](control_request what, std::string reason) {
     std::string message(1, what == control_request::reload ? msg_reload_request : msg_stop_request);
@@ -219,6 +221,21 @@ asio::awaitable<void> worker_process::read_signals() {
     fast_ = effect == signal_effect::fast_stop;
     co_return;
   }
+}
+
+// --cpu-affinity: slot k on the (k mod n)-th CPU of the list, so a reload or a respawn
+// puts the slot's next worker on the same CPU.
+void worker_process::pin_to_cpu(int slot) {
+  const auto cpus = cpu_affinity_cpus(opts_.cpu_affinity);  // checked when parsed
+  if (cpus.empty()) return;
+  const int cpu = cpus[static_cast<std::size_t>(slot) % cpus.size()];
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof set, &set) != 0)
+    ctx_.log().warn("--cpu-affinity: cannot pin to CPU {}: {}", cpu, std::strerror(errno));
+  else
+    ctx_.log().info("pinned to CPU {}", cpu);
 }
 
 void worker_process::begin_drain() {

@@ -70,6 +70,7 @@ class worker_process {
   boost::asio::awaitable<std::pair<boost::system::error_code, char>> next_message();
   void hand_over(const std::string& index);
   boost::asio::awaitable<void> read_signals();
+  void pin_to_cpu(int slot);
   void begin_drain();
   boost::asio::awaitable<void> exit_on_fast_stop_signal();
   boost::asio::awaitable<void> exit_on_fast_stop_message();

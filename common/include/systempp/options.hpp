@@ -86,6 +86,9 @@ struct options {
   std::uint64_t max_requests = 0;
   /// --max-requests-jitter: up to this many extra requests, different per worker.
   std::uint64_t max_requests_jitter = 0;
+  /// --cpu-affinity: "" (off), "auto" or a list such as "0,2-3"; cpu_affinity_cpus says
+  /// which CPU each slot is pinned to.
+  std::string cpu_affinity;
   /// --config: the TOML file of the runtime ([systempp]) and the units (config.hpp).
   std::string config;
   /// That file as read at start, its [systempp] table already merged into the fields here
@@ -155,6 +158,12 @@ enum class parse_mode {
   serve,   ///< `app [options]`: the service
   script,  ///< run_script: runtime options, the rest left in options::args
 };
+
+/// --cpu-affinity's CPUs, in the order slots take them (slot k gets the (k mod n)-th):
+/// "auto" is every CPU this process may run on, in order; a list is "0,2-3" (a CPU given
+/// twice counts once). Empty for "". Throws std::invalid_argument saying what is wrong
+/// with `spec` (a CPU this machine has not, a malformed range). Any process.
+std::vector<int> cpu_affinity_cpus(const std::string& spec);
 
 /// Parses argv, then reads the --config file (if any) and takes the runtime options its
 /// [systempp] table gives that the command line does not. Prints help or a one-line error
