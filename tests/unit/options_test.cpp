@@ -115,7 +115,7 @@ TEST_CASE("a bad value exits 2 with one line naming the option", "[options][bad_
   }
 }
 
-TEST_CASE("--help exits 0 and lists every option with its default", "[options]") {
+TEST_CASE("help: --help exits 0 and lists every option with its default", "[options]") {
   std::ostringstream out;
   auto* old = std::cout.rdbuf(out.rdbuf());
   auto p = parse({"--help"});

@@ -82,7 +82,7 @@ TEST_CASE("a unit's options land in the unit, those not given keep the unit's de
   CHECK(peers == std::vector<std::string>{"a:1", "b:2"});
 }
 
-TEST_CASE("--help lists a unit's options under the unit, with their defaults", "[options][unit_options]") {
+TEST_CASE("help: --help lists a unit's options under the unit, with their defaults", "[options][unit_options]") {
   const auto p = parse<systempp::app<store>>({"--help"});
   CHECK(p.code == 0);
   const auto group = p.out.find("Options of unit store:");
