@@ -79,10 +79,7 @@ TEST_CASE("accept: reuseport: the connections queued on a slot that a scale-down
           "its draining worker or handed by the master to the serving ones",
           "[accept][reuseport]") {
   pool_name name;
-  auto s = start(app_path, {"--workers", "4", "--name", name.value, "--accept", "reuseport"});
-  auto seg = attach(name, s.proc.pid());
-  const auto ready = wait_ready(seg, 4);
-  REQUIRE(ready.size() == 4);
+  auto [s, seg, ready] = start_pool(name, 4, {"--accept", "reuseport"});
   // Slot 3's worker stops accepting; new connections are still steered to its socket (a
   // quarter of them, at random) and wait in its queue.
   const pid_t stopped = ready.at(3);
@@ -125,10 +122,7 @@ TEST_CASE("accept: reuseport: the connections queued on a worker that stopped ar
           "stays stopped, after the master's log was reopened",
           "[accept][reuseport]") {
   pool_name name;
-  auto s = start(app_path, {"--workers", "4", "--name", name.value, "--accept", "reuseport"});
-  auto seg = attach(name, s.proc.pid());
-  const auto ready = wait_ready(seg, 4);
-  REQUIRE(ready.size() == 4);
+  auto [s, seg, ready] = start_pool(name, 4, {"--accept", "reuseport"});
   // The master's logger is replaced first, twice (SIGUSR1; the first replacement keeps the
   // old one alive until the next): the hand-over logs through the current one.
   for (int i = 0; i < 2; ++i) {

@@ -17,25 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// A pool of the demo app with its control block attached and every worker READY.
-struct running_pool {
-  service svc;
-  systempp::control_segment seg;
-  std::map<int, pid_t> ready;
-};
-
-running_pool start_pool(const pool_name& name, std::size_t workers,
-                        std::vector<std::string> extra_args = {}) {
-  std::vector<std::string> args{"--workers", std::to_string(workers), "--name", name.value};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  auto svc = start(app_path, args);
-  auto seg = attach(name, svc.proc.pid());
-  auto ready = wait_ready(seg, workers);
-  INFO(svc.proc.output());
-  REQUIRE(ready.size() == workers);
-  return running_pool{std::move(svc), std::move(seg), std::move(ready)};
-}
-
 /// SIGTERMs the master and requires a clean exit (code 0) within a deadline.
 void require_clean_exit(service& s) {
   REQUIRE(s.proc.signal(SIGTERM));

@@ -141,6 +141,26 @@ inline std::map<int, pid_t> wait_ready(const systempp::control_segment& seg, std
   return ready;
 }
 
+/// A pool of `binary` (the demo app unless given) with its control block attached and
+/// every worker READY.
+struct running_pool {
+  service svc;
+  systempp::control_segment seg;
+  std::map<int, pid_t> ready;  ///< by slot
+};
+
+inline running_pool start_pool(const pool_name& name, std::size_t workers, std::vector<std::string> extra_args = {},
+                               const std::string& binary = app_path) {
+  std::vector<std::string> args{"--workers", std::to_string(workers), "--name", name.value};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  auto svc = start(binary, args);
+  auto seg = attach(name, svc.proc.pid());
+  auto ready = wait_ready(seg, workers);
+  INFO(svc.proc.output());
+  REQUIRE(ready.size() == workers);
+  return running_pool{std::move(svc), std::move(seg), std::move(ready)};
+}
+
 /// Workers that are alive (not zombies) and starting, READY or draining.
 inline std::vector<systempp::slot_snapshot> live_workers(const systempp::control_segment& seg) {
   std::vector<systempp::slot_snapshot> out;

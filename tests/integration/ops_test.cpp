@@ -240,10 +240,7 @@ std::string thread_name_of(pid_t pid) {
 TEST_CASE("ops: ps shows the master and each worker by role, slot, generation and pool, a reload and a drain change it",
           "[ops][title]") {
   pool_name name;
-  auto s = start(app_path, {"--workers", "2", "--name", name.value});
-  auto seg = attach(name, s.proc.pid());
-  const auto first = wait_ready(seg, 2);
-  REQUIRE(first.size() == 2);
+  auto [s, seg, first] = start_pool(name, 2);
   const pid_t master = s.proc.pid();
   // The master sets its title once the pool runs: wait for it rather than race it.
   CHECK(support::wait_until([&] { return title_of(master) == fmt::format("app: master [{}] gen 1", name.value); }, 5s));
@@ -295,10 +292,7 @@ TEST_CASE("ops: --cpu-affinity pins each worker slot to its CPU, the same across
   const auto cpus = systempp::cpu_affinity_cpus("auto");
   REQUIRE_FALSE(cpus.empty());
   pool_name name;
-  auto s = start(app_path, {"--workers", "2", "--name", name.value, "--cpu-affinity", "auto"});
-  auto seg = attach(name, s.proc.pid());
-  const auto first = wait_ready(seg, 2);
-  REQUIRE(first.size() == 2);
+  auto [s, seg, first] = start_pool(name, 2, {"--cpu-affinity", "auto"});
   const auto expected = [&](int slot) { return std::to_string(cpus[static_cast<std::size_t>(slot) % cpus.size()]); };
   for (const auto& [slot, pid] : first) CHECK(cpus_allowed(pid) == expected(slot));
   CHECK(cpus_allowed(s.proc.pid()) == cpus_allowed(::getpid()));  // the master itself is not pinned
