@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <sys/prctl.h>
 
+#include <cstdio>
+
 extern char** environ;
 
 namespace systempp::detail {
@@ -19,10 +21,11 @@ void init_process_title(int argc, char** argv) noexcept {
 }
 
 void set_process_title(const std::string& title, const std::string& role) noexcept {
-  const std::string program = program_invocation_short_name ? program_invocation_short_name : "app";
   if (initialised) setproctitle("%s", title.c_str());
-  const std::string thread = (program + ": " + role).substr(0, 15);
-  ::prctl(PR_SET_NAME, thread.c_str(), 0, 0, 0);
+  char thread[16];  // the kernel keeps 15 bytes and the NUL
+  std::snprintf(thread, sizeof thread, "%s: %s", program_invocation_short_name ? program_invocation_short_name : "app",
+                role.c_str());
+  ::prctl(PR_SET_NAME, thread, 0, 0, 0);
 }
 
 }  // namespace systempp::detail
