@@ -1,7 +1,7 @@
 #pragma once
-// The HTTP server's per-connection state and its framing rules (RFC 9112), apart from the
-// server's work so that each reads on its own, and how a response is written. Included by http_server.cpp only, the one
-// translation unit that compiles Beast.
+// The HTTP server's per-connection state, its framing rules (RFC 9112) and how it writes
+// a response, apart from the server's work so that each reads on its own. Included by
+// http_server.cpp only, the one translation unit that compiles Beast.
 
 #include <sys/socket.h>
 

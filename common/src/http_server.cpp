@@ -72,7 +72,6 @@ struct prepared_reply {
 using prepared_replies = std::vector<prepared_reply>;
 }  // namespace
 
-
 class server_core {
  public:
   // Metrics: members, so that they are registered before the first fork.

@@ -92,7 +92,7 @@ void connection_handover::take_queued(std::size_t listener, int slot, int fd) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) stalled = fmt::format("accept: {}", std::strerror(errno));
       break;
     }
-    held_ = held_connection{std::move(c), listener, slot};
+    held_ = held_connection{std::move(c), listener};
     if (pass_on()) ++handed;
     else stalled = "no serving worker took a connection";
   }

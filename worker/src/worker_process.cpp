@@ -278,7 +278,7 @@ asio::awaitable<std::pair<boost::system::error_code, char>> worker_process::next
         co_return std::pair{boost::system::error_code{}, byte};
       }
       const auto end = inbox_.find('\n');
-      if (end == std::string::npos) break;  // its name is still coming
+      if (end == std::string::npos) break;  // its listener's index is still coming
       const std::string index = inbox_.substr(1, end - 1);
       inbox_.erase(0, end + 1);
       hand_over(index);

@@ -185,21 +185,19 @@ class connection_acceptor {
   }
 
   // What the master hands over (a queue nobody else serves) comes out of accept() first.
-  // Registered last: a constructor that throws leaves nothing registered.
+  // Registered last, so that a constructor that throws leaves nothing registered; close()
+  // drops it on the runtime's strand, where it runs, so `this` outlives it.
   void take_handed_over() {
-    signal_->acceptor = &acceptor_;
-    taker_ = ctx_.set_connection_taker(name_, [signal = std::weak_ptr<readiness>(signal_)](unique_fd fd) {
-      auto s = signal.lock();
-      if (!s) return;
-      s->handed.push_back(std::move(fd));
-      s->woken = true;
-      s->wake.cancel();
+    taker_ = ctx_.set_connection_taker(name_, [this](unique_fd fd) {
+      signal_->handed.push_back(std::move(fd));
+      signal_->woken = true;
+      signal_->wake.cancel();
       boost::system::error_code ignored;
-      if (s->acceptor) s->acceptor->cancel(ignored);  // a pending accept ends; accept() looks again
+      acceptor_.cancel(ignored);  // a pending accept ends; accept() looks again
     });
   }
 
-  // A socket the master handed over, as accept() returns one.
+  // A connected socket, as accept() returns it.
   std::tuple<boost::system::error_code, tcp::socket> adopt(unique_fd fd, const boost::asio::any_io_executor& ex) {
     boost::system::error_code ec;
     tcp::socket s(ex);
@@ -214,7 +212,6 @@ class connection_acceptor {
     bool ready = false;  ///< the waiter handed over and waits for resume()
     std::deque<unique_fd> handed;  ///< from the master, for accept() to return first
     bool woken = false;  ///< the last cancel of the pending accept was a hand-over's
-    tcp::acceptor* acceptor = nullptr;  ///< to end a pending accept when one is handed over
   };
 
   accept_strategy strategy_;

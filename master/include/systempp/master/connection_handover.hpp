@@ -72,7 +72,6 @@ class connection_handover {
   struct held_connection {
     unique_fd fd;
     std::size_t listener = 0;
-    int slot = 0;
   };
   std::optional<held_connection> held_;  ///< accepted, not yet taken by a worker
   std::size_t next_ = 0;  ///< the serving process the next connection goes to
