@@ -163,7 +163,7 @@ control_segment control_segment::create(std::string_view pool, pid_t master_pid,
 control_segment::control_segment(std::string name, int fd) noexcept
     : name_(std::move(name)), fd_(fd) {}
 
-control_segment control_segment::attach(std::string_view pool, pid_t master_pid, access mode) {
+control_segment control_segment::attach(std::string_view pool, pid_t master_pid, access mode, uid_t owner) {
   check_pool_name(pool);
   std::string name = segment_name(pool, master_pid);
   int fd = -1;
@@ -176,7 +176,7 @@ control_segment control_segment::attach(std::string_view pool, pid_t master_pid,
   if (fd == -1) fail(name, "dup: " + errno_text(errno));
   // Constructed first, so that a failed validation closes the fd in the destructor.
   control_segment segment{std::move(name), fd};
-  segment.map_and_validate(mode);
+  segment.map_and_validate(mode, owner);
   return segment;
 }
 
@@ -194,17 +194,16 @@ control_segment control_segment::attach_fd(int inherited_fd, access mode) {
   const int fd = dup_cloexec(inherited_fd);
   if (fd == -1) fail(name, "dup: " + errno_text(errno));
   control_segment segment{std::move(name), fd};
-  segment.map_and_validate(mode);
+  segment.map_and_validate(mode, std::nullopt);
   return segment;
 }
 
-void control_segment::map_and_validate(access mode) {
+void control_segment::map_and_validate(access mode, std::optional<uid_t> owner) {
   struct stat st{};
   if (::fstat(fd_, &st) != 0) fail(name_, "fstat: " + errno_text(errno));
   // Another user's segment could steer us to signal arbitrary pids.
-  if (st.st_uid != ::geteuid()) {
-    fail(name_, "owned by uid " + std::to_string(st.st_uid) + ", not " +
-                    std::to_string(::geteuid()));
+  if (owner && st.st_uid != *owner) {
+    fail(name_, "owned by uid " + std::to_string(st.st_uid) + ", not " + std::to_string(*owner));
   }
   if (!S_ISREG(st.st_mode)) fail(name_, "not a shared memory object");
   const auto size = static_cast<std::size_t>(st.st_size);

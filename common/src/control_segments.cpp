@@ -32,18 +32,26 @@ struct flock whole_file(short type) noexcept {
   return l;
 }
 
-/// True for a regular file of this user: anything else is another user's, or a trap.
-bool ours(int fd) noexcept {
+/// True for a regular file of this user or of `also` (the pool's --user, for a master
+/// started as root): anything else is another user's, or a trap.
+bool ours(int fd, uid_t also) noexcept {
   struct stat st{};
-  return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid();
+  return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_uid == ::geteuid() || st.st_uid == also);
 }
 
-/// Opens (creating) the lock file as this user's regular file. Another user's file is
-/// removed first when we are root (it cannot be trusted, and must not block a start).
-unique_fd open_lock_file(const std::string& path) {
+/// The owner of the file of `fd`; this process's uid when fstat fails.
+uid_t owner_of(int fd) noexcept {
+  struct stat st{};
+  return ::fstat(fd, &st) == 0 ? st.st_uid : ::geteuid();
+}
+
+/// Opens (creating) the lock file as a regular file of this user or of `owner`. Another
+/// user's file is removed first when we are root (it cannot be trusted, and must not block
+/// a start).
+unique_fd open_lock_file(const std::string& path, uid_t owner) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (fd && ours(fd.get())) return fd;
+    if (fd && ours(fd.get(), owner)) return fd;
     const int err = fd ? EPERM : errno;
     if (::geteuid() == 0 && attempt == 0 && ::unlink(path.c_str()) == 0) continue;
     struct stat st{};
@@ -109,12 +117,17 @@ std::string lock_path(std::string_view pool) {
   return path;
 }
 
-pool_lock pool_lock::acquire(std::string_view pool) {
+pool_lock pool_lock::acquire(std::string_view pool, uid_t owner) {
   check_pool_name(pool);
   const std::string path = lock_path(pool);
-  unique_fd fd = open_lock_file(path);
+  unique_fd fd = open_lock_file(path, owner);
   auto l = whole_file(F_WRLCK);
-  if (::fcntl(fd.get(), F_SETLK, &l) == 0) return pool_lock(std::move(fd));
+  if (::fcntl(fd.get(), F_SETLK, &l) == 0) {
+    if (owner != ::geteuid() && ::fchown(fd.get(), owner, static_cast<gid_t>(-1)) != 0)
+      throw config_error(path + ": cannot give the pool lock to uid " + std::to_string(owner) + ": " +
+                         std::strerror(errno));
+    return pool_lock(std::move(fd));
+  }
   if (const int err = errno; err != EAGAIN && err != EACCES)
     throw_start_error(path + ": cannot lock: " + std::strerror(err), err);
   auto holder = whole_file(F_WRLCK);
@@ -128,7 +141,8 @@ pool_lock pool_lock::adopt(int fd) noexcept { return pool_lock(unique_fd(fd)); }
 std::optional<pid_t> find_live_master(std::string_view pool) {
   check_pool_name(pool);
   unique_fd fd(::open(lock_path(pool).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd || !ours(fd.get())) return std::nullopt;
+  // Root reads any user's pool (any regular file; ours() with our uid as the other one).
+  if (!fd || !ours(fd.get(), ::geteuid() == 0 ? owner_of(fd.get()) : ::geteuid())) return std::nullopt;
   auto holder = whole_file(F_WRLCK);
   if (::fcntl(fd.get(), F_GETLK, &holder) != 0 || holder.l_type == F_UNLCK || holder.l_pid <= 0)
     return std::nullopt;
@@ -143,14 +157,21 @@ std::optional<std::string> pool_of_master(pid_t master_pid) {
   return found;
 }
 
-std::size_t remove_stale_segments(std::string_view pool, pid_t keep) {
+std::optional<uid_t> pool_files_owner(std::string_view pool) {
+  check_pool_name(pool);
+  struct stat st{};
+  if (::lstat(lock_path(pool).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return st.st_uid;
+}
+
+std::size_t remove_stale_segments(std::string_view pool, pid_t keep, uid_t owner) {
   check_pool_name(pool);
   if (keep == 0) keep = find_live_master(pool).value_or(0);
   std::size_t removed = 0;
   for_each_segment([&](const std::string& file, const segment_id& id) {
     if (id.pool != pool || id.master_pid == keep) return;
     unique_fd fd(::open((std::string(shm_dir) + file).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (fd && ours(fd.get()) && boost::interprocess::shared_memory_object::remove(file.c_str())) ++removed;
+    if (fd && ours(fd.get(), owner) && boost::interprocess::shared_memory_object::remove(file.c_str())) ++removed;
   });
   return removed;
 }

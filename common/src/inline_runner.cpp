@@ -173,9 +173,10 @@ int run_inline(const options& opts, app_units& units, asio::io_context& io) {
   try {
     log = make_logger("inline", opts);
     listeners = bind_listeners(opts.binds);
-  } catch (const config_error& e) {
+    if (opts.run_as) switch_user(*opts.run_as);  // the one process serves: it switches now
+  } catch (const std::exception& e) {
     std::cerr << opts.program << ": error: " << e.what() << "\n";
-    return to_int(exit_code::usage);
+    return to_int(start_failure_code(e));
   }
   for (const auto& l : listeners) log->info("listening on {} ({})", l.endpoint(), l.name);
 

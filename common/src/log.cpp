@@ -1,6 +1,7 @@
 #include "systempp/log.hpp"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -12,6 +13,7 @@
 #include <filesystem>
 
 #include "systempp/errors.hpp"
+#include "systempp/privileges.hpp"
 
 namespace systempp {
 
@@ -47,12 +49,16 @@ class json_message_flag final : public spdlog::custom_flag_formatter {
 // spdlog opens the file with fopen("ab"), which is not close-on-exec (its own
 // SPDLOG_PREVENT_CHILD_FD is fixed when the library is built), so every exec (a master
 // upgrade, an exec-mode worker) carried one more log fd into the new image. Set right after
-// each open, reopens included; nothing forks between the two calls.
-spdlog::file_event_handlers close_on_exec() {
+// each open, reopens included; nothing forks between the two calls. A master running as
+// root with --user gives the file to that user, as each reopen after a rotation makes it
+// anew: its workers open it too.
+spdlog::file_event_handlers after_open(const options& opts) {
   spdlog::file_event_handlers handlers;
-  handlers.after_open = [](const spdlog::filename_t&, std::FILE* file) {
+  handlers.after_open = [owner = pool_owner(opts)](const spdlog::filename_t&, std::FILE* file) {
     if (::fcntl(::fileno(file), F_SETFD, FD_CLOEXEC) != 0)
       spdlog::throw_spdlog_ex("cannot make it close-on-exec", errno);
+    if (owner != ::geteuid() && ::fchown(::fileno(file), owner, static_cast<gid_t>(-1)) != 0)
+      spdlog::throw_spdlog_ex("cannot give it to --user", errno);
   };
   return handlers;
 }
@@ -70,7 +76,7 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const optio
     if (!or_stderr) throw config_error(failed);
   } else if (!opts.log_file.empty()) {
     try {
-      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false, close_on_exec());
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false, after_open(opts));
     } catch (const spdlog::spdlog_ex& e) {
       const int err = errno;  // of the failed open: spdlog's throw keeps it
       failed = "--log-file: cannot open " + opts.log_file + ": " + e.what();

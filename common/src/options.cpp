@@ -1,9 +1,7 @@
 #include "systempp/options.hpp"
 
-#include <sched.h>
-#include <unistd.h>
-
 #include "options_file.hpp"
+#include "process_options.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -91,44 +89,6 @@ void add_checked(CLI::App& cli, const std::string& flag, T& out, const std::stri
 
 }  // namespace
 
-std::vector<int> cpu_affinity_cpus(const std::string& spec) {
-  std::vector<int> out;
-  if (spec.empty()) return out;
-  const long configured = ::sysconf(_SC_NPROCESSORS_CONF);
-  const int count = configured > 0 ? static_cast<int>(std::min<long>(configured, CPU_SETSIZE)) : 1;
-  if (spec == "auto") {
-    cpu_set_t mine;
-    CPU_ZERO(&mine);
-    if (::sched_getaffinity(0, sizeof mine, &mine) == 0)
-      for (int c = 0; c < CPU_SETSIZE; ++c)
-        if (CPU_ISSET(c, &mine)) out.push_back(c);
-    if (out.empty()) throw std::invalid_argument("no CPU to run on");
-    return out;
-  }
-  const auto number = [&](std::string_view text) {
-    int v = -1;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc{} || end != text.data() + text.size() || v < 0)
-      throw std::invalid_argument(fmt::format("'{}' is not a CPU number (auto, or a list such as 0,2-3)", text));
-    if (v >= count)
-      throw std::invalid_argument(fmt::format("CPU {} is out of range: this machine has CPUs 0-{}", v, count - 1));
-    return v;
-  };
-  std::string_view rest = spec;
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    const auto item = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-    const auto dash = item.find('-');
-    const int first = number(item.substr(0, dash));
-    const int last = dash == std::string_view::npos ? first : number(item.substr(dash + 1));
-    if (last < first) throw std::invalid_argument(fmt::format("'{}' is an empty range", item));
-    for (int c = first; c <= last; ++c)
-      if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(c);
-  }
-  return out;
-}
-
 namespace {
 
 std::string check_pool_name(const std::string& v) {
@@ -203,16 +163,7 @@ void add_pool_options(CLI::App& cli, options& opts, word_values& words) {
   add_checked(cli, "--max-requests-jitter", opts.max_requests_jitter,
               "Random extra requests per worker before recycling", CLI::NonNegativeNumber);
   cli.add_option("--metrics", opts.metrics, "HOST:PORT for the master's Prometheus endpoint");
-  cli.add_option("--cpu-affinity", opts.cpu_affinity,
-                 "Pin each worker to one CPU: auto (one per CPU, in slot order) or a list such as 0,2-3")
-      ->check([](const std::string& spec) -> std::string {
-        try {
-          cpu_affinity_cpus(spec);
-          return {};
-        } catch (const std::invalid_argument& e) {
-          return e.what();
-        }
-      });
+  detail::add_process_options(cli, opts);
 }
 
 // The pool's own long options, without "--": what a script skips in a service's file.
@@ -363,6 +314,8 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode, c
       if (ctl.name.empty() && ctl.pidfile.empty()) ctl.name = "app";
       return ctl;
     }
+    if (!script && !opts.print_config)
+      if (auto problem = run_as_problem(opts); !problem.empty()) throw config_error(problem);
   } catch (const CLI::CallForHelp&) {
     std::cout << cli.help();
     return exit_now{0};

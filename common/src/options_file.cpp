@@ -32,10 +32,11 @@ std::vector<const CLI::Option*> settable(const CLI::App& cli) {
   return out;
 }
 
-enum class option_type { integer, number, text, texts };
+enum class option_type { boolean, integer, number, text, texts };
 
 // From what the parser knows of the option: its value type and how many values it takes.
 option_type type_of(const CLI::Option& o) {
+  if (o.get_expected_min() == 0) return option_type::boolean;  // a flag: no value
   if (o.get_items_expected_max() > 1) return option_type::texts;
   const auto type = o.get_type_name();
   const auto base = std::string_view(type).substr(0, type.find(':'));
@@ -51,6 +52,9 @@ std::vector<std::string> words_of(const CLI::Option& o, const config_document::e
   };
   const auto& v = e.value;
   switch (type_of(o)) {
+    case option_type::boolean:
+      if (const auto* b = std::get_if<bool>(&v); b && e.supported) return {*b ? "true" : "false"};
+      throw wrong("true or false");
     case option_type::integer:
       if (const auto* i = std::get_if<std::int64_t>(&v); i && e.supported) return {std::to_string(*i)};
       throw wrong("an integer");
@@ -130,6 +134,7 @@ std::vector<setting_row> setting_rows(const CLI::App& cli, const options& opts, 
     const auto& results = o->results();
     const std::string text = results.empty() ? o->get_default_str() : results.back();
     switch (type_of(*o)) {
+      case option_type::boolean: row.value = !results.empty() && CLI::detail::to_flag_value(results.back()) > 0 ? "true" : "false"; break;
       case option_type::integer:
       case option_type::number: row.value = text; break;
       case option_type::text: row.value = to_toml(text); break;

@@ -109,6 +109,10 @@ int master_process::open() {
       log_->warn("--accept reuseport: {}; every worker accepts on the listener as with --accept shared", e.what());
       pool_.slots.disable();
     }
+    if (opts_.drop_master && opts_.run_as && ::geteuid() != opts_.run_as->uid) {
+      switch_user(*opts_.run_as);
+      log_->info("--drop-master: the master runs as {}:{} from now on", opts_.run_as->user, opts_.run_as->group);
+    }
   } catch (const std::exception& e) {
     if (upgrade_) upgrade_->fall_back(fmt::format("the new image cannot start: {}", e.what()));
     std::cerr << opts_.program << ": error: " << e.what() << "\n";

@@ -18,6 +18,7 @@
 
 #include "systempp/errors.hpp"
 #include "systempp/fd.hpp"
+#include "systempp/privileges.hpp"
 #include "systempp/master/systemd.hpp"
 #include "systempp/signal_table.hpp"
 
@@ -58,12 +59,15 @@ bool write_all(int fd, std::string_view text) {
 // Written whole and synced in the temp file, then renamed over the path: a reader sees the
 // old pidfile or the complete new one, never an empty or half-written one. Any failure
 // removes the temp file.
-void write_pidfile(const std::string& path, pid_t pid) {
+void write_pidfile(const options& opts, pid_t pid) {
+  const std::string& path = opts.pidfile;
   const std::string tmp = fmt::format("{}.{}.tmp", path, pid);
   const std::string text = fmt::format("{}\n", pid);
   unique_fd fd = create_private(path, tmp);
   const char* failed = nullptr;
-  if (!write_all(fd.get(), text))
+  if (pool_owner(opts) != ::geteuid() && ::fchown(fd.get(), pool_owner(opts), static_cast<gid_t>(-1)) != 0)
+    failed = "chown";
+  else if (!write_all(fd.get(), text))
     failed = "write";
   else if (::fsync(fd.get()) != 0)
     failed = "fsync";
@@ -153,8 +157,8 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
     return out;
   }
   // First: "running" means holding this lock, so two masters can never both pass here.
-  out.lock.emplace(pool_lock::acquire(opts.name));
-  if (auto n = remove_stale_segments(opts.name, keep_none); n > 0)
+  out.lock.emplace(pool_lock::acquire(opts.name, pool_owner(opts)));
+  if (auto n = remove_stale_segments(opts.name, keep_none, pool_owner(opts)); n > 0)
     log.warn("removed {} stale control block(s) of pool '{}'", n, opts.name);
   out.listeners = activated_listeners();
   if (out.listeners.empty()) {
@@ -168,7 +172,8 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
   out.segment.emplace(control_segment::create(opts.name, ::getpid(),
                                               static_cast<std::uint32_t>((out.max_workers + static_cast<int>(dedicated)) * lanes_per_slot), units,
                                               stages));
-  if (!opts.pidfile.empty()) write_pidfile(opts.pidfile, ::getpid());
+  give_to_pool_owner(out.segment->fd(), opts, "the control block");  // its workers and status
+  if (!opts.pidfile.empty()) write_pidfile(opts, ::getpid());
   control_header& hdr = out.segment->header();
   hdr.master_state.store(master_state::starting);
   hdr.pool_generation.store(1);

@@ -1,5 +1,10 @@
 #include "systempp/master/worker_launch.hpp"
 
+#include <cstdio>
+#include <system_error>
+
+#include "systempp/errors.hpp"
+#include "systempp/privileges.hpp"
 #include "systempp/worker/exec_layout.hpp"
 #include "systempp/worker/worker_runtime.hpp"
 
@@ -7,6 +12,13 @@ namespace systempp::master {
 
 int run_worker_child(const worker_launch& w, const spawn_action& a, worker_slot& record, unique_fd channel,
                      const sigset_t& mask) {
+  // --user: before anything of the app runs here, exec mode's new image included.
+  if (w.opts->run_as) try {
+      switch_user(*w.opts->run_as);
+    } catch (const std::system_error& e) {
+      std::fprintf(stderr, "%s: worker %d: %s\n", w.opts->program.c_str(), a.slot, e.what());
+      return to_int(exit_code::failure);
+    }
   // --accept reuseport: the slot's own socket of each listener, under the listener's name.
   const std::vector<listener> own = w.slots ? w.slots->for_slot(*w.listeners, a.slot) : std::vector<listener>{};
   if (w.slots) w.slots->close_copies();  // the other slots' sockets are not this worker's

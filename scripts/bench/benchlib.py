@@ -641,6 +641,8 @@ class Systempp(Server):
                "--name", self.name] + self.extra
         if self.mode == "exec":
             cmd += ["--reload-mode", "exec"]
+        if os.geteuid() == 0:
+            cmd += ["--allow-root"]  # as gunicorn's workers run here; nginx's switch to nobody
         return cmd
 
     def env(self):

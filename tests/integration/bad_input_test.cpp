@@ -21,7 +21,8 @@ struct outcome {
 
 outcome run_app(const std::vector<std::string>& args) {
   std::vector<std::string> argv{app_path};
-  argv.insert(argv.end(), args.begin(), args.end());
+  const auto given = as_test_user(args);
+  argv.insert(argv.end(), given.begin(), given.end());
   auto p = support::child::spawn(argv);
   auto status = p.wait_exit(20s);
   REQUIRE(status);
@@ -68,6 +69,10 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
       {{"--max-requests", "-5"}, "--max-requests"},
       {{"--cpu-affinity", "4096"}, "--cpu-affinity"},
       {{"--cpu-affinity", "0-x"}, "--cpu-affinity"},
+      {{"--user", "no-such-user"}, "--user: no user 'no-such-user' on this machine"},
+      {{"--user", "nobody:no-such-group"}, "--user: no group 'no-such-group' on this machine"},
+      {{"--user", "root"}, "--user: the workers would run as root; add --allow-root"},
+      {{"--drop-master"}, "--drop-master: needs --user"},
       {{"--name", "../etc"}, "--name"},
       {{"--log-level", "loud"}, "--log-level"},
       {{"--log-format", "xml"}, "--log-format"},
@@ -116,6 +121,8 @@ TEST_CASE("bad input: a bad configuration file exits 2 naming file, line and key
       {"message = \"x\"\n", ":1:message: a key outside any section"},
       {"[systempp]\nworkers = 99999\n", ":2:systempp.workers: Value 99999 not in range 0 to 2048"},
       {"[systempp]\nworkers = 2.5\n", ":2:systempp.workers: expected an integer, got a float"},
+      {"[systempp]\nuser = \"no-such-user\"\n", ":2:systempp.user: no user 'no-such-user' on this machine"},
+      {"[systempp]\nallow-root = 1\n", ":2:systempp.allow-root: expected true or false, got an integer"},
       {"[systempp]\nready-timeout = \"slow\"\n", ":2:systempp.ready-timeout: expected a number, got a string"},
       {"[systempp]\nworkerz = 1\n", ":2:systempp.workerz: unknown key (runtime options: stage-timeout,"},
       {"[systempp]\nbind = [\"nope\"]\n", ":2:systempp.bind: 'nope': expected HOST:PORT"},

@@ -493,8 +493,8 @@ TEST_CASE("chaos: after the master is SIGKILLed under load its workers leave and
     return !fd.valid() && err == ECONNREFUSED;
   }, 5s));
 
-  auto second = support::child::spawn({app_path, "--bind", "127.0.0.1:" + std::to_string(port), "--workers",
-                                       std::to_string(workers), "--name", name.value});
+  auto second = support::child::spawn(as_test_user_argv({app_path, "--bind", "127.0.0.1:" + std::to_string(port), "--workers",
+                                       std::to_string(workers), "--name", name.value}));
   INFO(second.output());
   REQUIRE(second.wait_for(std::regex("removed 1 stale control block"), 10s));
   REQUIRE(second.wait_for(std::regex(R"(listening on 127\.0\.0\.1:)" + std::to_string(port)), 10s));

@@ -222,7 +222,7 @@ TEST_CASE("control: two masters of one name started at the same instant: exactly
   pool_name name;
   std::vector<support::child> masters;
   for (int i = 0; i < 2; ++i)
-    masters.push_back(support::child::spawn({app_path, "--bind", "127.0.0.1:0", "--workers", "1", "--name", name.value}));
+    masters.push_back(support::child::spawn(as_test_user_argv({app_path, "--bind", "127.0.0.1:0", "--workers", "1", "--name", name.value})));
   // The loser exits 2 at once, naming the winner; the winner keeps running.
   std::optional<std::size_t> loser;
   const auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -249,8 +249,8 @@ TEST_CASE("control: a master that is pid 1 of a container, SIGKILLed and started
   // again: only the free lock tells that the block is stale.
   pool_name name;
   auto container = [&] {
-    return support::child::spawn({"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", app_path,
-                                  "--bind", "127.0.0.1:0", "--workers", "1", "--name", name.value});
+    return support::child::spawn(as_test_user_argv({"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", app_path,
+                                  "--bind", "127.0.0.1:0", "--workers", "1", "--name", name.value}));
   };
   const std::string block = systempp::segment_name(name.value, 1);
   {

@@ -195,8 +195,8 @@ TEST_CASE("demo: a bad --config stops the start with exit 2, one error naming fi
     INFO(c.what);
     if (!c.content.empty()) write_file(c.file, c.content);
     pool_name name;
-    auto proc = support::child::spawn({app_path, "--workers", "2", "--name", name.value, "--bind",
-                                       "127.0.0.1:0", "--config", c.file.string()});
+    auto proc = support::child::spawn(as_test_user_argv({app_path, "--workers", "2", "--name", name.value, "--bind",
+                                       "127.0.0.1:0", "--config", c.file.string()}));
     const auto status = proc.wait_exit(10s);
     const std::string out = proc.output();
     INFO(out);

@@ -146,7 +146,7 @@ TEST_CASE("drain: with socket activation a stop leaves the socket of systemd lis
   const auto port = ntohs(addr.sin_port);
 
   support::spawn_options o;
-  o.argv = {app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0"};
+  o.argv = as_test_user_argv({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0"});
   o.keep_fds = {sock.get()};
   o.listen = support::listen_env::systemd;
   o.listen_fd_names = {"http"};
@@ -176,7 +176,7 @@ TEST_CASE("startup: SIGTERM the moment the control block appears stops the pool 
   const auto deadline = steady::now() + 60s;
   int runs = 0;
   for (; runs < 20 && steady::now() < deadline; ++runs) {
-    auto p = support::child::spawn({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0"});
+    auto p = support::child::spawn(as_test_user_argv({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0"}));
     const fs::path segment = "/dev/shm/" + prefix + std::to_string(p.pid());
     // Looked at without a pause: the window before the master handled signals was that short.
     REQUIRE(support::wait_until([&] { return fs::exists(segment); }, 10s, 0ms));
@@ -202,8 +202,8 @@ TEST_CASE("logs: after a SIGUSR1 whose log file cannot be reopened, the master s
     }
   } remove_later{dir, moved};
   fs::create_directories(dir);
-  auto p = support::child::spawn({app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0",
-                                  "--log-file", (dir / "app.log").string()});
+  auto p = support::child::spawn(as_test_user_argv({app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0",
+                                  "--log-file", (dir / "app.log").string()}));
   auto seg = attach(name, p.pid());
   const auto ready = wait_ready(seg, 2);
   REQUIRE(ready.size() == 2);

@@ -109,8 +109,8 @@ TEST_CASE("files: a pidfile that cannot be written exits 2 and leaves no pidfile
   const auto pidfile = dir.path / "app.pid";
   fs::create_directory(pidfile);  // the temp file can be written, the rename over it cannot
 
-  auto p = support::child::spawn({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0",
-                                  "--pidfile", pidfile.string()});
+  auto p = support::child::spawn(as_test_user_argv({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0",
+                                  "--pidfile", pidfile.string()}));
   auto status = p.wait_exit(20s);
   REQUIRE(status);
   INFO(p.output());
@@ -127,8 +127,8 @@ TEST_CASE("files: a master upgrade does not carry the log file's descriptor into
   pool_name name;
   temp_dir dir(name);
   const auto log = dir.path / "app.log";
-  auto p = support::child::spawn({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0",
-                                  "--log-file", log.string()});
+  auto p = support::child::spawn(as_test_user_argv({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0",
+                                  "--log-file", log.string()}));
   auto seg = attach(name, p.pid());
   REQUIRE(wait_ready(seg, 1).size() == 1);
 
@@ -167,7 +167,7 @@ TEST_CASE("files: a worker's epoll instances hold no registration of a descripto
 TEST_CASE("files: a start short of descriptors exits 1 at whichever step it runs out, with one line naming it",
           "[files][exit_codes]") {
   pool_name name;
-  const std::string app = app_path + " --workers 1 --name " + name.value + " --bind 127.0.0.1:0";
+  const std::string app = app_path + " --allow-root --workers 1 --name " + name.value + " --bind 127.0.0.1:0";
   // The descriptor limit is raised one at a time from far too few until the pool starts,
   // so it runs out at every step of the start in turn, whatever the build's own use of
   // descriptors is (a sanitizer's runtime takes some).
@@ -204,7 +204,7 @@ TEST_CASE("files: a start on a full disk exits 1, naming the pidfile", "[files][
   const std::string d = dir.path.string();
   // A tmpfs of one page, filled, in a mount namespace of its own (nothing outlives the test).
   const std::string script = "mount -t tmpfs -o size=4k tmpfs " + d + " && head -c 4096 /dev/zero > " + d +
-                             "/fill && exec " + app_path + " --workers 1 --name " + name.value +
+                             "/fill && exec " + app_path + " --allow-root --workers 1 --name " + name.value +
                              " --bind 127.0.0.1:0 --pidfile " + d + "/app.pid";
   auto p = support::child::spawn(
       std::vector<std::string>{"/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script});

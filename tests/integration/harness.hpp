@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -53,11 +54,36 @@ struct service {
   }
 };
 
-/// Starts `binary` with `args` plus `--bind 127.0.0.1:0`, and waits until it logs the
-/// port it listens on.
+/// `args` with --allow-root in front when the tests run as root and `args` say nothing of
+/// the user (a pool refuses to serve as root without it).
+inline std::vector<std::string> as_test_user(std::vector<std::string> args) {
+  const bool says = std::any_of(args.begin(), args.end(), [](const std::string& a) {
+    return a.starts_with("--user") || a == "--allow-root";
+  });
+  if (::geteuid() == 0 && !says) args.insert(args.begin(), "--allow-root");
+  return args;
+}
+
+/// A whole command line with as_test_user applied to the arguments of the test binary in
+/// it: argv[0], or the first of app, probe or dedicated after a wrapper (unshare, setpriv).
+inline std::vector<std::string> as_test_user_argv(std::vector<std::string> argv) {
+  auto binary = std::find_if(argv.begin(), argv.end(), [](const std::string& a) {
+    return a == app_path || a == probe_path || a == dedicated_path;
+  });
+  if (binary == argv.end()) binary = argv.begin();
+  const auto at = static_cast<std::size_t>(binary - argv.begin()) + 1;
+  auto rest = as_test_user(std::vector<std::string>(argv.begin() + static_cast<std::ptrdiff_t>(at), argv.end()));
+  argv.resize(at);
+  argv.insert(argv.end(), rest.begin(), rest.end());
+  return argv;
+}
+
+/// Starts `binary` with `args` plus `--bind 127.0.0.1:0` (and as_test_user's flag), and
+/// waits until it logs the port it listens on.
 inline service start(const std::string& binary, std::vector<std::string> args,
                      std::vector<std::pair<std::string, std::string>> env = {}) {
   std::vector<std::string> argv{binary, "--bind", "127.0.0.1:0"};
+  args = as_test_user(std::move(args));
   argv.insert(argv.end(), args.begin(), args.end());
   service s{support::child::spawn(argv, std::move(env)), 0};
   auto m = s.proc.wait_for(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"), 10s);
@@ -84,7 +110,7 @@ struct pool_name {
   }
   ~pool_name() {
     try {
-      systempp::remove_stale_segments(value);
+      systempp::remove_stale_segments(value, 0, systempp::pool_files_owner(value).value_or(::geteuid()));
       if (!systempp::find_live_master(value)) ::unlink(systempp::lock_path(value).c_str());
     } catch (...) {
     }
@@ -99,7 +125,9 @@ inline systempp::control_segment attach(const pool_name& name, pid_t master) {
   std::string error;
   support::wait_until([&] {
     try {
-      seg.emplace(systempp::control_segment::attach(name.value, master, systempp::access::read_only));
+      // A pool run with --user has its files given to that user.
+      const uid_t owner = ::geteuid() == 0 ? systempp::pool_files_owner(name.value).value_or(0) : ::geteuid();
+      seg.emplace(systempp::control_segment::attach(name.value, master, systempp::access::read_only, owner));
       return true;
     } catch (const std::exception& e) {
       error = e.what();

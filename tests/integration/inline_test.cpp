@@ -154,7 +154,7 @@ TEST_CASE("inline: a second SIGINT during a drain exits at once with 130", "[inl
 
 TEST_CASE("inline: a unit failing pre_startup stops the start with exit code 4",
           "[inline][failure]") {
-  auto p = support::child::spawn({probe_path, "--workers", "0", "--bind", "127.0.0.1:0"},
+  auto p = support::child::spawn(as_test_user_argv({probe_path, "--workers", "0", "--bind", "127.0.0.1:0"}),
                                  {{"PROBE_FAULTS", "beta:pre_startup:throw"}});
   auto status = p.wait_exit(15s);
   INFO(p.output());
@@ -167,7 +167,7 @@ TEST_CASE("inline: a unit failing pre_startup stops the start with exit code 4",
 }
 
 TEST_CASE("inline: a bad option exits 2 with one line naming it", "[inline][bad_input]") {
-  auto p = support::child::spawn({app_path, "--workers", "0", "--graceful-timeout", "never"});
+  auto p = support::child::spawn(as_test_user_argv({app_path, "--workers", "0", "--graceful-timeout", "never"}));
   auto status = p.wait_exit(10s);
   REQUIRE(status);
   CHECK(support::child::exited_with(*status, 2));

@@ -103,8 +103,8 @@ TEST_CASE("ops: SIGUSR1 after the log file was renamed writes to a new file", "[
   const auto dir = std::filesystem::temp_directory_path() / ("logs-" + name.value);
   std::filesystem::create_directories(dir);
   const auto log = dir / "app.log";
-  auto p = support::child::spawn({app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0",
-                                  "--log-file", log.string()});
+  auto p = support::child::spawn(as_test_user_argv({app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0",
+                                  "--log-file", log.string()}));
   auto seg = attach(name, p.pid());
   REQUIRE(wait_ready(seg, 2).size() == 2);
   REQUIRE(read_file(log).find("[master]") != std::string::npos);

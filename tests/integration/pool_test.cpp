@@ -183,7 +183,7 @@ TEST_CASE("pool: a second pool with the same name refuses to start", "[pool][bad
   auto s = start(app_path, {"--workers", "1", "--name", name.value});
   auto seg = attach(name, s.proc.pid());
   REQUIRE(wait_ready(seg, 1).size() == 1);
-  auto second = support::child::spawn({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0"});
+  auto second = support::child::spawn(as_test_user_argv({app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0"}));
   auto status = second.wait_exit(10s);
   REQUIRE(status);
   CHECK(support::child::exited_with(*status, 2));

@@ -105,7 +105,7 @@ TEST_CASE("systemd: with socket activation the pool serves on the listener it wa
   const auto [fd, port] = listen_on_loopback(reuse_port);
 
   support::spawn_options o;
-  o.argv = {app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:1"};
+  o.argv = as_test_user_argv({app_path, "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:1"});
   o.keep_fds = {fd};
   o.listen = support::listen_env::systemd;
   o.listen_fd_names = {"http"};

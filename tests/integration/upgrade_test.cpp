@@ -59,7 +59,7 @@ void still_reloads_and_stops(service& s, const systempp::control_segment& seg, c
 
 TEST_CASE("upgrade: --upgrade-version checks the command line and the log file, then prints the protocol",
           "[upgrade][bad_input]") {
-  auto ok = support::child::spawn({app_path, "--workers", "2", "--upgrade-version"});
+  auto ok = support::child::spawn(as_test_user_argv({app_path, "--workers", "2", "--upgrade-version"}));
   auto status = ok.wait_exit(10s);
   REQUIRE(status);
   CHECK(support::child::exited_with(*status, 0));
@@ -68,7 +68,7 @@ TEST_CASE("upgrade: --upgrade-version checks the command line and the log file, 
   pool_name name;
   temp_dir dir(name);
   { std::ofstream(dir.path / "logs") << "a file where the log directory was\n"; }
-  auto bad = support::child::spawn({app_path, "--upgrade-version", "--log-file", (dir.path / "logs" / "app.log").string()});
+  auto bad = support::child::spawn(as_test_user_argv({app_path, "--upgrade-version", "--log-file", (dir.path / "logs" / "app.log").string()}));
   status = bad.wait_exit(10s);
   REQUIRE(status);
   INFO(bad.output());
@@ -148,8 +148,8 @@ TEST_CASE("upgrade: a new binary that cannot open the log file is refused under 
   binary_copy bin(name.value, app_path);
   const auto logs = dir.path / "logs";
   fs::create_directory(logs);
-  service s{support::child::spawn({bin.path.string(), "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0",
-                                   "--log-file", (logs / "app.log").string()}),
+  service s{support::child::spawn(as_test_user_argv({bin.path.string(), "--workers", "2", "--name", name.value, "--bind", "127.0.0.1:0",
+                                   "--log-file", (logs / "app.log").string()})),
             0};
   s.port = port_in_log(logs / "app.log");
   auto seg = attach(name, s.proc.pid());
@@ -250,7 +250,7 @@ TEST_CASE("upgrade: exec-mode workers and SIGUSR2 follow a symlink switched to a
 
 TEST_CASE("upgrade: an exec-mode worker image handed another protocol refuses to start with exit 1",
           "[exec][upgrade][bad_input]") {
-  auto p = support::child::spawn({app_path, "--workers", "2"},
+  auto p = support::child::spawn(as_test_user_argv({app_path, "--workers", "2"}),
                                  {{"SYSTEMPP_WORKER", "0:0:1:" + std::to_string(::getpid())}, {"SYSTEMPP_PROTOCOL", "99"}});
   const auto status = p.wait_exit(10s);
   REQUIRE(status);

@@ -44,8 +44,11 @@ g++ "$src/examples/echo/main.cpp" -o "$tmp/echo_pc" $(pkg-config --cflags --libs
 grep -q -- '--workers' "$tmp/pc_help.log"
 [ "$("$tmp/echo_pc" --version)" = "echo_service 1.0.0" ] || { echo "unexpected --version" >&2; exit 1; }
 
+# Run as root (CI), a service must be told that its workers may run as root.
+as_root=()
+[ "$(id -u)" -ne 0 ] || as_root=(--allow-root)
 printf '[echo]\nprefix = "one: "\n' > "$tmp/echo.toml"
-"$tmp/build/echo_service" --workers 2 --bind 127.0.0.1:0 --name "echo_$$" --config "$tmp/echo.toml" \
+"$tmp/build/echo_service" "${as_root[@]}" --workers 2 --bind 127.0.0.1:0 --name "echo_$$" --config "$tmp/echo.toml" \
   > "$tmp/log" 2>&1 &
 pid=$!
 wait_log 'listening on 127\.0\.0\.1:[0-9]+' 10
@@ -117,7 +120,7 @@ interval = 0.1
 access-log = true
 TOML
 : > "$tmp/log"
-"$tmp/kv/kvd" --config "$tmp/kv.toml" --bind 127.0.0.1:0 --metrics 127.0.0.1:0 --name "kv_$$" > "$tmp/log" 2>&1 &
+"$tmp/kv/kvd" "${as_root[@]}" --config "$tmp/kv.toml" --bind 127.0.0.1:0 --metrics 127.0.0.1:0 --name "kv_$$" > "$tmp/log" 2>&1 &
 pid=$!
 wait_log 'listening on 127\.0\.0\.1:[0-9]+' 10
 port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$tmp/log" | head -1 | sed 's/.*://')

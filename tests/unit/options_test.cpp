@@ -27,6 +27,11 @@ int exit_code_of_cmd(const systempp::command& cmd);
 // Captures std::cerr so the one-line error can be checked.
 parse_outcome parse(std::vector<const char*> args, systempp::parse_mode mode = systempp::parse_mode::serve,
                     const systempp::about& info = {}) {
+  // Tests run as root, where serving needs --allow-root unless they say who to run as.
+  const bool says = std::any_of(args.begin(), args.end(), [](std::string_view a) {
+    return a.starts_with("--user") || a == "--allow-root";
+  });
+  if (::geteuid() == 0 && mode == systempp::parse_mode::serve && !says) args.insert(args.begin(), "--allow-root");
   args.insert(args.begin(), "app");
   std::ostringstream captured;
   auto* old = std::cerr.rdbuf(captured.rdbuf());
@@ -268,4 +273,27 @@ TEST_CASE("cpu affinity: auto is the CPUs this process may use, a list is read i
   CHECK_THAT(refused("0-x"), Catch::Matchers::Contains("'x' is not a CPU number"));
   CHECK_THAT(refused("1-0"), Catch::Matchers::Contains("empty range"));
   CHECK_THAT(refused("0,,1"), Catch::Matchers::Contains("is not a CPU number"));
+}
+
+TEST_CASE("options: --user takes a user and an optional group, by name or number, looked up once by the parser", "[options][user]") {
+  const auto nobody = systempp::resolve_user("nobody");
+  CHECK(nobody.user == "nobody");
+  CHECK(nobody.uid == 65534);
+  CHECK(std::find(nobody.groups.begin(), nobody.groups.end(), nobody.gid) != nobody.groups.end());
+  const auto by_number = systempp::resolve_user("65534:0");
+  CHECK(by_number.user == "nobody");
+  CHECK(by_number.gid == 0);
+  CHECK(by_number.group == "root");
+  CHECK_THROWS_WITH(systempp::resolve_user(":root"), "expected USER or USER:GROUP");
+  CHECK_THROWS_WITH(systempp::resolve_user("nobody:"), "no group '' on this machine");
+
+  if (::geteuid() != 0) return;  // switching user needs root: the parser refuses it otherwise
+  auto p = parse({"--user", "nobody:daemon", "--drop-master"});
+  REQUIRE(std::holds_alternative<systempp::serve_command>(p.cmd));
+  const auto& o = std::get<systempp::serve_command>(p.cmd).opts;
+  REQUIRE(o.run_as);
+  CHECK(o.run_as->uid == 65534);
+  CHECK(o.run_as->group == "daemon");
+  CHECK(o.drop_master);
+  CHECK(systempp::pool_owner(o) == 65534);
 }

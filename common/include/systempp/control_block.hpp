@@ -324,13 +324,13 @@ class control_segment {
                                 std::span<const std::string> unit_names,
                                 std::span<const std::string> stage_names = {});
 
-  /// Workers and `app status`. Opens an existing segment and validates it (owner, size,
-  /// magic, layout version, sizes). Throws control_block_error on any mismatch.
-  static control_segment attach(std::string_view pool, pid_t master_pid, access mode);
+  /// Workers and `app status`. Opens an existing segment and validates it (that `owner`
+  /// owns it, size, magic, layout version, sizes). Throws control_block_error on any mismatch.
+  static control_segment attach(std::string_view pool, pid_t master_pid, access mode, uid_t owner = ::geteuid());
 
   /// Exec-mode workers and an upgraded master: attaches the segment behind an inherited fd,
-  /// with the same validation as attach. The caller keeps ownership of `fd`; the segment
-  /// works on its own close-on-exec duplicate.
+  /// with the same validation as attach but the owner's (the parent gave it). The caller
+  /// keeps ownership of `fd`; the segment works on its own close-on-exec duplicate.
   static control_segment attach_fd(int fd, access mode);
 
   /// Moves the mapping, the fd and the ownership of the name; `other` is left empty.
@@ -383,7 +383,7 @@ class control_segment {
  private:
   /// Takes ownership of `fd`; maps nothing yet.
   control_segment(std::string name, int fd) noexcept;
-  void map_and_validate(access mode);
+  void map_and_validate(access mode, std::optional<uid_t> owner);
   void close() noexcept;
 
   std::string name_;

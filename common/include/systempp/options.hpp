@@ -11,6 +11,8 @@
 #include <variant>
 #include <vector>
 
+#include "systempp/privileges.hpp"
+
 namespace systempp {
 
 struct config_document;  // config.hpp
@@ -89,6 +91,15 @@ struct options {
   /// --cpu-affinity: "" (off), "auto" or a list such as "0,2-3"; cpu_affinity_cpus says
   /// which CPU each slot is pinned to.
   std::string cpu_affinity;
+  /// --user: "" or USER[:GROUP], whom the workers run as; run_as is who that is, looked up
+  /// by the parser.
+  std::string user;
+  std::optional<user_identity> run_as;
+  /// --allow-root: workers may run as root (with no --user, or --user root).
+  bool allow_root = false;
+  /// --drop-master: with --user, the master too switches once it has bound the listeners
+  /// and made the pool's files, before on_init.
+  bool drop_master = false;
   /// --config: the TOML file of the runtime ([systempp]) and the units (config.hpp).
   std::string config;
   /// That file as read at start, its [systempp] table already merged into the fields here
