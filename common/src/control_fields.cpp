@@ -83,6 +83,7 @@ void copy_fields(const worker_slot& s, slot_snapshot& out) noexcept {
     out.health_reason[i] = std::atomic_ref<char>(const_cast<char&>(s.health_reason[i])).load(r);
   out.metrics_digest = s.metrics_digest.load(r);
   for (std::size_t i = 0; i < max_metric_values; ++i) out.app_values[i] = s.app_values[i].load(r);
+  out.rss_bytes = s.rss_bytes.load(r);
 }
 
 // The longest prefix of `text` within `capacity` bytes that does not split a UTF-8 character.

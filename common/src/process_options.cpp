@@ -87,6 +87,15 @@ void add_process_options(CLI::App& cli, options& opts) {
   cli.add_flag("--allow-root", opts.allow_root, "Let workers run as root (started as root without --user)");
   cli.add_flag("--drop-master", opts.drop_master,
                "With --user: the master too runs as that user once it has bound the listeners");
+  cli.add_option_function<double>(
+         "--max-rss",
+         [&opts](double mib) {
+           if (!(mib == 0 || (mib >= 1 && mib <= 1024 * 1024)))
+             throw CLI::ValidationError("--max-rss", "must be 0 (off) or a number of MiB from 1 to 1048576");
+           opts.max_rss_bytes = static_cast<std::uint64_t>(mib * 1024 * 1024);
+         },
+         "Recycle a worker whose resident memory passes this many MiB, start-then-drain (0: never)")
+      ->default_str("0");
   cli.add_option("--cpu-affinity", opts.cpu_affinity,
                  "Pin each worker to one CPU: auto (one per CPU, in slot order) or a list such as 0,2-3")
       ->check(refusing(cpu_affinity_cpus));

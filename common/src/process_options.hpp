@@ -9,7 +9,7 @@
 
 namespace systempp::detail {
 
-/// Adds --user, --allow-root, --drop-master and --cpu-affinity to `cli`, their values
+/// Adds --user, --allow-root, --drop-master, --max-rss and --cpu-affinity to `cli`, their values
 /// checked (and --user looked up) as they are parsed.
 void add_process_options(CLI::App& cli, options& opts);
 

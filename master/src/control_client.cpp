@@ -134,6 +134,7 @@ nlohmann::ordered_json worker_json(const pool_view& v, std::uint32_t index, cons
           {"uptime_s", v.age_s(w.started_ms)},
           {"requests", w.requests},
           {"in_flight", w.in_flight},
+          {"rss_bytes", w.rss_bytes},
           {"errors", w.errors},
           {"heartbeat_age_ms", v.beat_age_ms(w)},
           {"restarts", w.restarts},
@@ -141,6 +142,14 @@ nlohmann::ordered_json worker_json(const pool_view& v, std::uint32_t index, cons
           {"unhealthy_unit", name_or_null(w.unhealthy_unit == no_unit ? "" : unit_name(h, w.unhealthy_unit))},
           {"health_reason", name_or_null(w.reason())},
           {"stage_ms", std::move(stages)}};
+}
+
+// Only the reasons that happened, so the text line stays short.
+nlohmann::ordered_json restarts_by_reason(const control_header& h) {
+  auto out = nlohmann::ordered_json::object();
+  for (std::size_t r = 0; r < restart_reason_count; ++r)
+    if (const auto n = h.restarts[r].load()) out[std::string(to_string(static_cast<restart_reason>(r)))] = n;
+  return out;
 }
 
 // Strings from the block are bytes another process wrote: invalid UTF-8 is replaced
@@ -158,6 +167,7 @@ void status_json(const pool_ref& p, const pool_view& v) {
       {"target_workers", h.target_workers.load()},
       {"requests_total", v.requests_total},
       {"restarts_total", v.restarts},
+      {"restarts_by_reason", restarts_by_reason(h)},
       {"reload",
        {{"seq", h.reload_seq.load()},
         {"outcome", to_string(h.reload_outcome.load())},
@@ -177,14 +187,19 @@ void status_text(const pool_ref& p, const pool_view& v) {
                            h.target_workers.load(), dedicated ? fmt::format("  dedicated {}", dedicated) : "");
   std::cout << fmt::format("last reload: #{} {} in {} ms{}{}\n", h.reload_seq.load(), to_string(h.reload_outcome.load()),
                            h.reload_duration_ms.load(), v.message.empty() ? "" : ": ", v.message);
-  std::cout << fmt::format("requests {} (dead workers included)  restarts {}\n\n", v.requests_total, v.restarts);
-  std::cout << fmt::format("{:>4} {:<10} {:>8} {:>4} {:<9} {:<24} {:>9} {:>9} {:>8} {:>9} {:>8}\n", "SLOT", "ROLE",
-                           "PID", "GEN", "STATE", "STAGE", "UPTIME", "REQUESTS", "INFLIGHT", "BEAT AGE", "RESTARTS");
+  std::string reasons;
+  const auto by_reason = restarts_by_reason(h);  // a range-for would not keep it alive
+  for (const auto& [reason, n] : by_reason.items())
+    reasons += fmt::format("{}{} {}", reasons.empty() ? " (" : ", ", reason, n.get<std::uint64_t>());
+  std::cout << fmt::format("requests {} (dead workers included)  restarts {}{}\n\n", v.requests_total, v.restarts,
+                           reasons.empty() ? "" : reasons + ")");
+  std::cout << fmt::format("{:>4} {:<10} {:>8} {:>4} {:<9} {:<24} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}\n", "SLOT", "ROLE",
+                           "PID", "GEN", "STATE", "STAGE", "UPTIME", "REQUESTS", "INFLIGHT", "RSS", "BEAT AGE", "RESTARTS");
   for (const auto& [index, w] : v.workers)
-    std::cout << fmt::format("{:>4} {:<10} {:>8} {:>4} {:<9} {:<24} {:>8.1f}s {:>9} {:>8} {:>8}ms {:>8}\n",
+    std::cout << fmt::format("{:>4} {:<10} {:>8} {:>4} {:<9} {:<24} {:>8.1f}s {:>9} {:>8} {:>7.1f}M {:>8}ms {:>8}\n",
                              slot_of_record(index), role_text(w, h), w.pid, w.generation, to_string(w.state),
-                             stage_text(w, h),
-                             v.age_s(w.started_ms), w.requests, w.in_flight, v.beat_age_ms(w), w.restarts);
+                             stage_text(w, h), v.age_s(w.started_ms), w.requests, w.in_flight,
+                             static_cast<double>(w.rss_bytes) / (1 << 20), v.beat_age_ms(w), w.restarts);
   for (const auto& [index, w] : v.workers)
     if (w.unhealthy_unit != no_unit)
       std::cout << fmt::format("unhealthy: slot {} pid {}: {}: {}\n", slot_of_record(index), w.pid,

@@ -30,6 +30,7 @@ void render_counters(const metrics_input& in, exposition& e) {
   std::uint64_t requests = h.requests_total.load();
   std::uint64_t errors = h.errors_total.load();
   std::uint64_t in_flight = 0;
+  std::uint64_t rss = 0, rss_max = 0;
   int unhealthy = 0;
   std::map<worker_state, int> by_state;
   std::map<std::pair<std::string_view, worker_state>, int> dedicated;  // by unit and state
@@ -37,6 +38,8 @@ void render_counters(const metrics_input& in, exposition& e) {
     requests += snap.requests;
     errors += snap.errors;
     in_flight += snap.in_flight;
+    rss += snap.rss_bytes;
+    rss_max = std::max(rss_max, snap.rss_bytes);
     if (snap.unhealthy_unit != no_unit) ++unhealthy;
     if (snap.role == no_unit)
       ++by_state[snap.state];
@@ -62,6 +65,10 @@ void render_counters(const metrics_input& in, exposition& e) {
   e.line("systempp_errors_total {}", errors);
   e.family("systempp_in_flight_requests", "gauge", "Requests being served now.");
   e.line("systempp_in_flight_requests {}", in_flight);
+  e.family("systempp_worker_resident_memory_bytes", "gauge", "Resident memory of the live workers together, at their last heartbeat.");
+  e.line("systempp_worker_resident_memory_bytes {}", rss);
+  e.family("systempp_worker_resident_memory_max_bytes", "gauge", "Resident memory of the largest live worker (what --max-rss compares).");
+  e.line("systempp_worker_resident_memory_max_bytes {}", rss_max);
   e.family("systempp_worker_restarts_total", "counter", "Workers replaced, by reason.");
   for (std::size_t r = 0; r < restart_reason_count; ++r)
     e.line("systempp_worker_restarts_total{{reason=\"{}\"}} {}", to_string(static_cast<restart_reason>(r)),

@@ -77,9 +77,14 @@ void supervisor::message(pid_t pid, char byte, std::string_view text) {
     if (const worker_handle* w = table_.find(pid))
       log().info("worker[{}] pid {} g{} ready", w->slot, pid, w->generation);
     execute(policy_.ready(pid, now_ms()));
-  } else if (byte == worker::msg_recycle) {
+  } else if (byte == worker::msg_recycle || byte == worker::msg_recycle_memory) {
     auto actions = policy_.recycle(pid, now_ms());
-    if (!actions.empty()) header_.restarts[static_cast<std::size_t>(restart_reason::recycle)].fetch_add(1);
+    if (actions.empty()) return;
+    const bool memory = byte == worker::msg_recycle_memory;
+    header_.restarts[static_cast<std::size_t>(memory ? restart_reason::memory : restart_reason::recycle)].fetch_add(1);
+    if (const worker_handle* w = table_.find(pid); w && memory)
+      log().info("{}: resident memory {} MiB passed --max-rss: starting its replacement", table_.where(*w),
+                 read_slot(table_.record(*w)).rss_bytes >> 20);
     execute(std::move(actions));
   }
 }

@@ -73,6 +73,8 @@ TEST_CASE("bad input: every bad option value exits 2 naming the option, leaving 
       {{"--user", "nobody:no-such-group"}, "--user: no group 'no-such-group' on this machine"},
       {{"--user", "root"}, "--user: the workers would run as root; add --allow-root"},
       {{"--drop-master"}, "--drop-master: needs --user"},
+      {{"--max-rss", "0.5"}, "--max-rss: must be 0 (off) or a number of MiB from 1 to 1048576"},
+      {{"--max-rss", "lots"}, "--max-rss"},
       {{"--name", "../etc"}, "--name"},
       {{"--log-level", "loud"}, "--log-level"},
       {{"--log-format", "xml"}, "--log-format"},

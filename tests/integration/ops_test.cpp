@@ -9,7 +9,10 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "harness.hpp"
+#include "support/temp_dir.hpp"
 #include <systempp/options.hpp>
 
 using namespace harness;
@@ -309,6 +312,77 @@ TEST_CASE("ops: --cpu-affinity pins each worker slot to its CPU, the same across
     return now.size() == 2 && now.at(1) != victim;
   }, 20s));
   CHECK(cpus_allowed(ready_workers(seg).at(1)) == expected(1));
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
+}
+
+TEST_CASE("ops: --max-rss replaces a worker whose memory grew past it, its replacement READY first, and says so",
+          "[ops][memory]") {
+  pool_name name;
+  support::temp_dir dir("rss-" + name.value);
+  const auto grow = dir.path / "grow";
+  auto s = start(probe_path, {"--workers", "2", "--name", name.value, "--max-rss", "64", "--heartbeat-timeout", "1",
+                              "--metrics", "127.0.0.1:0"},
+                 {{"PROBE_GROW_FILE", grow.string()}});
+  auto seg = attach(name, s.proc.pid());
+  const auto first = wait_ready(seg, 2);
+  INFO(s.proc.output());
+  REQUIRE(first.size() == 2);
+  const auto rss_of = [&](pid_t pid) {
+    for (std::uint32_t i = 0; i < seg.slot_count(); ++i)
+      if (const auto w = systempp::read_slot(seg.slot(i)); w.pid == pid) return w.rss_bytes;
+    return std::uint64_t{0};
+  };
+  REQUIRE(support::wait_until([&] { return rss_of(first.at(0)) > 0 && rss_of(first.at(1)) > 0; }, 5s));
+  CHECK(rss_of(first.at(0)) < (std::uint64_t{64} << 20));
+
+  // Worker 0 grows to about 100 MiB: it asks, the master starts its replacement, and only
+  // once that one is READY is it drained. The slot never has no READY worker.
+  const pid_t victim = first.at(0);
+  { std::ofstream(grow) << victim << " 100\n"; }
+  bool dipped = false;
+  REQUIRE(support::wait_until([&] {
+    const auto now = ready_workers(seg);
+    dipped = dipped || now.size() < 2;
+    return now.size() == 2 && now.at(0) != victim && !support::pid_alive(victim);
+  }, 20s));
+  CHECK_FALSE(dipped);
+  CHECK(ready_workers(seg).at(1) == first.at(1));
+  CHECK(s.count(R"(\[worker\[0\] g1\] .* resident memory 1\d\d MiB is over --max-rss 64 MiB: asking to be recycled)") == 1);
+  CHECK(s.count(fmt::format(R"(worker\[0\] pid {} g1: resident memory 1\d\d MiB passed --max-rss: starting its replacement)",
+                            victim)) == 1);
+  CHECK(s.count(fmt::format(R"(worker\[0\] pid {} g1 exited with code 0)", victim)) == 1);  // drained, not killed
+  const auto& h = seg.header();
+  CHECK(h.restarts[static_cast<std::size_t>(systempp::restart_reason::memory)].load() == 1);
+  CHECK(h.restarts[static_cast<std::size_t>(systempp::restart_reason::recycle)].load() == 0);
+
+  // Status and metrics show it.
+  const auto text = status_output(probe_path, name, false);
+  CHECK(text.find("restarts 1 (memory 1)") != std::string::npos);
+  CHECK(text.find(" RSS ") != std::string::npos);
+  const auto json = nlohmann::json::parse(status_output(probe_path, name, true));
+  CHECK(json["restarts_by_reason"]["memory"] == 1);
+  for (const auto& w : json["workers"]) CHECK(w["rss_bytes"].get<std::uint64_t>() > 0);
+  const auto metrics = support::http_get("127.0.0.1", metrics_port(s), "/metrics");
+  REQUIRE(metrics);
+  CHECK(metrics->body.find("systempp_worker_restarts_total{reason=\"memory\"} 1\n") != std::string::npos);
+  CHECK(metrics->body.find("systempp_worker_resident_memory_max_bytes ") != std::string::npos);
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
+}
+
+TEST_CASE("ops: a worker already over --max-rss when READY is kept, with one warning, not replaced in a loop",
+          "[ops][memory]") {
+  pool_name name;
+  auto [s, seg, first] = start_pool(name, 1, {"--max-rss", "1", "--heartbeat-timeout", "1"});
+  REQUIRE(s.wait(R"(resident memory is \d+ MiB at READY, already over --max-rss 1 MiB: this worker is not recycled)"));
+  // Three heartbeats later (one every 250 ms), it is still the same worker.
+  const auto beat = [&] { return systempp::read_slot(seg.slot(systempp::record_index(0, 0))).heartbeat_ms; };
+  const auto since = beat();
+  REQUIRE(support::wait_until([&] { return beat() >= since + 750; }, 5s));
+  CHECK(ready_workers(seg) == first);
+  CHECK(seg.header().restarts[static_cast<std::size_t>(systempp::restart_reason::memory)].load() == 0);
+  CHECK(s.count("asking to be recycled") == 0);
   s.proc.signal(SIGTERM);
   require_exit_0(s.proc);
 }

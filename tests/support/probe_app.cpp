@@ -21,6 +21,9 @@
 //     M, that is after its unit's post_shutdown.
 //   PROBE_UNHEALTHY="unit:reason"  that probe reports itself unhealthy in its post_startup
 //     (ctx.set_unhealthy), so the worker is READY but unhealthy.
+//   PROBE_GROW_FILE=PATH  gamma looks at PATH every 20 ms in each worker; when it holds
+//     "PID MB" with the worker's own pid, the worker allocates MB MiB more and touches it
+//     (resident memory grows; --max-rss), once per new content.
 //   PROBE_DELAY="stage:ms"  e.g. "on_startup:300": alpha, beta and gamma each wait ms on a
 //     steady_timer of ctx.io() in that async stage (on_startup, post_startup, warmup,
 //     pre_shutdown or on_shutdown), after its fault check.
@@ -38,9 +41,11 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
+#include <systempp/helpers.hpp>
 #include <systempp/systempp.hpp>
 
 #include "http_server.hpp"
@@ -193,6 +198,7 @@ struct probe {
     if (const char* sick = std::getenv("PROBE_UNHEALTHY"); sick && std::string_view(sick).starts_with(std::string(name) + ":"))
       ctx.set_unhealthy(*this, std::string_view(sick).substr(name.size() + 1));
     if (N == 2) schedule_block(ctx);
+    if (N == 2 && ctx.role() != systempp::process_role::master) maybe_grow(ctx);
     if (N == 2 && ctx.role() != systempp::process_role::master) maybe_request(ctx);
   }
   // The app's custom stage (after post_startup, before READY); faults and delays name it
@@ -222,6 +228,20 @@ struct probe {
     });
   }
   std::unique_ptr<boost::asio::steady_timer> block_timer_;
+
+  // PROBE_GROW_FILE: resident memory that grows when the test says so.
+  void maybe_grow(systempp::context& ctx) {
+    const char* path = std::getenv("PROBE_GROW_FILE");
+    if (!path) return;
+    systempp::every(ctx, *this, std::chrono::milliseconds(20), [this, &ctx, file = std::string(path)] {
+      std::ifstream in(file);
+      long pid = 0, mb = 0;
+      if (!(in >> pid >> mb) || pid != ::getpid() || mb <= 0 || grown_.size() == static_cast<std::size_t>(mb)) return;
+      grown_.assign(static_cast<std::size_t>(mb), std::string(std::size_t{1} << 20, 'x'));  // every page written
+      ctx.log().info("probe: grew by {} MiB", mb);
+    });
+  }
+  std::vector<std::string> grown_;
 };
 
 SYSTEMPP_STAGE(warmup, async, forward, after, systempp::stages::post_startup);

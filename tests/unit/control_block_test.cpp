@@ -91,7 +91,7 @@ const std::vector<std::string> units{"settings", "database", "http_server"};
 // change must break this test, as a reminder to bump control_block_layout_version (the
 // shared-memory format is read by other builds after a master upgrade).
 TEST_CASE("the control block layout is pinned", "[control_block]") {
-  CHECK(control_block_layout_version == 4);
+  CHECK(control_block_layout_version == 5);
   CHECK(sizeof(control_header) == 3520);
   CHECK(alignof(control_header) == 64);
   CHECK(sizeof(worker_slot) == 4352);
@@ -108,13 +108,13 @@ TEST_CASE("the control block layout is pinned", "[control_block]") {
   CHECK(offsetof(control_header, reload_started_ms) == 56);
   CHECK(offsetof(control_header, requests_total) == 72);
   CHECK(offsetof(control_header, restarts) == 88);
-  CHECK(offsetof(control_header, reload_message) == 128);
-  CHECK(offsetof(control_header, unit_names) == 384);
-  CHECK(offsetof(control_header, master_started_ms) == 896);
-  CHECK(offsetof(control_header, scale_request) == 904);
-  CHECK(offsetof(control_header, stage_names) == 908);
-  CHECK(offsetof(control_header, app_metrics_digest) == 2448);
-  CHECK(offsetof(control_header, app_totals) == 2456);
+  CHECK(offsetof(control_header, reload_message) == 136);
+  CHECK(offsetof(control_header, unit_names) == 392);
+  CHECK(offsetof(control_header, master_started_ms) == 904);
+  CHECK(offsetof(control_header, scale_request) == 912);
+  CHECK(offsetof(control_header, stage_names) == 916);
+  CHECK(offsetof(control_header, app_metrics_digest) == 2456);
+  CHECK(offsetof(control_header, app_totals) == 2464);
 
   CHECK(offsetof(worker_slot, seq) == 0);
   CHECK(offsetof(worker_slot, epoch) == 4);
@@ -132,6 +132,7 @@ TEST_CASE("the control block layout is pinned", "[control_block]") {
   CHECK(offsetof(worker_slot, health_reason) == 3176);
   CHECK(offsetof(worker_slot, metrics_digest) == 3272);
   CHECK(offsetof(worker_slot, app_values) == 3280);
+  CHECK(offsetof(worker_slot, rss_bytes) == 4304);
 }
 
 TEST_CASE("states and outcomes print as lower-case words", "[control_block]") {

@@ -3,6 +3,7 @@
 
 #include "worker_process.hpp"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -21,6 +22,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <csignal>
 
@@ -46,6 +48,22 @@ std::chrono::milliseconds beat_interval(const options& opts) {
   return std::clamp(opts.heartbeat_timeout / 4, std::chrono::milliseconds(50),
                     std::chrono::milliseconds(1000));
 }
+
+// Resident memory of this process in bytes: the second field of /proc/self/statm, in
+// pages. 0 when it cannot be read.
+std::uint64_t resident_bytes() noexcept {
+  unique_fd fd(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC));
+  char text[128];
+  const ssize_t n = fd ? ::read(fd.get(), text, sizeof text - 1) : -1;
+  if (n <= 0) return 0;
+  text[n] = '\0';
+  unsigned long long size = 0, resident = 0;
+  if (std::sscanf(text, "%llu %llu", &size, &resident) != 2) return 0;
+  static const long page = ::sysconf(_SC_PAGESIZE);
+  return resident * static_cast<std::uint64_t>(page > 0 ? page : 4096);
+}
+
+std::uint64_t mib(std::uint64_t bytes) noexcept { return bytes >> 20; }
 
 // --max-requests with jitter: this worker's share, so the pool does not recycle in step.
 std::uint64_t request_limit(const options& opts) {
@@ -154,6 +172,7 @@ void worker_process::start_heartbeat() { asio::co_spawn(ctx_.executor(), heartbe
 asio::awaitable<void> worker_process::heartbeat() {
   for (;;) {
     record_.heartbeat_ms.store(monotonic_ms(), std::memory_order_relaxed);
+    record_.rss_bytes.store(resident_bytes(), std::memory_order_relaxed);
     ask_recycle_if_due();
     beat_.expires_after(beat_every_);
     auto [ec] = co_await beat_.async_wait(use_tuple);
@@ -161,13 +180,22 @@ asio::awaitable<void> worker_process::heartbeat() {
   }
 }
 
+// The master starts a replacement, then drains this one: asked once, and only while
+// serving (the master replaces READY workers only).
 void worker_process::ask_recycle_if_due() {
-  if (!request_limit_ || recycle_asked_ || ctx_.draining() ||
-      record_.requests.load(std::memory_order_relaxed) < request_limit_)
+  if (recycle_asked_ || ctx_.draining() || record_.state.load(std::memory_order_relaxed) != worker_state::ready) return;
+  if (request_limit_ && record_.requests.load(std::memory_order_relaxed) >= request_limit_) {
+    recycle_asked_ = true;
+    send(msg_recycle);
+    ctx_.log().info("served {} requests: asking to be recycled", request_limit_);
     return;
-  recycle_asked_ = true;  // the master starts a replacement, then drains this one
-  send(msg_recycle);
-  ctx_.log().info("served {} requests: asking to be recycled", request_limit_);
+  }
+  const std::uint64_t rss = record_.rss_bytes.load(std::memory_order_relaxed);
+  if (!opts_.max_rss_bytes || rss <= opts_.max_rss_bytes || rss_at_ready_ > opts_.max_rss_bytes) return;
+  recycle_asked_ = true;
+  send(msg_recycle_memory);
+  ctx_.log().warn("resident memory {} MiB is over --max-rss {} MiB: asking to be recycled", mib(rss),
+                  mib(opts_.max_rss_bytes));
 }
 
 void worker_process::report_ready() {
@@ -180,6 +208,11 @@ void worker_process::report_ready() {
   }
   send(msg_ready);
   ctx_.log().info("ready");
+  // A worker over the limit from the start would be replaced by one just as big, in a loop.
+  rss_at_ready_ = resident_bytes();
+  if (opts_.max_rss_bytes && rss_at_ready_ > opts_.max_rss_bytes)
+    ctx_.log().warn("resident memory is {} MiB at READY, already over --max-rss {} MiB: this worker is not "
+                    "recycled for its memory (raise --max-rss)", mib(rss_at_ready_), mib(opts_.max_rss_bytes));
 }
 
 // Until the master says drain (or dies: EOF on the channel), or a drain/fast-stop signal.

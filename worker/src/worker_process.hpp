@@ -89,6 +89,7 @@ class worker_process {
   boost::asio::steady_timer beat_;
   std::chrono::milliseconds beat_every_;
   std::uint64_t request_limit_;  ///< 0: --max-requests is off
+  std::uint64_t rss_at_ready_ = 0;  ///< resident bytes when READY: over --max-rss, never recycled for it
   bool recycle_asked_ = false;
   bool fast_ = false;  ///< serve ended with a fast stop (SIGQUIT or the master's QUIT)
   std::string role_;              ///< "worker 2", or a dedicated process's unit

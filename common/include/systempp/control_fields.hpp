@@ -65,6 +65,7 @@ struct slot_snapshot {
   std::array<char, worker_slot::health_reason_size> health_reason{};  ///< read with reason()
   std::uint64_t metrics_digest = 0;
   std::array<std::uint64_t, max_metric_values> app_values{};
+  std::uint64_t rss_bytes = 0;
   /// false when the writer kept updating (or died mid-update) through every retry; the
   /// copy is then best effort: each field is valid but they may not agree.
   bool consistent = true;

@@ -36,7 +36,7 @@ namespace systempp {
 inline constexpr std::uint32_t control_block_magic = 0x42435053;
 /// Bump this when the layout changes (any field, size, order or meaning), and update the
 /// pinned sizes in tests/unit/control_block_test.cpp.
-inline constexpr std::uint32_t control_block_layout_version = 4;
+inline constexpr std::uint32_t control_block_layout_version = 5;
 
 /// `stage` and `unit` in a slot hold this while no stage runs (e.g. while serving).
 inline constexpr std::uint32_t no_stage = 0xffff'ffff;
@@ -159,6 +159,10 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint64_t> metrics_digest{};
   /// worker: the app's metric values (metrics.hpp); zeroed by the master at spawn.
   std::atomic<std::uint64_t> app_values[max_metric_values]{};
+
+  // Layout version 5 (and restart_reason::memory in the header's restarts).
+  /// worker: its resident memory in bytes, at each heartbeat (--max-rss, status, metrics).
+  std::atomic<std::uint64_t> rss_bytes{};
 };
 
 // One static_assert per atomic type used: a type that needs a lock would put a

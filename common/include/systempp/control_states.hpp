@@ -37,9 +37,10 @@ enum class restart_reason : std::uint32_t {
   timeout_heartbeat,  ///< READY without a heartbeat past --heartbeat-timeout
   recycle,            ///< --max-requests reached
   scale,              ///< SIGTTIN/SIGTTOU changed the target
+  memory,             ///< resident memory passed --max-rss
 };
 /// Number of restart_reason values: the size of control_header::restarts.
-inline constexpr std::size_t restart_reason_count = 5;
+inline constexpr std::size_t restart_reason_count = 6;
 
 namespace detail {
 /// `names[value]`, or "unknown" for a value outside the table: values read from shared
@@ -70,8 +71,8 @@ inline constexpr std::array<std::string_view, 5> reload_outcome_names{
 static_assert(reload_outcome_names.size() ==
               static_cast<std::size_t>(reload_outcome::rejected) + 1);
 inline constexpr std::array<std::string_view, restart_reason_count> restart_reason_names{
-    "crash", "timeout_ready", "timeout_heartbeat", "recycle", "scale"};
-static_assert(restart_reason_count == static_cast<std::size_t>(restart_reason::scale) + 1);
+    "crash", "timeout_ready", "timeout_heartbeat", "recycle", "scale", "memory"};
+static_assert(restart_reason_count == static_cast<std::size_t>(restart_reason::memory) + 1);
 
 /// Lower-case name, e.g. "ready"; "unknown" for a value outside the enum. Any process.
 constexpr std::string_view to_string(worker_state s) noexcept {

@@ -88,6 +88,9 @@ struct options {
   std::uint64_t max_requests = 0;
   /// --max-requests-jitter: up to this many extra requests, different per worker.
   std::uint64_t max_requests_jitter = 0;
+  /// --max-rss: a worker whose resident memory passes this many bytes asks to be replaced;
+  /// 0 (not given) never. Given in MiB.
+  std::uint64_t max_rss_bytes = 0;
   /// --cpu-affinity: "" (off), "auto" or a list such as "0,2-3"; cpu_affinity_cpus says
   /// which CPU each slot is pinned to.
   std::string cpu_affinity;

@@ -22,7 +22,8 @@ namespace systempp {
 /// 4: block layout 4 (app metrics and health).
 /// 5: the handover's slot sockets ("s" listeners, --accept reuseport).
 /// 6: msg_connection on a worker's channel (a connection handed over, SCM_RIGHTS).
-inline constexpr std::uint32_t protocol_version = 6;
+/// 7: block layout 5 (resident memory, restarts for memory) and msg_recycle_memory.
+inline constexpr std::uint32_t protocol_version = 7;
 
 /// The environment variable carrying the writer's protocol_version to an exec-mode worker.
 inline constexpr const char* protocol_env = "SYSTEMPP_PROTOCOL";
@@ -31,7 +32,7 @@ inline constexpr const char* protocol_env = "SYSTEMPP_PROTOCOL";
 inline constexpr const char* protocol_banner = "systempp-protocol";
 
 // A new block layout is a new protocol: bump both numbers together, then this check.
-static_assert(control_block_layout_version == 4 && protocol_version == 6,
+static_assert(control_block_layout_version == 5 && protocol_version == 7,
               "the control block layout changed: bump protocol_version and update this check");
 
 }  // namespace systempp

@@ -28,6 +28,8 @@ inline constexpr char msg_ready = 'R';  ///< worker -> master: READY (see the sl
 inline constexpr char msg_drain = 'D';  ///< master -> worker: drain now (see the slot's command)
 inline constexpr char msg_quit = 'Q';   ///< master -> worker: fast stop
 inline constexpr char msg_recycle = 'X';  ///< worker -> master: served --max-requests, replace me
+/// worker -> master: its resident memory passed --max-rss (its slot's rss_bytes), replace me
+inline constexpr char msg_recycle_memory = 'M';
 /// worker -> master: a unit called ctx.request_reload / request_stop; the reason follows,
 /// up to 200 bytes, ended by '\n' (which the reason never contains).
 inline constexpr char msg_reload_request = 'H';
