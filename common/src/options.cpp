@@ -314,8 +314,11 @@ command parse_command_line(int argc, const char* const* argv, parse_mode mode, c
       if (ctl.name.empty() && ctl.pidfile.empty()) ctl.name = "app";
       return ctl;
     }
-    if (!script && !opts.print_config)
+    if (!script && !opts.print_config) {
       if (auto problem = run_as_problem(opts); !problem.empty()) throw config_error(problem);
+      if (opts.reload_on_change && opts.workers == 0)
+        throw config_error("--reload-on-change: needs a pool (--workers 1 or more); one process cannot replace itself");
+    }
   } catch (const CLI::CallForHelp&) {
     std::cout << cli.help();
     return exit_now{0};

@@ -96,6 +96,9 @@ void add_process_options(CLI::App& cli, options& opts) {
          },
          "Recycle a worker whose resident memory passes this many MiB, start-then-drain (0: never)")
       ->default_str("0");
+  cli.add_flag("--reload-on-change", opts.reload_on_change,
+               "Development: reload when the --config file changes, and run a rebuilt binary (exec mode: a "
+               "reload; fork mode: a master upgrade)");
   cli.add_option("--cpu-affinity", opts.cpu_affinity,
                  "Pin each worker to one CPU: auto (one per CPU, in slot order) or a list such as 0,2-3")
       ->check(refusing(cpu_affinity_cpus));

@@ -10,6 +10,8 @@
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <utility>
 
@@ -61,6 +63,7 @@ int master_process::run() {
   show_title();
   wait_signal();
   start_watchdog();
+  watch_files();
   if (!upgrade_) {
     sup_->execute(sup_->policy().start(now_ms()));
   } else {
@@ -161,6 +164,7 @@ void master_process::start_supervisor(int workers, int max_workers) {
       [this] {
         signals_.clear();
         if (metrics_) metrics_->close_in_child();
+        if (watch_) watch_->close_in_child();
       },
       [this, launch = worker_launch{&opts_, &units_, &pool_.listeners, &pool_.slots, pool_.segment->fd(), pool_.exec_path, ::getpid()}](
           const spawn_action& a, worker_slot& record, unique_fd channel, const sigset_t& mask) {
@@ -251,6 +255,32 @@ void master_process::begin_rollout(std::string_view why) {
 }
 
 // WATCHDOG=1 from the master's loop: if the loop wedges, systemd notices.
+// --reload-on-change: the config file, and the binary (exec mode: a reload runs it; fork
+// mode: an upgrade, the one way a new binary reaches a fork-mode pool).
+void master_process::watch_files() {
+  if (!opts_.reload_on_change) return;
+  std::vector<std::string> files{pool_.exec_path};
+  if (!opts_.config.empty()) files.push_back(std::filesystem::absolute(opts_.config).lexically_normal().string());
+  try {
+    watch_.emplace(io_, files, std::chrono::milliseconds(300),
+                   [this](const std::vector<std::string>& changed) { guarded("a changed file", [&] { files_changed(changed); }); },
+                   log_);
+  } catch (const std::exception& e) {
+    log_->error("{}; files are not watched", e.what());
+  }
+}
+
+void master_process::files_changed(const std::vector<std::string>& changed) {
+  const bool binary = std::find(changed.begin(), changed.end(), pool_.exec_path) != changed.end();
+  std::string what;
+  for (const auto& f : changed) what += (what.empty() ? "" : ", ") + f;
+  if (binary && opts_.mode == reload_mode::fork) {
+    log_->info("--reload-on-change: {} changed: upgrading the master to the binary (SIGUSR2)", what);
+    return upgrade_master(pool_, opts_, *sup_, sys_, *report_, *log_);
+  }
+  begin_reload(fmt::format("--reload-on-change: {} changed", what), true);
+}
+
 void master_process::start_watchdog() {
   const auto every = notify_.watchdog_interval();
   if (!every || finished_) return;

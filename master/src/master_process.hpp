@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "systempp/lifecycle.hpp"
+#include "systempp/master/change_watch.hpp"
 #include "systempp/master/connection_handover.hpp"
 #include "systempp/master/master_process.hpp"
 #include "systempp/master/metrics_server.hpp"
@@ -46,6 +47,8 @@ class master_process {
   /// `why` starts the log line; `in_status`: it is also appended to the reload's outcome.
   void begin_reload(const std::string& why, bool in_status);
   void begin_rollout(std::string_view why);
+  void watch_files();
+  void files_changed(const std::vector<std::string>& changed);
   void start_watchdog();
   void steer_connections();
   void show_title();
@@ -71,6 +74,7 @@ class master_process {
   std::optional<connection_handover> handover_;  ///< --accept reuseport; before table_ goes
   std::optional<supervisor> sup_;
   std::optional<reload_report> report_;
+  std::optional<change_watch> watch_;  ///< --reload-on-change
   std::string reload_why_;  ///< the unit's request behind the reload in progress, if any
   std::string title_;       ///< what ps shows now
   bool finished_ = false;

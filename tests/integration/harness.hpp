@@ -273,6 +273,12 @@ inline long long log_time_ms(const std::string& line) {
   return ((h * 60LL + m) * 60 + sec) * 1000 + milli;
 }
 
+/// Where /proc says a process's executable is (" (deleted)" when the path was replaced).
+inline std::string exe_of(pid_t pid) {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string();
+}
+
 /// A copy of a binary in its own directory, to be replaced under a running pool.
 struct binary_copy {
   std::filesystem::path dir;

@@ -25,12 +25,6 @@ struct temp_dir : support::temp_dir {
   explicit temp_dir(const pool_name& name) : support::temp_dir("upgrade-" + name.value) {}
 };
 
-// Where /proc says a process's executable is (" (deleted)" when the path was replaced).
-std::string exe_of(pid_t pid) {
-  std::error_code ec;
-  return fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string();
-}
-
 // The port a master that logs to `log` listens on, from its "listening on" line.
 std::uint16_t port_in_log(const fs::path& log) {
   const std::regex listening(R"(listening on 127\.0\.0\.1:(\d+))");

@@ -91,6 +91,9 @@ struct options {
   /// --max-rss: a worker whose resident memory passes this many bytes asks to be replaced;
   /// 0 (not given) never. Given in MiB.
   std::uint64_t max_rss_bytes = 0;
+  /// --reload-on-change: the master watches the binary and the --config file and rolls the
+  /// pool when one changes (a reload; an upgrade for the binary in fork mode).
+  bool reload_on_change = false;
   /// --cpu-affinity: "" (off), "auto" or a list such as "0,2-3"; cpu_affinity_cpus says
   /// which CPU each slot is pinned to.
   std::string cpu_affinity;

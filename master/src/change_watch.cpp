@@ -1,0 +1,106 @@
+#include "systempp/master/change_watch.hpp"
+
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <system_error>
+
+namespace systempp::master {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// What replacing, rewriting or touching a file shows in its directory.
+constexpr std::uint32_t events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB;
+
+}  // namespace
+
+struct change_watch::impl {
+  impl(asio::io_context& io, std::vector<std::string> f, std::chrono::milliseconds q, on_change cb,
+       std::shared_ptr<spdlog::logger> l)
+      : fd(io), timer(io), files(std::move(f)), quiet(q), changed(std::move(cb)), log(std::move(l)) {}
+
+  void wait() {
+    fd.async_wait(asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+      if (ec) return;  // closed
+      read();
+      wait();
+    });
+  }
+
+  void read() {
+    alignas(inotify_event) char buffer[8192];
+    for (;;) {
+      const ssize_t n = ::read(fd.native_handle(), buffer, sizeof buffer);
+      if (n <= 0) return;  // EAGAIN: all read
+      for (const char* p = buffer; p < buffer + n;) {
+        const auto* e = reinterpret_cast<const inotify_event*>(p);
+        p += sizeof(inotify_event) + e->len;
+        if (e->len == 0) continue;
+        const auto dir = dirs.find(e->wd);
+        if (dir == dirs.end()) continue;
+        const std::string path = (std::filesystem::path(dir->second) / e->name).string();
+        if (std::find(files.begin(), files.end(), path) != files.end()) pending.insert(path);
+      }
+      if (!pending.empty()) arm();
+    }
+  }
+
+  // Each change starts the quiet period over: a build writes its binary in many steps.
+  void arm() {
+    timer.expires_after(quiet);
+    timer.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      std::vector<std::string> now;
+      for (const auto& f : files)
+        if (pending.count(f)) now.push_back(f);
+      pending.clear();
+      changed(now);
+    });
+  }
+
+  asio::posix::stream_descriptor fd;
+  asio::steady_timer timer;
+  std::vector<std::string> files;
+  std::chrono::milliseconds quiet;
+  on_change changed;
+  std::shared_ptr<spdlog::logger> log;
+  std::map<int, std::string> dirs;  ///< watch descriptor -> directory
+  std::set<std::string> pending;
+};
+
+change_watch::change_watch(asio::io_context& io, std::vector<std::string> files, std::chrono::milliseconds quiet,
+                           on_change f, std::shared_ptr<spdlog::logger> log)
+    : impl_(std::make_unique<impl>(io, std::move(files), quiet, std::move(f), std::move(log))) {
+  const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "--reload-on-change: inotify_init1");
+  impl_->fd.assign(fd);
+  for (const auto& file : impl_->files) {
+    const std::string dir = std::filesystem::path(file).parent_path().string();
+    const int wd = ::inotify_add_watch(fd, dir.c_str(), events | IN_ONLYDIR);
+    if (wd < 0) throw std::system_error(errno, std::generic_category(), "--reload-on-change: watch " + dir);
+    impl_->dirs.emplace(wd, dir);
+    impl_->log->info("--reload-on-change: watching {}", file);
+  }
+  impl_->wait();
+}
+
+change_watch::~change_watch() = default;
+
+void change_watch::close_in_child() noexcept {
+  // Released, then closed: as the metrics listener, so the child's new epoll instance does
+  // not keep a registration for it.
+  if (impl_->fd.is_open()) ::close(impl_->fd.release());
+}
+
+}  // namespace systempp::master
