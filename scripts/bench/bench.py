@@ -343,6 +343,25 @@ def f4_throughput():
     finally:
         for s in servers.values():
             s.kill()
+    # --cpu-affinity: one worker per CPU, pinned (auto) or left to the scheduler, interleaved.
+    # wrk runs on the same cores, as in the runs above.
+    aff = [("systempp-cpus", []), ("systempp-cpus-affinity", ["--cpu-affinity", "auto"])]
+    out["affinity"] = {}
+    servers = {}
+    try:
+        for label, extra in aff:
+            servers[label], _ = started("systempp", ncpu, label=label, **({"extra": extra} if extra else {}))
+        for rep in range(p["tp_reps"]):
+            for label, _ in aff:
+                for close in (False, True):
+                    key = "%s/%s" % (label, "close" if close else "keepalive")
+                    r = measure(servers[label], close, p["tp_seconds"], min(2, ncpu), p["conns"])
+                    out["affinity"].setdefault(key, []).append(r)
+                    B.log("affinity", key, rep, round(r["rps"]), "rps", "failed", r["failed"])
+                    time.sleep(0.3)
+    finally:
+        for s in servers.values():
+            s.kill()
     # The same app with 0, 1 and 8 workers (and nginx) on one core, wrk on the other:
     # per-core throughput, so the pool's overhead is not hidden by (or blamed on) the
     # second core that wrk also needs.

@@ -655,6 +655,24 @@ def render(results, meta_path, out_md):
                 targets.append(("runtime overhead vs `--workers 0` scaled by cores under 2%%: %s" % label,
                                 "keep-alive %s, close %s (CPU per request)" % (pct(a), pct(b)), worst < 0.02,
                                 "" if worst < 0.02 else "%.1f points over" % ((worst - 0.02) * 100)))
+        aff = f4.get("affinity") or {}
+        if aff.get("systempp-cpus/keepalive") and aff.get("systempp-cpus-affinity/keepalive"):
+            w("**CPU affinity.** One worker per CPU (%d), with `--cpu-affinity auto` (worker k pinned to "
+              "CPU k) and without (the scheduler places them), the same wrk runs as above on the same "
+              "cores, interleaved. Pinning keeps a worker's caches and its socket's softirq work on one "
+              "CPU; wrk shares those CPUs here, so the difference is small and partly noise." % f4["ncpu"])
+            w("")
+            rows = []
+            for mode, label in (("keepalive", "keep-alive"), ("close", "connection close")):
+                a = med("systempp-cpus-affinity/%s" % mode, "rps", "affinity")
+                b = med("systempp-cpus/%s" % mode, "rps", "affinity")
+                la = med("systempp-cpus-affinity/%s" % mode, "lat_p99_us", "affinity")
+                lb = med("systempp-cpus/%s" % mode, "lat_p99_us", "affinity")
+                rows.append([label, rng(a), rng(b), xr(a["median"] / b["median"]) if a and b and b["median"] else "-",
+                             num(la["median"] / 1000, " ms") if la else "-", num(lb["median"] / 1000, " ms") if lb else "-"])
+            w(table(["%d workers" % f4["ncpu"], "requests/s, pinned", "requests/s, not pinned", "pinned ÷ not pinned",
+                     "p99, pinned", "p99, not pinned"], rows))
+            w("")
     else:
         w("Not measured (the figure failed).")
         w("")
