@@ -284,6 +284,19 @@ def measure(s, close, seconds, threads, conns, cpus=None):
     return r
 
 
+def interleaved(servers, labels, reps, seconds, threads, conns, into, what, cpus=None):
+    """Each label's keep-alive and connection-close runs, rep after rep (A B C A B C ...),
+    appended to into["LABEL/keepalive|close"]."""
+    for rep in range(reps):
+        for label in labels:
+            for close in (False, True):
+                key = "%s/%s" % (label, "close" if close else "keepalive")
+                r = measure(servers[label], close, seconds, threads, conns, cpus=cpus)
+                into.setdefault(key, []).append(r)
+                B.log(what, key, rep, round(r["rps"]), "rps", "failed", r["failed"])
+                time.sleep(0.3)
+
+
 def herd_probe(s, n):
     """Sequential connection-close GETs to an idle pool, 2 ms apart: how many worker
     wake-ups (voluntary context switches) each connection costs. One worker should wake
@@ -331,15 +344,8 @@ def f4_throughput():
         for label in ("systempp-8", "systempp-8-exclusive", "systempp-8-shared", "nginx-8", "gunicorn-8"):
             out["herd"][label] = herd_probe(servers[label], 200 if CTX.quick else 400)
             B.log("herd probe", label, out["herd"][label])
-        threads = min(2, ncpu)
-        for rep in range(p["tp_reps"]):
-            for label, _, _ in configs:
-                for close in (False, True):
-                    key = "%s/%s" % (label, "close" if close else "keepalive")
-                    r = measure(servers[label], close, p["tp_seconds"], threads, p["conns"])
-                    out["runs"].setdefault(key, []).append(r)
-                    B.log("throughput", key, rep, round(r["rps"]), "rps", "failed", r["failed"])
-                    time.sleep(0.3)
+        interleaved(servers, [c[0] for c in configs], p["tp_reps"], p["tp_seconds"], min(2, ncpu), p["conns"],
+                    out["runs"], "throughput")
     finally:
         for s in servers.values():
             s.kill()
@@ -351,14 +357,8 @@ def f4_throughput():
     try:
         for label, extra in aff:
             servers[label], _ = started("systempp", ncpu, label=label, **({"extra": extra} if extra else {}))
-        for rep in range(p["tp_reps"]):
-            for label, _ in aff:
-                for close in (False, True):
-                    key = "%s/%s" % (label, "close" if close else "keepalive")
-                    r = measure(servers[label], close, p["tp_seconds"], min(2, ncpu), p["conns"])
-                    out["affinity"].setdefault(key, []).append(r)
-                    B.log("affinity", key, rep, round(r["rps"]), "rps", "failed", r["failed"])
-                    time.sleep(0.3)
+        interleaved(servers, [a[0] for a in aff], p["tp_reps"], p["tp_seconds"], min(2, ncpu), p["conns"],
+                    out["affinity"], "affinity")
     finally:
         for s in servers.values():
             s.kill()
@@ -372,14 +372,8 @@ def f4_throughput():
         try:
             for label, kind, n in pinned:
                 servers[label], _ = started(kind, n, label=label + "@cpu1", cpus="1")
-            for rep in range(p["pin_reps"]):
-                for label, _, _ in pinned:
-                    for close in (False, True):
-                        key = "%s/%s" % (label, "close" if close else "keepalive")
-                        r = measure(servers[label], close, p["pin_seconds"], 1, p["conns"], cpus="0")
-                        out["pinned"].setdefault(key, []).append(r)
-                        B.log("pinned", key, rep, round(r["rps"]), "rps", "failed", r["failed"])
-                        time.sleep(0.3)
+            interleaved(servers, [c[0] for c in pinned], p["pin_reps"], p["pin_seconds"], 1, p["conns"],
+                        out["pinned"], "pinned", cpus="0")
         finally:
             for s in servers.values():
                 s.kill()

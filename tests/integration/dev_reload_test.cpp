@@ -64,10 +64,7 @@ TEST_CASE("dev reload: in exec mode a rebuilt binary goes live with a reload, an
           "[dev_reload][exec]") {
   pool_name name;
   binary_copy bin(name.value, app_path);
-  auto s = start(bin.path.string(), {"--workers", "2", "--name", name.value, "--reload-mode", "exec", "--reload-on-change"});
-  auto seg = attach(name, s.proc.pid());
-  const auto first = wait_ready(seg, 2);
-  REQUIRE(first.size() == 2);
+  auto [s, seg, first] = start_pool(name, 2, {"--reload-mode", "exec", "--reload-on-change"}, bin.path.string());
 
   bin.replace_with_script("#!/bin/sh\nexit 1\n");  // a build that links something broken
   REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::failed);
@@ -90,10 +87,7 @@ TEST_CASE("dev reload: in fork mode a rebuilt binary upgrades the master in plac
           "[dev_reload][upgrade]") {
   pool_name name;
   binary_copy bin(name.value, app_path);
-  auto s = start(bin.path.string(), {"--workers", "2", "--name", name.value, "--reload-on-change"});
-  auto seg = attach(name, s.proc.pid());
-  const auto first = wait_ready(seg, 2);
-  REQUIRE(first.size() == 2);
+  auto [s, seg, first] = start_pool(name, 2, {"--reload-on-change"}, bin.path.string());
 
   bin.replace_with_script("#!/bin/sh\nexit 1\n");
   REQUIRE(wait_reload(seg, 1) == systempp::reload_outcome::rejected);
