@@ -224,12 +224,13 @@ TEST_CASE("ops: a unit reporting itself unhealthy shows in status, --json, /heal
 
 namespace {
 
-/// What `ps` shows as a process's command line (up to the first NUL), and what top shows.
+/// What `ps` shows as a process's command line (all of /proc/PID/cmdline, NULs as spaces,
+/// trailing ones dropped), and what top shows.
 std::string title_of(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
-  std::string text;
-  std::getline(in, text, '\0');
-  return text;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::replace(text.begin(), text.end(), '\0', ' ');
+  return text.substr(0, text.find_last_not_of(' ') + 1);
 }
 std::string thread_name_of(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
@@ -243,7 +244,12 @@ std::string thread_name_of(pid_t pid) {
 TEST_CASE("ops: ps shows the master and each worker by role, slot, generation and pool, a reload and a drain change it",
           "[ops][title]") {
   pool_name name;
-  auto [s, seg, first] = start_pool(name, 2);
+  // Started by a path longer than any title (it is argv[0]), whose end must not show.
+  support::temp_dir dir("title-" + name.value);
+  const auto long_dir = dir.path / std::string(64, 'd');
+  std::filesystem::create_directories(long_dir);
+  std::filesystem::create_symlink(app_path, long_dir / "app");
+  auto [s, seg, first] = start_pool(name, 2, {}, (long_dir / "app").string());
   const pid_t master = s.proc.pid();
   // The master sets its title once the pool runs: wait for it rather than race it.
   CHECK(support::wait_until([&] { return title_of(master) == fmt::format("app: master [{}] gen 1", name.value); }, 5s));
