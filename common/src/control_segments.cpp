@@ -48,12 +48,28 @@ uid_t owner_of(int fd) noexcept {
 /// Opens (creating) the lock file as a regular file of this user or of `owner`. Another
 /// user's file is removed first when we are root (it cannot be trusted, and must not block
 /// a start).
-unique_fd open_lock_file(const std::string& path, uid_t owner) {
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+unique_fd open_lock_file(std::string_view pool, uid_t owner) {
+  const std::string path = lock_path(pool);
+  bool removed = false;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    // O_CREAT only when there is no file: with fs.protected_regular, O_CREAT on another
+    // user's file in sticky /dev/shm fails even for root, which would then take the lock of
+    // a running --user pool for a stranger's and remove it.
+    unique_fd fd(::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd && errno == ENOENT) fd.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd && (errno == ENOENT || errno == EEXIST)) continue;  // another master made or removed it meanwhile
     if (fd && ours(fd.get(), owner)) return fd;
     const int err = fd ? EPERM : errno;
-    if (::geteuid() == 0 && attempt == 0 && ::unlink(path.c_str()) == 0) continue;
+    // Another user's lock that a process holds is a running pool (one started with another
+    // --user): root removing it would run a second master of the same name.
+    if (auto held = whole_file(F_WRLCK); fd && ::fcntl(fd.get(), F_GETLK, &held) == 0 && held.l_type != F_UNLCK)
+      throw config_error("--name " + std::string(pool) + ": a pool with this name is already running (master pid " +
+                         std::to_string(held.l_pid) +
+                         ", its files owned by uid " + std::to_string(owner_of(fd.get())) + ")");
+    if (::geteuid() == 0 && !removed && ::unlink(path.c_str()) == 0) {
+      removed = true;
+      continue;
+    }
     struct stat st{};
     if (::lstat(path.c_str(), &st) == 0 && st.st_uid != ::geteuid())
       throw config_error(path + ": belongs to uid " + std::to_string(st.st_uid) +
@@ -120,7 +136,7 @@ std::string lock_path(std::string_view pool) {
 pool_lock pool_lock::acquire(std::string_view pool, uid_t owner) {
   check_pool_name(pool);
   const std::string path = lock_path(pool);
-  unique_fd fd = open_lock_file(path, owner);
+  unique_fd fd = open_lock_file(pool, owner);
   auto l = whole_file(F_WRLCK);
   if (::fcntl(fd.get(), F_SETLK, &l) == 0) {
     if (owner != ::geteuid() && ::fchown(fd.get(), owner, static_cast<gid_t>(-1)) != 0)

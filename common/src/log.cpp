@@ -1,6 +1,7 @@
 #include "systempp/log.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/pattern_formatter.h>
@@ -54,10 +55,19 @@ class json_message_flag final : public spdlog::custom_flag_formatter {
 // anew: its workers open it too.
 spdlog::file_event_handlers after_open(const options& opts) {
   spdlog::file_event_handlers handlers;
-  handlers.after_open = [owner = pool_owner(opts)](const spdlog::filename_t&, std::FILE* file) {
-    if (::fcntl(::fileno(file), F_SETFD, FD_CLOEXEC) != 0)
-      spdlog::throw_spdlog_ex("cannot make it close-on-exec", errno);
-    if (owner != ::geteuid() && ::fchown(::fileno(file), owner, static_cast<gid_t>(-1)) != 0)
+  handlers.after_open = [owner = pool_owner(opts)](const spdlog::filename_t& path, std::FILE* file) {
+    const int fd = ::fileno(file);
+    if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) spdlog::throw_spdlog_ex("cannot make it close-on-exec", errno);
+    if (owner == ::geteuid()) return;
+    // Given away only if it is the very file at the path, a regular file with no other
+    // link: fopen follows a symlink, and one planted by the user (app.log -> /etc/shadow)
+    // would have root give that file away.
+    struct stat opened{}, named{};
+    if (::fstat(fd, &opened) != 0 || ::lstat(path.c_str(), &named) != 0 || !S_ISREG(opened.st_mode) ||
+        opened.st_dev != named.st_dev || opened.st_ino != named.st_ino || opened.st_nlink != 1)
+      spdlog::throw_spdlog_ex("not given to --user: it is not a plain file of its own (a symbolic link, or "
+                              "other hard links)");
+    if (opened.st_uid != owner && ::fchown(fd, owner, static_cast<gid_t>(-1)) != 0)
       spdlog::throw_spdlog_ex("cannot give it to --user", errno);
   };
   return handlers;

@@ -2,7 +2,6 @@
 
 #include <grp.h>
 #include <pwd.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -55,13 +54,21 @@ user_identity resolve_user(const std::string& spec) {
   if (user.empty()) throw std::invalid_argument("expected USER or USER:GROUP");
   std::string buffer;
   auto pw = look_up<passwd>(user.c_str(), ::getpwnam_r, buffer);
-  if (!pw)
-    if (const auto uid = number<uid_t>(user)) pw = look_up<passwd>(*uid, ::getpwuid_r, buffer);
-  if (!pw) throw std::invalid_argument(fmt::format("no user '{}' on this machine", user));
+  const auto uid = number<uid_t>(user);
+  if (!pw && uid) pw = look_up<passwd>(*uid, ::getpwuid_r, buffer);
   user_identity who;
-  who.user = pw->pw_name;
-  who.uid = pw->pw_uid;
-  who.gid = pw->pw_gid;
+  if (pw) {
+    who.user = pw->pw_name;
+    who.uid = pw->pw_uid;
+    who.gid = pw->pw_gid;
+  } else if (uid) {
+    // A number with no entry (common in containers): that uid, and the same number for the
+    // group unless one is given; no supplementary groups.
+    who.user = user;
+    who.uid = who.gid = *uid;
+  } else {
+    throw std::invalid_argument(fmt::format("no user '{}' on this machine", user));
+  }
 
   std::string group_buffer;
   std::optional<group> gr;
@@ -78,14 +85,20 @@ user_identity resolve_user(const std::string& spec) {
   who.group = gr ? std::string(gr->gr_name) : std::to_string(who.gid);
 
   // The user's groups in the group database, the primary one included, as initgroups
-  // would set them.
+  // would set them; only the group for a user the database does not know.
+  if (!pw) {
+    who.groups = {who.gid};
+    return who;
+  }
   int count = 32;
   for (int tries = 0; tries < 8; ++tries) {
     who.groups.resize(static_cast<std::size_t>(count));
-    if (::getgrouplist(who.user.c_str(), who.gid, who.groups.data(), &count) >= 0) break;
+    if (::getgrouplist(who.user.c_str(), who.gid, who.groups.data(), &count) >= 0) {
+      who.groups.resize(static_cast<std::size_t>(count));
+      return who;
+    }
   }
-  who.groups.resize(static_cast<std::size_t>(std::max(count, 0)));
-  return who;
+  throw std::invalid_argument(fmt::format("cannot list the groups of user '{}'", who.user));
 }
 
 std::string run_as_problem(const options& opts) {
@@ -93,6 +106,9 @@ std::string run_as_problem(const options& opts) {
   if (opts.drop_master && !opts.run_as) return "--drop-master: needs --user, the user the master switches to";
   if (opts.run_as && opts.run_as->uid != me && me != 0)
     return fmt::format("--user: switching to user {} needs root; this process runs as uid {}", opts.run_as->user, me);
+  if (opts.run_as && opts.run_as->gid != ::getegid() && me != 0)
+    return fmt::format("--user: switching to group {} needs root; this process runs as gid {}", opts.run_as->group,
+                       ::getegid());
   if (opts.allow_root) return {};
   if (opts.run_as && opts.run_as->uid == 0)
     return "--user: the workers would run as root; add --allow-root if that is what you want";
@@ -114,7 +130,7 @@ void give_to_pool_owner(int fd, const options& opts, const std::string& what) {
 }
 
 void switch_user(const user_identity& who) {
-  if (::geteuid() == who.uid && ::getuid() == who.uid) return;
+  if (::geteuid() == who.uid && ::getuid() == who.uid && ::getegid() == who.gid && ::getgid() == who.gid) return;
   const auto fail = [&](const char* call) {
     throw std::system_error(errno, std::generic_category(), fmt::format("--user {}: {}", who.user, call));
   };
@@ -125,9 +141,9 @@ void switch_user(const user_identity& who) {
     errno = EPERM;
     fail("root could be had back after setresuid");
   }
-  // A process that changed its uids is made undumpable: no core, and /proc/PID owned by
-  // root. Its own user may see it again; nginx does the same for its workers.
-  ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+  // The kernel leaves the process undumpable now, and it stays so (nginx makes its workers
+  // dumpable again): a fork-mode worker holds what root read in on_init (keys, secrets),
+  // which every other process of a shared user such as nobody could then read by ptrace.
 }
 
 }  // namespace systempp

@@ -20,8 +20,17 @@ namespace asio = boost::asio;
 
 namespace {
 
-// What replacing, rewriting or touching a file shows in its directory.
-constexpr std::uint32_t events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB;
+// What replacing, rewriting or touching a file shows in its directory; IN_MODIFY so that a
+// file written in place for longer than the quiet period (a slow link) is not taken early.
+constexpr std::uint32_t events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB | IN_MODIFY;
+
+// A file's directory as inotify reports it (symlinks resolved), and its name.
+std::string resolved(const std::string& file) {
+  const std::filesystem::path p(file);
+  std::error_code ec;
+  const auto dir = std::filesystem::canonical(p.parent_path(), ec);
+  return ((ec ? p.parent_path() : dir) / p.filename()).string();
+}
 
 }  // namespace
 
@@ -46,11 +55,21 @@ struct change_watch::impl {
       for (const char* p = buffer; p < buffer + n;) {
         const auto* e = reinterpret_cast<const inotify_event*>(p);
         p += sizeof(inotify_event) + e->len;
-        if (e->len == 0) continue;
+        if (e->mask & IN_Q_OVERFLOW) {  // events were lost: any file may have changed
+          for (std::size_t i = 0; i < files.size(); ++i) pending.insert(i);
+          continue;
+        }
         const auto dir = dirs.find(e->wd);
         if (dir == dirs.end()) continue;
+        if (e->mask & IN_IGNORED) {  // the directory went away, and the watch with it
+          log->warn("--reload-on-change: {} went away: its files are no longer watched", dir->second);
+          dirs.erase(dir);
+          continue;
+        }
+        if (e->len == 0) continue;
         const std::string path = (std::filesystem::path(dir->second) / e->name).string();
-        if (std::find(files.begin(), files.end(), path) != files.end()) pending.insert(path);
+        for (std::size_t i = 0; i < files.size(); ++i)
+          if (watched[i] == path) pending.insert(i);
       }
       if (!pending.empty()) arm();
     }
@@ -60,10 +79,10 @@ struct change_watch::impl {
   void arm() {
     timer.expires_after(quiet);
     timer.async_wait([this](boost::system::error_code ec) {
-      if (ec) return;
+      // An expiry already queued when arm() ran again took the changes; this one has none.
+      if (ec || pending.empty()) return;
       std::vector<std::string> now;
-      for (const auto& f : files)
-        if (pending.count(f)) now.push_back(f);
+      for (const std::size_t i : pending) now.push_back(files[i]);
       pending.clear();
       changed(now);
     });
@@ -71,12 +90,13 @@ struct change_watch::impl {
 
   asio::posix::stream_descriptor fd;
   asio::steady_timer timer;
-  std::vector<std::string> files;
+  std::vector<std::string> files;    ///< as given, what the callback gets
+  std::vector<std::string> watched;  ///< the same, directories resolved, what events name
   std::chrono::milliseconds quiet;
   on_change changed;
   std::shared_ptr<spdlog::logger> log;
   std::map<int, std::string> dirs;  ///< watch descriptor -> directory
-  std::set<std::string> pending;
+  std::set<std::size_t> pending;  ///< indexes into files
 };
 
 change_watch::change_watch(asio::io_context& io, std::vector<std::string> files, std::chrono::milliseconds quiet,
@@ -86,7 +106,8 @@ change_watch::change_watch(asio::io_context& io, std::vector<std::string> files,
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "--reload-on-change: inotify_init1");
   impl_->fd.assign(fd);
   for (const auto& file : impl_->files) {
-    const std::string dir = std::filesystem::path(file).parent_path().string();
+    impl_->watched.push_back(resolved(file));
+    const std::string dir = std::filesystem::path(impl_->watched.back()).parent_path().string();
     const int wd = ::inotify_add_watch(fd, dir.c_str(), events | IN_ONLYDIR);
     if (wd < 0) throw std::system_error(errno, std::generic_category(), "--reload-on-change: watch " + dir);
     impl_->dirs.emplace(wd, dir);

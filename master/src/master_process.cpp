@@ -58,7 +58,7 @@ int master_process::run() {
     return to_int(code_for(stage::on_init, init));
   }
 
-  start_supervisor(upgrade_ ? static_cast<int>(hdr.target_workers.load()) : opts_.workers, pool_.max_workers);
+  start_supervisor(upgrade_ ? adopted_target() : opts_.workers, pool_.max_workers);
   hdr.master_state.store(master_state::running);
   show_title();
   wait_signal();
@@ -106,8 +106,7 @@ int master_process::open() {
     // --accept reuseport: every serving slot's socket before the first fork, and new
     // connections spread over them (an upgrade takes over the previous image's steering).
     try {
-      pool_.slots.steer(pool_.listeners, slot_sockets::all_of(upgrade_ ? static_cast<int>(pool_.segment->header().target_workers.load())
-                                                                        : opts_.workers));
+      pool_.slots.steer(pool_.listeners, slot_sockets::all_of(upgrade_ ? adopted_target() : opts_.workers));
     } catch (const std::exception& e) {
       log_->warn("--accept reuseport: {}; every worker accepts on the listener as with --accept shared", e.what());
       pool_.slots.disable();
@@ -130,6 +129,13 @@ int master_process::open() {
   return 0;
 }
 
+// An upgrade takes the worker count from the block. With --user the workers' user can write
+// the block, so the count is kept within what the block was sized for.
+int master_process::adopted_target() const {
+  const auto target = pool_.segment->header().target_workers.load();
+  return static_cast<int>(std::clamp<std::uint32_t>(target, 1, static_cast<std::uint32_t>(std::max(1, pool_.max_workers))));
+}
+
 void master_process::start_supervisor(int workers, int max_workers) {
   control_header& hdr = pool_.segment->header();
   report_.emplace(hdr, notify_, log_);
@@ -146,6 +152,8 @@ void master_process::start_supervisor(int workers, int max_workers) {
     if (!reload_why_.empty()) said.message += " (" + std::exchange(reload_why_, {}) + ")";
     report_->ended(said, sup_->policy().stopping());
     if (done.next_queued) asio::post(io_, [this] { begin_reload("SIGHUP (coalesced)", false); });
+    if (std::exchange(upgrade_pending_, false))
+      asio::post(io_, [this] { guarded("a changed file", [&] { files_changed({pool_.exec_path}); }); });
   };
   hooks.requested = [this](control_request what, const std::string& who, std::string_view reason) {
     requested(what, who, reason);
@@ -254,7 +262,6 @@ void master_process::begin_rollout(std::string_view why) {
   sup_->execute(std::move(actions));
 }
 
-// WATCHDOG=1 from the master's loop: if the loop wedges, systemd notices.
 // --reload-on-change: the config file, and the binary (exec mode: a reload runs it; fork
 // mode: an upgrade, the one way a new binary reaches a fork-mode pool).
 void master_process::watch_files() {
@@ -271,16 +278,22 @@ void master_process::watch_files() {
 }
 
 void master_process::files_changed(const std::vector<std::string>& changed) {
+  if (changed.empty()) return;
   const bool binary = std::find(changed.begin(), changed.end(), pool_.exec_path) != changed.end();
   std::string what;
   for (const auto& f : changed) what += (what.empty() ? "" : ", ") + f;
   if (binary && opts_.mode == reload_mode::fork) {
+    if (sup_->policy().reloading()) {  // an upgrade waits for it; reloads are coalesced anyway
+      upgrade_pending_ = true;
+      return log_->info("--reload-on-change: {} changed: upgrading after the rollout in progress", what);
+    }
     log_->info("--reload-on-change: {} changed: upgrading the master to the binary (SIGUSR2)", what);
     return upgrade_master(pool_, opts_, *sup_, sys_, *report_, *log_);
   }
   begin_reload(fmt::format("--reload-on-change: {} changed", what), true);
 }
 
+// WATCHDOG=1 from the master's loop: if the loop wedges, systemd notices.
 void master_process::start_watchdog() {
   const auto every = notify_.watchdog_interval();
   if (!every || finished_) return;

@@ -35,6 +35,7 @@ class master_process {
  private:
   int open();
   void start_supervisor(int workers, int max_workers);
+  int adopted_target() const;
   /// Runs one event's handling; an exception is logged, never let out of the loop (the
   /// pool would be lost with it). Returns false when one was thrown.
   template <class F>
@@ -75,6 +76,7 @@ class master_process {
   std::optional<supervisor> sup_;
   std::optional<reload_report> report_;
   std::optional<change_watch> watch_;  ///< --reload-on-change
+  bool upgrade_pending_ = false;       ///< the binary changed during a rollout (fork mode)
   std::string reload_why_;  ///< the unit's request behind the reload in progress, if any
   std::string title_;       ///< what ps shows now
   bool finished_ = false;

@@ -59,15 +59,14 @@ bool write_all(int fd, std::string_view text) {
 // Written whole and synced in the temp file, then renamed over the path: a reader sees the
 // old pidfile or the complete new one, never an empty or half-written one. Any failure
 // removes the temp file.
-void write_pidfile(const options& opts, pid_t pid) {
-  const std::string& path = opts.pidfile;
+// Root's even with --user (0644: the user's control commands read it): a pid the user could
+// write would steer a root `kill $(cat PIDFILE)` (logrotate's) to any process.
+void write_pidfile(const std::string& path, pid_t pid) {
   const std::string tmp = fmt::format("{}.{}.tmp", path, pid);
   const std::string text = fmt::format("{}\n", pid);
   unique_fd fd = create_private(path, tmp);
   const char* failed = nullptr;
-  if (pool_owner(opts) != ::geteuid() && ::fchown(fd.get(), pool_owner(opts), static_cast<gid_t>(-1)) != 0)
-    failed = "chown";
-  else if (!write_all(fd.get(), text))
+  if (!write_all(fd.get(), text))
     failed = "write";
   else if (::fsync(fd.get()) != 0)
     failed = "fsync";
@@ -173,7 +172,7 @@ pool_setup open_pool(const options& opts, const handover* h, const std::vector<s
                                               static_cast<std::uint32_t>((out.max_workers + static_cast<int>(dedicated)) * lanes_per_slot), units,
                                               stages));
   give_to_pool_owner(out.segment->fd(), opts, "the control block");  // its workers and status
-  if (!opts.pidfile.empty()) write_pidfile(opts, ::getpid());
+  if (!opts.pidfile.empty()) write_pidfile(opts.pidfile, ::getpid());
   control_header& hdr = out.segment->header();
   hdr.master_state.store(master_state::starting);
   hdr.pool_generation.store(1);

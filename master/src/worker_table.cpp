@@ -152,6 +152,7 @@ pid_t worker_table::spawn(const spawn_action& a, const std::function<void()>& dr
     r.ready_ms.store(0);
     r.started_ms.store(monotonic_ms());
     r.metrics_digest.store(0);
+    r.rss_bytes.store(0);
     for (auto& v : r.app_values) v.store(0);
   }
   write_health(r, no_unit, {});

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,17 +25,26 @@ using namespace harness;
 
 namespace {
 
-/// Moves this test process into a new network namespace with its loopback up; false when
-/// the kernel does not let it (not root). The namespace goes when its last process exits.
-bool in_own_network_namespace() {
-  if (::geteuid() != 0 || ::unshare(CLONE_NEWNET) != 0) return false;
-  systempp::unique_fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  ifreq ifr{};
-  std::snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-  if (!s || ::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return false;
-  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-  return ::ioctl(s.get(), SIOCSIFFLAGS, &ifr) == 0;
-}
+/// For its lifetime, this test process is in a new network namespace with its loopback up
+/// (`entered` false when the kernel does not let it: not root); then back in its own. The
+/// namespace goes when its last process exits.
+struct own_network_namespace {
+  systempp::unique_fd home{::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)};
+  bool entered = false;
+  own_network_namespace() {
+    if (::geteuid() != 0 || !home || ::unshare(CLONE_NEWNET) != 0) return;
+    entered = true;
+    systempp::unique_fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ifreq ifr{};
+    std::snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    if (!s || ::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return;
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    entered = ::ioctl(s.get(), SIOCSIFFLAGS, &ifr) == 0;
+  }
+  ~own_network_namespace() {
+    if (home) ::setns(home.get(), CLONE_NEWNET);
+  }
+};
 
 /// A field of /proc/PID/status ("Uid", "Gid", "Groups", "CapEff") without its name.
 std::string status_field(pid_t pid, const std::string& field) {
@@ -80,12 +90,12 @@ std::pair<int, std::string> run_as(const systempp::user_identity& who, std::vect
   return {*status, p.output()};
 }
 
-bool can_run() {
+bool can_run(const own_network_namespace& ns) {
   if (!fs::exists("/usr/bin/setpriv")) {
     WARN("setpriv is not installed: skipped");
     return false;
   }
-  if (!in_own_network_namespace()) {
+  if (!ns.entered) {
     WARN("needs root and a network namespace of its own: skipped");
     return false;
   }
@@ -96,7 +106,8 @@ bool can_run() {
 
 TEST_CASE("user: started as root with --user nobody, the master binds port 80 and every worker serves as nobody",
           "[user][security]") {
-  if (!can_run()) return;
+  own_network_namespace ns;
+  if (!can_run(ns)) return;
   const auto nobody = systempp::resolve_user("nobody");
   pool_name name;
   support::temp_dir dir("user-" + name.value);
@@ -116,14 +127,18 @@ TEST_CASE("user: started as root with --user nobody, the master binds port 80 an
   REQUIRE(reply);
   CHECK(reply->status == 200);
 
-  // The pool's files are nobody's, so nobody's status works; root's does too.
+  // The pool's files are nobody's, so nobody's status works; root's does too. The pidfile
+  // stays root's (a root `kill $(cat PIDFILE)` must not be steered by the user) and readable.
   const auto block = fs::path(systempp::shm_dir) / systempp::segment_name(name.value, p.pid());
-  for (const auto& f : {block, fs::path(systempp::lock_path(name.value)), pidfile, log}) {
+  for (const auto& f : {block, fs::path(systempp::lock_path(name.value)), log}) {
     INFO(f);
     CHECK(owner_of(f) == nobody.uid);
   }
+  CHECK(owner_of(pidfile) == 0);
   const std::string master = "master " + std::to_string(p.pid());
-  for (const auto& [status, out] : {run_as(nobody, {"status", "--name", name.value}), run_to_exit({"status", "--name", name.value})}) {
+  for (const auto& [status, out] : {run_as(nobody, {"status", "--name", name.value}),
+                                    run_as(nobody, {"status", "--pidfile", pidfile.string()}),
+                                    run_to_exit({"status", "--name", name.value})}) {
     INFO(out);
     CHECK(support::child::exited_with(status, 0));
     CHECK(out.find(master) != std::string::npos);
@@ -160,13 +175,15 @@ TEST_CASE("user: started as root with --user nobody, the master binds port 80 an
 
 TEST_CASE("user: --drop-master: the master too runs as nobody once port 80 is bound, and nobody reloads, upgrades and stops it",
           "[user][security][upgrade]") {
-  if (!can_run()) return;
+  own_network_namespace ns;
+  if (!can_run(ns)) return;
   const auto nobody = systempp::resolve_user("nobody");
   pool_name name;
   support::temp_dir dir("user-" + name.value);
   REQUIRE(::chown(dir.path.c_str(), nobody.uid, nobody.gid) == 0);  // the pidfile is removed as nobody
   const auto pidfile = dir.path / "app.pid";
-  auto p = support::child::spawn({app_path, "--user", "nobody", "--drop-master", "--reload-mode", "exec", "--workers",
+  binary_copy bin(name.value, app_path);  // where nobody may execute it, for exec mode and the upgrade
+  auto p = support::child::spawn({bin.path.string(), "--user", "nobody", "--drop-master", "--reload-mode", "exec", "--workers",
                                   "2", "--name", name.value, "--bind", "127.0.0.1:80", "--pidfile", pidfile.string()});
   auto seg = attach(name, p.pid());
   const auto first = wait_ready(seg, 2);
@@ -237,4 +254,84 @@ TEST_CASE("user: root without --user or --allow-root, and a user switch without 
   self.signal(SIGTERM);
   require_exit_0(self);
   CHECK(support::shm_segments("systempp." + name.value + ".").empty());
+}
+
+TEST_CASE("user: a --log-file path that is a symbolic link is refused, and what it points to is not given away",
+          "[user][security]") {
+  if (::geteuid() != 0) {
+    WARN("needs root: skipped");
+    return;
+  }
+  pool_name name;
+  support::temp_dir dir("user-" + name.value);
+  const auto victim = dir.path / "victim";
+  { std::ofstream(victim) << "root's\n"; }
+  fs::permissions(victim, fs::perms::owner_read | fs::perms::owner_write);
+  fs::create_symlink(victim, dir.path / "app.log");  // as the user could plant in its log directory
+  auto p = support::child::spawn({app_path, "--user", "nobody", "--workers", "1", "--name", name.value, "--bind",
+                                  "127.0.0.1:0", "--log-file", (dir.path / "app.log").string()});
+  const auto status = p.wait_exit(20s);
+  REQUIRE(status);
+  INFO(p.output());
+  CHECK(support::child::exited_with(*status, 2));
+  CHECK(p.output().find("not given to --user") != std::string::npos);
+  CHECK(owner_of(victim) == 0);
+  CHECK(support::shm_segments("systempp." + name.value + ".").empty());
+}
+
+namespace {
+
+/// fs.protected_regular set to `value` for this scope (false when it cannot be written, as
+/// in a container with a read-only /proc/sys), then set back.
+struct protected_regular {
+  std::string before;
+  bool set = false;
+  explicit protected_regular(const char* value) {
+    const char* path = "/proc/sys/fs/protected_regular";
+    std::ifstream(path) >> before;
+    std::ofstream out(path);
+    set = !before.empty() && static_cast<bool>(out << value << std::flush);
+  }
+  ~protected_regular() {
+    if (set) std::ofstream("/proc/sys/fs/protected_regular") << before;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("user: a second master of a --user pool's name refuses to start, with or without --user and fs.protected_regular",
+          "[user][identity][security]") {
+  if (::geteuid() != 0) {
+    WARN("needs root: skipped");
+    return;
+  }
+  // With it (1 or 2, systemd's default), O_CREAT on another user's file in sticky /dev/shm
+  // fails even for root. It is a machine-wide setting: set for this test only, where it can be.
+  const bool strict = GENERATE(false, true);
+  protected_regular sysctl(strict ? "1" : "0");
+  if (!sysctl.set) {
+    WARN("fs.protected_regular cannot be set here: skipped");
+    return;
+  }
+  pool_name name;
+  auto [s, seg, first] = start_pool(name, 1, {"--user", "nobody"});
+  CHECK(owner_of(systempp::lock_path(name.value)) == 65534);
+  for (const auto& user : std::vector<std::vector<std::string>>{{"--user", "nobody"}, {"--allow-root"}}) {
+    INFO("protected_regular " << strict << ", second master with " << user.front());
+    std::vector<std::string> argv{app_path, "--workers", "1", "--name", name.value, "--bind", "127.0.0.1:0"};
+    argv.insert(argv.end(), user.begin(), user.end());
+    auto second = support::child::spawn(argv);
+    const auto status = second.wait_exit(20s);
+    if (!status) second.signal(SIGKILL);
+    REQUIRE(status);
+    INFO(second.output());
+    CHECK(support::child::exited_with(*status, 2));
+    CHECK(second.output().find("a pool with this name is already running (master pid " + std::to_string(s.proc.pid())) !=
+          std::string::npos);
+  }
+  CHECK(fs::exists(fs::path(systempp::shm_dir) / systempp::segment_name(name.value, s.proc.pid())));
+  CHECK(systempp::find_live_master(name.value) == s.proc.pid());
+  CHECK(ready_workers(seg) == first);
+  s.proc.signal(SIGTERM);
+  require_exit_0(s.proc);
 }

@@ -183,23 +183,38 @@ asio::awaitable<void> worker_process::heartbeat() {
 // The master starts a replacement, then drains this one: asked once, and only while
 // serving (the master replaces READY workers only).
 void worker_process::ask_recycle_if_due() {
-  if (recycle_asked_ || ctx_.draining() || record_.state.load(std::memory_order_relaxed) != worker_state::ready) return;
+  // The master may decline (its rollout is in progress, the slot is being replaced): the
+  // worker asks again every 10 s while it still serves, and says so only the first time.
+  constexpr std::uint64_t ask_again_ms = 10'000;
+  const std::uint64_t now = monotonic_ms();
+  if ((asked_ms_ && now - asked_ms_ < ask_again_ms) || ctx_.draining() ||
+      record_.state.load(std::memory_order_acquire) != worker_state::ready)
+    return;
+  const bool again = asked_ms_ != 0;
   if (request_limit_ && record_.requests.load(std::memory_order_relaxed) >= request_limit_) {
-    recycle_asked_ = true;
+    asked_ms_ = now;
     send(msg_recycle);
-    ctx_.log().info("served {} requests: asking to be recycled", request_limit_);
+    if (!again) ctx_.log().info("served {} requests: asking to be recycled", request_limit_);
     return;
   }
   const std::uint64_t rss = record_.rss_bytes.load(std::memory_order_relaxed);
-  if (!opts_.max_rss_bytes || rss <= opts_.max_rss_bytes || rss_at_ready_ > opts_.max_rss_bytes) return;
-  recycle_asked_ = true;
+  if (!opts_.max_rss_bytes || rss <= opts_.max_rss_bytes ||
+      rss_at_ready_.load(std::memory_order_relaxed) > opts_.max_rss_bytes)
+    return;
+  asked_ms_ = now;
   send(msg_recycle_memory);
-  ctx_.log().warn("resident memory {} MiB is over --max-rss {} MiB: asking to be recycled", mib(rss),
-                  mib(opts_.max_rss_bytes));
+  if (!again)
+    ctx_.log().warn("resident memory {} MiB is over --max-rss {} MiB: asking to be recycled", mib(rss),
+                    mib(opts_.max_rss_bytes));
 }
 
 void worker_process::report_ready() {
   record_.ready_ms.store(monotonic_ms(), std::memory_order_relaxed);
+  // Before READY is published: the heartbeat (another thread with --threads) reads it once
+  // it sees READY. A worker over the limit from the start would be replaced by one just as
+  // big, in a loop.
+  const std::uint64_t rss = resident_bytes();
+  rss_at_ready_.store(rss, std::memory_order_relaxed);
   {
     slot_update u(record_);  // serving: no unit is inside a stage
     record_.stage.store(no_stage, std::memory_order_relaxed);
@@ -208,11 +223,9 @@ void worker_process::report_ready() {
   }
   send(msg_ready);
   ctx_.log().info("ready");
-  // A worker over the limit from the start would be replaced by one just as big, in a loop.
-  rss_at_ready_ = resident_bytes();
-  if (opts_.max_rss_bytes && rss_at_ready_ > opts_.max_rss_bytes)
+  if (opts_.max_rss_bytes && rss > opts_.max_rss_bytes)
     ctx_.log().warn("resident memory is {} MiB at READY, already over --max-rss {} MiB: this worker is not "
-                    "recycled for its memory (raise --max-rss)", mib(rss_at_ready_), mib(opts_.max_rss_bytes));
+                    "recycled for its memory (raise --max-rss)", mib(rss), mib(opts_.max_rss_bytes));
 }
 
 // Until the master says drain (or dies: EOF on the channel), or a drain/fast-stop signal.

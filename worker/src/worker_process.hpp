@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <atomic>
 #include <deque>
 #include <optional>
 #include <string>
@@ -89,8 +90,10 @@ class worker_process {
   boost::asio::steady_timer beat_;
   std::chrono::milliseconds beat_every_;
   std::uint64_t request_limit_;  ///< 0: --max-requests is off
-  std::uint64_t rss_at_ready_ = 0;  ///< resident bytes when READY: over --max-rss, never recycled for it
-  bool recycle_asked_ = false;
+  /// Resident bytes when READY: over --max-rss, never recycled for it. Written before READY
+  /// is published, read by the heartbeat.
+  std::atomic<std::uint64_t> rss_at_ready_{0};
+  std::uint64_t asked_ms_ = 0;  ///< when this worker last asked to be recycled; 0 never
   bool fast_ = false;  ///< serve ended with a fast stop (SIGQUIT or the master's QUIT)
   std::string role_;              ///< "worker 2", or a dedicated process's unit
   std::string title_;             ///< what ps shows, "worker 2 gen 3 [kvd]"

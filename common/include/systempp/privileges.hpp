@@ -43,10 +43,10 @@ uid_t pool_owner(const options& opts) noexcept;
 void give_to_pool_owner(int fd, const options& opts, const std::string& what);
 
 /// Switches this process to `who` for good: supplementary groups, group, then user, and
-/// checks that root cannot be had back. Nothing when it already runs as that uid (an
-/// exec-mode worker, an upgraded master that had switched). Keeps the process dumpable,
-/// so that it can still dump core and its user can read its /proc files. System calls only:
-/// safe in the forked child. Throws std::system_error.
+/// checks that root cannot be had back. Nothing when it already runs as that user and group
+/// (an exec-mode worker, an upgraded master that had switched). The process stays
+/// undumpable, as the kernel leaves it. System calls only: safe in the forked child. Throws
+/// std::system_error.
 void switch_user(const user_identity& who);
 
 }  // namespace systempp
