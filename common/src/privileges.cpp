@@ -75,10 +75,10 @@ user_identity resolve_user(const std::string& spec) {
   if (colon != std::string::npos) {
     const std::string name = spec.substr(colon + 1);
     gr = look_up<group>(name.c_str(), ::getgrnam_r, group_buffer);
-    if (!gr)
-      if (const auto gid = number<gid_t>(name)) gr = look_up<group>(*gid, ::getgrgid_r, group_buffer);
-    if (!gr) throw std::invalid_argument(fmt::format("no group '{}' on this machine", name));
-    who.gid = gr->gr_gid;
+    const auto gid = number<gid_t>(name);
+    if (!gr && gid) gr = look_up<group>(*gid, ::getgrgid_r, group_buffer);
+    if (!gr && !gid) throw std::invalid_argument(fmt::format("no group '{}' on this machine", name));
+    who.gid = gr ? gr->gr_gid : *gid;  // a number with no entry is taken as it is
   } else {
     gr = look_up<group>(who.gid, ::getgrgid_r, group_buffer);
   }

@@ -42,7 +42,11 @@ struct change_watch::impl {
   void wait() {
     fd.async_wait(asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
       if (ec) return;  // closed
-      read();
+      try {  // nothing may leave a handler of the master's loop
+        read();
+      } catch (const std::exception& e) {
+        log->error("--reload-on-change: {}", e.what());
+      }
       wait();
     });
   }
@@ -84,7 +88,7 @@ struct change_watch::impl {
       std::vector<std::string> now;
       for (const std::size_t i : pending) now.push_back(files[i]);
       pending.clear();
-      changed(now);
+      changed(now);  // the master's callback keeps its own exceptions
     });
   }
 

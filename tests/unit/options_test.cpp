@@ -284,6 +284,10 @@ TEST_CASE("options: --user takes a user and an optional group, by name or number
   CHECK(by_number.user == "nobody");
   CHECK(by_number.gid == 0);
   CHECK(by_number.group == "root");
+  const auto unlisted = systempp::resolve_user("4242:4343");  // ids a container's databases lack
+  CHECK(unlisted.uid == 4242);
+  CHECK(unlisted.gid == 4343);
+  CHECK(unlisted.groups == std::vector<gid_t>{4343});
   CHECK_THROWS_WITH(systempp::resolve_user(":root"), "expected USER or USER:GROUP");
   CHECK_THROWS_WITH(systempp::resolve_user("nobody:"), "no group '' on this machine");
 
