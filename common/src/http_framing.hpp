@@ -3,6 +3,8 @@
 // a response, apart from the server's work so that each reads on its own. Included by
 // http_server.cpp only, the one translation unit that compiles Beast.
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -13,8 +15,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cerrno>
 #include <iterator>
 #include <memory>
@@ -172,6 +176,16 @@ inline asio::awaitable<boost::system::error_code> send_response(connection& c, c
   const auto ec = co_await send_bytes(c.socket, out);
   if (out.capacity() > kept_response_capacity) std::string().swap(out);  // one large body is not kept per connection
   co_return ec;
+}
+
+// HTTP clients speak first: the accept can wait for the request (with reuseport this is
+// the slot's own socket, and every worker sets its own). The setting is the socket's, as
+// nginx's `deferred` is: it replaces systemd's DeferAcceptSec= too. A socket that refuses
+// is served all the same.
+inline void defer_accept(context& ctx, const listener& l, std::chrono::seconds wait) {
+  const int secs = static_cast<int>(wait.count());
+  if (::setsockopt(l.fd.get(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
+    ctx.log().warn("http_server: TCP_DEFER_ACCEPT on {}: {}", l.endpoint(), std::strerror(errno));
 }
 
 }  // namespace systempp::http::framing

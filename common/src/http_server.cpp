@@ -85,6 +85,7 @@ class server_core {
   asio::awaitable<void> start(context& ctx, const server_settings& s, router r);
   void stop_accepting();
   asio::awaitable<void> finish();
+  asio::awaitable<void> run_accept_loop(connection_acceptor& a);
 
  private:
   void take(tcp::socket socket);
@@ -92,7 +93,6 @@ class server_core {
   asio::awaitable<bool> wait_for_request(connection& c, beast::flat_buffer& buffer);
   asio::awaitable<response> handle(const request& req, const router::match& m);
   void prepare_fixed_replies();
-  void defer_accept(context& ctx, const listener& l);
   std::optional<response> read_error_response(boost::system::error_code ec, const request& req);
   response health(const request& req);
   response finish_response(response res);
@@ -120,6 +120,7 @@ class server_core {
   /// Indexed like router_.fixed_replies(); a connection holds the set it began with.
   std::shared_ptr<const prepared_replies> prepared_;
   std::list<connection_acceptor> acceptors_;  ///< the runtime's strand only
+  int accept_loops_ = 0;  ///< running on acceptors_: the runtime's strand only
   /// Every open connection. Each runs on its own strand (--threads), hence the lock; the
   /// drain reaches a connection by posting to its strand.
   std::mutex connections_mutex_;
@@ -139,14 +140,25 @@ asio::awaitable<void> server_core::start(context& ctx, const server_settings& s,
   all_closed_.emplace(ctx.executor());
   acceptors_.clear();
   const listener& l = ctx.listener_named(settings_.listener);
-  defer_accept(ctx, l);
+  framing::defer_accept(ctx, l, settings_.defer_accept);
   acceptors_.emplace_back(ctx, l);
   // A connection the kernel handed over is ours to answer, even when the drain closed the
   // acceptor before its handler ran: accept_loop hands it over before it looks.
-  for (auto& a : acceptors_)
-    spawn(ctx.executor(), accept_loop(a, [this](tcp::socket socket) { take(std::move(socket)); }, ctx.log()),
-          "accept loop");
+  for (auto& a : acceptors_) spawn(ctx.executor(), run_accept_loop(a), "accept loop");
   co_return;
+}
+
+// Counted, so that finish() frees the acceptors only once no loop can resume on one (with
+// --threads the loop's last resumption may come after the last connection closed).
+asio::awaitable<void> server_core::run_accept_loop(connection_acceptor& a) {
+  ++accept_loops_;
+  struct ended {
+    server_core& s;
+    ~ended() {
+      if (--s.accept_loops_ == 0) s.all_closed_->cancel();
+    }
+  } guard{*this};
+  co_await accept_loop(a, [this](tcp::socket socket) { take(std::move(socket)); }, ctx_->log());
 }
 
 // Registered at once, so a drain that begins before the connection's coroutine runs still
@@ -178,16 +190,6 @@ void server_core::stop_accepting() {
     });
 }
 
-// HTTP clients speak first: the accept can wait for the request (with reuseport this is
-// the slot's own socket, and every worker sets its own). The setting is the socket's, as
-// nginx's `deferred` is: it replaces systemd's DeferAcceptSec= too. A socket that refuses
-// is served all the same.
-void server_core::defer_accept(context& ctx, const listener& l) {
-  const int secs = static_cast<int>(settings_.defer_accept.count());
-  if (::setsockopt(l.fd.get(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
-    ctx.log().warn("http_server: TCP_DEFER_ACCEPT on {}: {}", l.endpoint(), std::strerror(errno));
-}
-
 void server_core::prepare_fixed_replies() {
   auto all = std::make_shared<prepared_replies>();
   for (const auto& f : router_.fixed_replies()) {
@@ -208,7 +210,7 @@ void server_core::prepare_fixed_replies() {
 }
 
 asio::awaitable<void> server_core::finish() {
-  while (!no_connections()) {
+  while (!no_connections() || accept_loops_ > 0) {
     all_closed_->expires_at(clock_type::time_point::max());
     co_await all_closed_->async_wait(use_tuple);
   }
