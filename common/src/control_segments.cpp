@@ -180,6 +180,10 @@ std::optional<uid_t> pool_files_owner(std::string_view pool) {
   return st.st_uid;
 }
 
+uid_t readable_owner(std::string_view pool) {
+  return ::geteuid() == 0 ? pool_files_owner(pool).value_or(0) : ::geteuid();
+}
+
 std::size_t remove_stale_segments(std::string_view pool, pid_t keep, uid_t owner) {
   check_pool_name(pool);
   if (keep == 0) keep = find_live_master(pool).value_or(0);

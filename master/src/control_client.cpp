@@ -61,9 +61,7 @@ pool_ref locate(const control_command& cmd) {
 }
 
 control_segment attach_checked(const pool_ref& p, access mode) {
-  // Root reads a pool of any user, whose block belongs to whoever owns its lock.
-  const uid_t owner = ::geteuid() == 0 ? pool_files_owner(p.name).value_or(0) : ::geteuid();
-  auto seg = control_segment::attach(p.name, p.master, mode, owner);
+  auto seg = control_segment::attach(p.name, p.master, mode, readable_owner(p.name));
   if (seg.header().master_pid.load() != p.master)
     throw control_failure(fmt::format("control block of '{}' names another master", p.name));
   return seg;

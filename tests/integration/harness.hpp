@@ -110,7 +110,7 @@ struct pool_name {
   }
   ~pool_name() {
     try {
-      systempp::remove_stale_segments(value, 0, systempp::pool_files_owner(value).value_or(::geteuid()));
+      systempp::remove_stale_segments(value, 0, systempp::readable_owner(value));
       if (!systempp::find_live_master(value)) ::unlink(systempp::lock_path(value).c_str());
     } catch (...) {
     }
@@ -126,8 +126,8 @@ inline systempp::control_segment attach(const pool_name& name, pid_t master) {
   support::wait_until([&] {
     try {
       // A pool run with --user has its files given to that user.
-      const uid_t owner = ::geteuid() == 0 ? systempp::pool_files_owner(name.value).value_or(0) : ::geteuid();
-      seg.emplace(systempp::control_segment::attach(name.value, master, systempp::access::read_only, owner));
+      seg.emplace(systempp::control_segment::attach(name.value, master, systempp::access::read_only,
+                                                    systempp::readable_owner(name.value)));
       return true;
     } catch (const std::exception& e) {
       error = e.what();

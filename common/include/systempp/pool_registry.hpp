@@ -57,9 +57,12 @@ std::string lock_path(std::string_view pool);
 /// control_block_error for an invalid pool name.
 std::optional<pid_t> find_live_master(std::string_view pool);
 
-/// The owner of the pool's lock file, if there is one: whose the pool's files are, which
-/// root's control commands expect of its control block. Runs anywhere.
+/// The owner of the pool's lock file, if there is one: whose the pool's files are. Runs
+/// anywhere.
 std::optional<uid_t> pool_files_owner(std::string_view pool);
+/// The owner this process requires of the pool's control block: itself, or for root
+/// whoever owns the pool's lock file (root reads any user's pool). Runs anywhere.
+uid_t readable_owner(std::string_view pool);
 
 /// What a segment's name says: "systempp.<pool>.<master pid>".
 struct segment_id {
